@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing the plugin needs and a fresh Debian 12 machine lacks:
+# the GStreamer development files, gst-launch-1.0/gst-inspect-1.0, the base and good plugins
+# (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build.
+set -euo pipefail
+
+packages=(
+    pkg-config
+    libgstreamer1.0-dev
+    libgstreamer-plugins-base1.0-dev
+    gstreamer1.0-tools
+    gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good
+    meson
+    ninja-build
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    echo "Installing: ${missing[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust 1.92 or newer (https://rustup.rs) and run again" >&2
+    exit 1
+fi

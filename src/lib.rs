@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MPL-2.0
+#![allow(clippy::non_send_fields_in_send_ty, unused_doc_comments)]
+
+//! GStreamer plugin `segmentrecorder`: records a live mono speech stream into wall-clock
+//! aligned, sample-exact WAV segments, with all file IO off the streaming thread.
+//!
+//! Three rooms: [`segmentrecorder`] is the element (properties, caps, events, messages),
+//! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer.
+
+use gst::glib;
+
+pub mod segmentrecorder;
+pub mod timeline;
+pub mod writer;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    segmentrecorder::register(plugin)
+}
+
+gst::plugin_define!(
+    segmentrecorder,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

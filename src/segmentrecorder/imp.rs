@@ -1,0 +1,612 @@
+//! The element: properties, caps, events, state changes and bus messages. It places each buffer
+//! on the [`Timeline`] and hands the resulting commands to the [`writer`]; it never opens a file.
+
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use super::wallclock::WallClock;
+use super::{Tap, TimestampMode};
+use crate::timeline::{Grid, Piece, Timeline};
+use crate::writer::{self, Command, Identity, Overflow, Recording, Report, SegmentSpec};
+
+const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
+const DEFAULT_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(5);
+const MIN_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+const MAX_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(3_600);
+/// Buffers stamped within this distance of where the sample count puts them are contiguous.
+const ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+/// Name of the message posted for each segment written.
+pub const SEGMENT_WRITTEN: &str = "segmentrecorder-segment-written";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    base_dir: String,
+    trace_id: Option<String>,
+    station_key: Option<String>,
+    tap: Tap,
+    segment_duration: gst::ClockTime,
+    timestamp_mode: TimestampMode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            base_dir: DEFAULT_BASE_DIR.to_owned(),
+            trace_id: None,
+            station_key: None,
+            tap: Tap::default(),
+            segment_duration: DEFAULT_SEGMENT_DURATION,
+            timestamp_mode: TimestampMode::default(),
+        }
+    }
+}
+
+/// Everything between `start()` and `stop()`.
+struct State {
+    recording: Arc<Recording>,
+    identity: Arc<Identity>,
+    segment_duration: gst::ClockTime,
+    timestamp_mode: TimestampMode,
+    /// Known once caps are set.
+    timeline: Option<Timeline>,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    wall_clock: Option<WallClock>,
+    /// Whether upstream is live, asked once per stream.
+    live: Option<bool>,
+    /// Samples dropped since the last buffer that was queued whole.
+    dropping: u64,
+    pieces: Vec<Piece>,
+}
+
+impl State {
+    /// Turns the timeline's pieces into writer commands; `data` is the buffer they refer to.
+    fn commands(&mut self, data: &[u8]) -> Vec<Command> {
+        let rate = self.timeline.as_ref().map_or(0, |t| t.grid().rate());
+        self.pieces
+            .drain(..)
+            .map(|piece| match piece {
+                Piece::Open(bucket) => {
+                    gst::debug!(CAT, "Opening bucket {} ms", bucket.start_ms());
+                    Command::Open(SegmentSpec {
+                        identity: self.identity.clone(),
+                        bucket_ms: bucket.start_ms(),
+                        rate,
+                    })
+                }
+                Piece::Silence(n) => Command::Silence(n),
+                Piece::Data { offset, len } => Command::Samples(
+                    data[offset * 2..(offset + len) * 2]
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                        .collect(),
+                ),
+                Piece::Close(bucket) => {
+                    gst::debug!(CAT, "Closing bucket {} ms", bucket.start_ms());
+                    Command::Close
+                }
+            })
+            .collect()
+    }
+
+    /// Ends the current stream: the open bucket is padded and closed.
+    fn end_stream(&mut self) -> Vec<Command> {
+        if let Some(timeline) = self.timeline.as_mut() {
+            timeline.finish(&mut self.pieces);
+        }
+        self.commands(&[])
+    }
+}
+
+#[derive(Default)]
+pub struct SegmentRecorder {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "segmentrecorder",
+        gst::DebugColorFlags::empty(),
+        Some("Segment recorder"),
+    )
+});
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SegmentRecorder {
+    /// Hands `batch` to the writer, outside of any lock of ours.
+    fn submit(&self, recording: &Recording, mut batch: Vec<Command>, overflow: Overflow) {
+        if batch.is_empty() {
+            return;
+        }
+        let dropped = recording.submit(&mut batch, overflow);
+        let first_drop = {
+            let mut state = lock(&self.state);
+            let Some(state) = state.as_mut() else { return };
+            if dropped == 0 {
+                state.dropping = 0;
+                return;
+            }
+            state.dropping += dropped;
+            state.dropping == dropped
+        };
+        if first_drop {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                ("The disk is slower than the audio: dropping samples"),
+                [
+                    "The writer queue is full ({} bytes); {} samples were written as silence. \
+                     Further drops follow until the writer catches up.",
+                    writer::QUEUE_LIMIT_BYTES,
+                    dropped
+                ]
+            );
+        } else {
+            gst::debug!(CAT, imp = self, "Dropped {dropped} more samples");
+        }
+    }
+
+    /// Closes the open bucket of the current stream and returns the recording, if started.
+    fn end_stream(&self) -> Option<Arc<Recording>> {
+        let (recording, batch) = {
+            let mut state = lock(&self.state);
+            let state = state.as_mut()?;
+            state.live = None;
+            (state.recording.clone(), state.end_stream())
+        };
+        self.submit(&recording, batch, Overflow::Wait);
+        Some(recording)
+    }
+
+    /// Whether upstream is live: then a full writer queue drops samples instead of waiting.
+    fn upstream_live(&self) -> bool {
+        if let Some(live) = lock(&self.state).as_ref().and_then(|s| s.live) {
+            return live;
+        }
+        let live = match self.obj().query_latency() {
+            Ok((_, upstream_live, _, _)) => upstream_live,
+            Err(_) => false,
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Upstream is {}: a full writer queue will {}",
+            if live { "live" } else { "not live" },
+            if live { "drop samples" } else { "block" }
+        );
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.live = Some(live);
+        }
+        live
+    }
+
+    /// The current running time, for a first buffer that carries no timestamp.
+    fn now_running_time(&self) -> Option<gst::ClockTime> {
+        let obj = self.obj();
+        let clock = obj.clock()?;
+        clock.time().checked_sub(obj.base_time()?)
+    }
+
+    /// The time of a buffer's first sample on the bucket timeline; `None` to continue the
+    /// stream where it is.
+    fn timeline_time(&self, state: &mut State, pts: Option<gst::ClockTime>) -> Option<u64> {
+        let anchored = state.timeline.as_ref().is_some_and(Timeline::is_anchored);
+        let running_time = match pts.and_then(|pts| state.segment.to_running_time(pts)) {
+            Some(rt) => rt,
+            None if anchored => return None,
+            None => self.now_running_time().unwrap_or(gst::ClockTime::ZERO),
+        };
+        match state.timestamp_mode {
+            TimestampMode::RunningTime => Some(running_time.nseconds()),
+            TimestampMode::WallClock => {
+                let obj = self.obj();
+                let clock = obj.clock();
+                let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+                let wall_clock = match state.wall_clock.take() {
+                    Some(w) if w.is_for(clock.as_ref(), base_time) => w,
+                    _ => match &clock {
+                        Some(clock) => WallClock::shared(clock, base_time),
+                        None => {
+                            gst::warning!(
+                                CAT,
+                                imp = self,
+                                "No clock: running time {running_time} is taken as now"
+                            );
+                            WallClock::anchored_now(running_time)
+                        }
+                    },
+                };
+                let utc = wall_clock.utc_ns(running_time);
+                state.wall_clock = Some(wall_clock);
+                Some(utc)
+            }
+        }
+    }
+
+    /// Called on a writer thread for each segment written or given up.
+    fn report(&self, report: Report) {
+        match report {
+            Report::Written(w) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Wrote {} ({} samples: {} data, {} silence)",
+                    w.location.display(),
+                    w.samples,
+                    w.data_samples,
+                    w.silence_samples
+                );
+                let s = gst::Structure::builder(SEGMENT_WRITTEN)
+                    .field("location", w.location.to_string_lossy().as_ref())
+                    .field("trace-id", w.spec.identity.trace_id())
+                    .field("station-key", w.spec.identity.station_key())
+                    .field("tap", w.spec.identity.tap())
+                    .field("bucket-ts-ms", w.spec.bucket_ms)
+                    .field("sample-rate", w.spec.rate)
+                    .field("samples", w.samples)
+                    .field("data-samples", w.data_samples)
+                    .field("silence-samples", w.silence_samples)
+                    .build();
+                let obj = self.obj();
+                let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+            }
+            Report::Failed {
+                spec,
+                location,
+                error,
+            } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("Could not write segment {}: {}", location.display(), error),
+                    [
+                        "Trace '{}', bucket {} ms: the segment is lost; recording goes on.",
+                        spec.identity.trace_id(),
+                        spec.bucket_ms
+                    ]
+                );
+            }
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for SegmentRecorder {
+    const NAME: &'static str = "GstSegmentRecorder";
+    type Type = super::SegmentRecorder;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for SegmentRecorder {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("base-dir")
+                    .nick("Base directory")
+                    .blurb(
+                        "Directory under which segments are written as \
+                         YYYY-MM-DD/<trace-id>/<station-key>/<PRE|POST>/segment_<ms>.wav; \
+                         created if missing, must be writable",
+                    )
+                    .default_value(Some(DEFAULT_BASE_DIR))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("trace-id")
+                    .nick("Trace ID")
+                    .blurb(
+                        "Identifier of the call being recorded (required); \
+                         escaped into one directory name",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("station-key")
+                    .nick("Station key")
+                    .blurb(
+                        "Identifier of the processing stage being recorded (required); \
+                         escaped into one directory name",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("tap", Tap::default())
+                    .nick("Tap")
+                    .blurb("Where the audio is taken: PRE (before the stage) or POST (after it)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("segment-duration")
+                    .nick("Segment duration")
+                    .blurb(
+                        "Duration of each WAV file in nanoseconds; files start at multiples \
+                         of it on the timeline (100 ms to 1 h)",
+                    )
+                    .minimum(MIN_SEGMENT_DURATION.nseconds())
+                    .maximum(MAX_SEGMENT_DURATION.nseconds())
+                    .default_value(DEFAULT_SEGMENT_DURATION.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "timestamp-mode",
+                    TimestampMode::default(),
+                )
+                .nick("Timestamp mode")
+                .blurb(
+                    "Timeline of buckets and file names: wall-clock (UTC via the pipeline \
+                     clock) or running-time (deterministic, for offline files and tests)",
+                )
+                .mutable_ready()
+                .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if lock(&self.state).is_some() {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property '{}' can only be changed in the NULL or READY state; ignored",
+                pspec.name()
+            );
+            return;
+        }
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "base-dir" => {
+                settings.base_dir = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_BASE_DIR.to_owned());
+            }
+            "trace-id" => settings.trace_id = value.get().expect("type checked upstream"),
+            "station-key" => settings.station_key = value.get().expect("type checked upstream"),
+            "tap" => settings.tap = value.get().expect("type checked upstream"),
+            "segment-duration" => {
+                settings.segment_duration =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
+            }
+            "timestamp-mode" => {
+                settings.timestamp_mode = value.get().expect("type checked upstream");
+            }
+            _ => unimplemented!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "base-dir" => settings.base_dir.to_value(),
+            "trace-id" => settings.trace_id.to_value(),
+            "station-key" => settings.station_key.to_value(),
+            "tap" => settings.tap.to_value(),
+            "segment-duration" => settings.segment_duration.nseconds().to_value(),
+            "timestamp-mode" => settings.timestamp_mode.to_value(),
+            _ => unimplemented!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // A recorder has no reason to wait for the clock: it writes what it gets.
+        self.obj().set_sync(false);
+    }
+}
+
+impl GstObjectImpl for SegmentRecorder {}
+
+impl ElementImpl for SegmentRecorder {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Segment Recorder",
+                "Sink/Audio",
+                "Records mono S16LE audio into wall-clock aligned, sample-exact WAV segments \
+                 per call, stage and tap",
+                "gst-plugin-segmentrecorder developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_audio::AudioCapsBuilder::new_interleaved()
+                .format(gst_audio::AudioFormat::S16le)
+                .channels(1)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid pad template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSinkImpl for SegmentRecorder {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        for (name, value) in [
+            ("trace-id", &settings.trace_id),
+            ("station-key", &settings.station_key),
+        ] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                return Err(gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    (
+                        "Property '{}' is not set: set it before starting, segments are \
+                         filed under it",
+                        name
+                    )
+                ));
+            }
+        }
+        let identity = Identity::new(
+            settings.trace_id.as_deref().unwrap_or_default(),
+            settings.station_key.as_deref().unwrap_or_default(),
+            settings.tap.dir_name(),
+        )
+        .map_err(|(name, e)| {
+            gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("Property '{}' cannot name a directory: {}", name, e)
+            )
+        })?;
+        let base_dir = Path::new(&settings.base_dir);
+        writer::check_base_dir(base_dir).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenWrite,
+                (
+                    "Cannot record into base-dir '{}': {}. Set 'base-dir' to a directory \
+                     this process can create and write",
+                    base_dir.display(),
+                    e
+                )
+            )
+        })?;
+
+        let weak = self.obj().downgrade();
+        let recording = Recording::new(base_dir.to_owned(), move |report| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().report(report);
+            }
+        });
+        gst::info!(
+            CAT,
+            imp = self,
+            "Recording trace '{}', station '{}', tap {} into {}",
+            identity.trace_id(),
+            identity.station_key(),
+            identity.tap(),
+            base_dir.display()
+        );
+        *lock(&self.state) = Some(State {
+            recording: Arc::new(recording),
+            identity: Arc::new(identity),
+            segment_duration: settings.segment_duration,
+            timestamp_mode: settings.timestamp_mode,
+            timeline: None,
+            segment: gst::FormattedSegment::new(),
+            wall_clock: None,
+            live: None,
+            dropping: 0,
+            pieces: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // Whatever was received is finalised before the state change completes.
+        if let Some(recording) = self.end_stream() {
+            let _ = recording.wait_idle(false);
+        }
+        *lock(&self.state) = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_audio::AudioInfo::from_caps(caps)
+            .map_err(|_| gst::loggable_error!(CAT, "Cannot parse caps {}", caps))?;
+        gst::debug!(CAT, imp = self, "Caps {caps}: {} Hz", info.rate());
+        let (recording, batch) = {
+            let mut state = lock(&self.state);
+            let state = state
+                .as_mut()
+                .ok_or_else(|| gst::loggable_error!(CAT, "Caps before start"))?;
+            let grid = Grid::new(info.rate(), state.segment_duration.nseconds());
+            match state.timeline.as_mut() {
+                Some(timeline) => timeline.set_grid(grid, &mut state.pieces),
+                None => state.timeline = Some(Timeline::new(grid, ALIGNMENT_THRESHOLD.nseconds())),
+            }
+            (state.recording.clone(), state.commands(&[]))
+        };
+        self.submit(&recording, batch, Overflow::Wait);
+        Ok(())
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            gst::EventView::Segment(e) => match e.segment().downcast_ref::<gst::ClockTime>() {
+                Some(segment) => {
+                    if let Some(state) = lock(&self.state).as_mut() {
+                        state.segment = segment.clone();
+                    }
+                }
+                None => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "Segment of format {:?}: only TIME is supported",
+                            e.segment().format()
+                        )
+                    );
+                    return false;
+                }
+            },
+            gst::EventView::FlushStop(_) => {
+                self.end_stream();
+            }
+            gst::EventView::Eos(_) => {
+                // EOS reaches the bus only once every file of this recorder is complete.
+                if let Some(recording) = self.end_stream()
+                    && recording.wait_idle(true).is_err()
+                {
+                    gst::debug!(CAT, imp = self, "Flushing while waiting for the writer");
+                }
+            }
+            _ => (),
+        }
+        self.parent_event(event)
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let live = self.upstream_live();
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
+            gst::FlowError::Error
+        })?;
+        let (recording, batch) = {
+            let mut state = lock(&self.state);
+            let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
+            let time = self.timeline_time(state, buffer.pts());
+            let Some(timeline) = state.timeline.as_mut() else {
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
+                return Err(gst::FlowError::NotNegotiated);
+            };
+            timeline.push(time, map.len() / 2, &mut state.pieces);
+            (state.recording.clone(), state.commands(&map))
+        };
+        let overflow = if live { Overflow::Drop } else { Overflow::Wait };
+        self.submit(&recording, batch, overflow);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(state) = lock(&self.state).as_ref() {
+            state.recording.set_unblocked(true);
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(state) = lock(&self.state).as_ref() {
+            state.recording.set_unblocked(false);
+        }
+        Ok(())
+    }
+}

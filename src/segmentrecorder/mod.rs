@@ -1,0 +1,69 @@
+//! The `segmentrecorder` element.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+mod wallclock;
+
+/// Where in a processing stage a recorder listens.
+#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegmentRecorderTap")]
+pub enum Tap {
+    /// Before the stage: what went in.
+    #[default]
+    #[enum_value(name = "PRE", nick = "pre")]
+    Pre = 0,
+    /// After the stage: what came out.
+    #[enum_value(name = "POST", nick = "post")]
+    Post = 1,
+}
+
+impl Tap {
+    /// The name of the tap's directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Tap::Pre => "PRE",
+            Tap::Post => "POST",
+        }
+    }
+}
+
+/// The timeline that buckets and file names are measured on.
+#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegmentRecorderTimestampMode")]
+pub enum TimestampMode {
+    /// UTC: running time mapped through the pipeline clock; files named by UTC milliseconds.
+    #[default]
+    #[enum_value(
+        name = "Wall clock: UTC through the pipeline clock, files named by UTC ms",
+        nick = "wall-clock"
+    )]
+    WallClock = 0,
+    /// Running time itself: deterministic, for offline files and tests.
+    #[enum_value(
+        name = "Running time: files named by running-time ms under 1970-01-01",
+        nick = "running-time"
+    )]
+    RunningTime = 1,
+}
+
+glib::wrapper! {
+    /// Sink that records mono S16LE audio into wall-clock aligned WAV segments.
+    pub struct SegmentRecorder(ObjectSubclass<imp::SegmentRecorder>)
+        @extends gst_base::BaseSink, gst::Element, gst::Object;
+}
+
+/// Registers the element with `plugin`.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    Tap::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    TimestampMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "segmentrecorder",
+        gst::Rank::NONE,
+        SegmentRecorder::static_type(),
+    )
+}

@@ -1,0 +1,267 @@
+//! Where a segment lives on disk.
+//!
+//! `<base>/YYYY-MM-DD/<trace>/<station>/<TAP>/segment_<bucket_ms>.wav`, the date being the UTC
+//! date of the bucket's start, and `<trace>` and `<station>` the escaped identifiers.
+//!
+//! # Escaping
+//!
+//! Identifiers come from outside (call ids, SIP URIs, user input), so each is turned into exactly
+//! one safe path component: ASCII letters, digits and `- _ . @ + =` stay as they are, every other
+//! byte of the UTF-8 text becomes `%XX` (upper-case hex), `%` included, and so does a leading `.`
+//! (no `.`, `..` or hidden names). The escaping can be undone, so two different identifiers never
+//! share a directory. An identifier must not be empty, and its escaped form must not exceed
+//! [`MAX_COMPONENT_LEN`] bytes: longer ones are refused rather than cut, since a cut could make
+//! two calls share a directory.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Longest escaped identifier accepted, in bytes; file systems allow 255 per component.
+pub const MAX_COMPONENT_LEN: usize = 200;
+
+/// Why an identifier cannot name a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifierError {
+    /// The identifier is empty.
+    Empty,
+    /// The escaped identifier is longer than [`MAX_COMPONENT_LEN`].
+    TooLong { escaped_len: usize },
+}
+
+impl fmt::Display for IdentifierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentifierError::Empty => f.write_str("it is empty"),
+            IdentifierError::TooLong { escaped_len } => write!(
+                f,
+                "it is {escaped_len} bytes long once escaped for the file system, \
+                 at most {MAX_COMPONENT_LEN} are allowed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IdentifierError {}
+
+/// Escapes `value` into one safe path component (see the module documentation).
+pub fn escape_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for (i, byte) in value.bytes().enumerate() {
+        let plain = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'@' | b'+' | b'=')
+            || (byte == b'.' && i > 0);
+        if plain {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Escapes and checks one identifier.
+pub fn identifier_component(value: &str) -> Result<String, IdentifierError> {
+    if value.is_empty() {
+        return Err(IdentifierError::Empty);
+    }
+    let escaped = escape_component(value);
+    if escaped.len() > MAX_COMPONENT_LEN {
+        return Err(IdentifierError::TooLong {
+            escaped_len: escaped.len(),
+        });
+    }
+    Ok(escaped)
+}
+
+/// Who a stream belongs to: the call, the processing stage and the tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    trace_id: String,
+    station_key: String,
+    tap: &'static str,
+    trace_dir: String,
+    station_dir: String,
+}
+
+impl Identity {
+    /// Checks and escapes the identifiers. `tap` is the tap directory's name (`PRE`, `POST`).
+    ///
+    /// On error, says which of the two identifiers is unusable.
+    pub fn new(
+        trace_id: &str,
+        station_key: &str,
+        tap: &'static str,
+    ) -> Result<Self, (&'static str, IdentifierError)> {
+        Ok(Identity {
+            trace_dir: identifier_component(trace_id).map_err(|e| ("trace-id", e))?,
+            station_dir: identifier_component(station_key).map_err(|e| ("station-key", e))?,
+            trace_id: trace_id.to_owned(),
+            station_key: station_key.to_owned(),
+            tap,
+        })
+    }
+
+    /// The call's identifier, as given.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    /// The processing stage's identifier, as given.
+    pub fn station_key(&self) -> &str {
+        &self.station_key
+    }
+
+    /// The tap's name.
+    pub fn tap(&self) -> &'static str {
+        self.tap
+    }
+}
+
+/// The UTC calendar date of `ms` milliseconds after the epoch, as `YYYY-MM-DD`.
+pub fn utc_date(ms: u64) -> String {
+    // Days to civil date, after Howard Hinnant's `civil_from_days`.
+    let days = (ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The directory of the segments of `identity` whose bucket starts at `bucket_ms`.
+pub fn segment_dir(base: &Path, identity: &Identity, bucket_ms: u64) -> PathBuf {
+    let mut dir = base.join(utc_date(bucket_ms));
+    dir.push(&identity.trace_dir);
+    dir.push(&identity.station_dir);
+    dir.push(identity.tap);
+    dir
+}
+
+/// The file name of a segment: `segment_<ms>.wav`, or `segment_<ms>-<n>.wav` for the `n`-th
+/// further file of the same bucket (a file is never overwritten).
+pub fn segment_file_name(bucket_ms: u64, suffix: u32) -> String {
+    if suffix == 0 {
+        format!("segment_{bucket_ms}.wav")
+    } else {
+        format!("segment_{bucket_ms}-{suffix}.wav")
+    }
+}
+
+/// The name of the file being written for `file_name` (`<name>.part`).
+pub fn part_file_name(file_name: &str) -> String {
+    format!("{file_name}.part")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::path::Component;
+
+    fn unescape(s: &str) -> Vec<u8> {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_identifiers_stay_one_component() {
+        let hostile = [
+            "..",
+            ".",
+            "../../etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "line\nbreak\t",
+            "/absolute",
+            "sip:alice@example.com;tag=1",
+            "ünïcödé 通话",
+            "%2E%2E",
+            "~",
+            ".hidden",
+        ];
+        let mut seen = HashSet::new();
+        for value in hostile {
+            let c = identifier_component(value).unwrap();
+            let path = Path::new("/base").join(&c);
+            let comps: Vec<_> = path.components().collect();
+            assert_eq!(comps.len(), 3, "{value:?} -> {c:?}");
+            assert!(
+                matches!(comps[2], Component::Normal(_)),
+                "{value:?} -> {c:?}"
+            );
+            assert!(!c.starts_with('.'), "{value:?} -> {c:?}");
+            assert!(
+                c.bytes().all(|b| b.is_ascii_graphic()),
+                "{value:?} -> {c:?}"
+            );
+            assert_eq!(unescape(&c), value.as_bytes());
+            assert!(seen.insert(c));
+        }
+    }
+
+    #[test]
+    fn readable_identifiers_are_kept() {
+        assert_eq!(
+            escape_component("call-42_a.b@host+x=1"),
+            "call-42_a.b@host+x=1"
+        );
+        assert_eq!(escape_component("sip:bob"), "sip%3Abob");
+        assert_eq!(escape_component("100%"), "100%25");
+    }
+
+    #[test]
+    fn empty_and_over_long_identifiers_are_refused() {
+        assert_eq!(identifier_component(""), Err(IdentifierError::Empty));
+        assert!(identifier_component(&"a".repeat(MAX_COMPONENT_LEN)).is_ok());
+        assert_eq!(
+            identifier_component(&"a".repeat(MAX_COMPONENT_LEN + 1)),
+            Err(IdentifierError::TooLong {
+                escaped_len: MAX_COMPONENT_LEN + 1
+            })
+        );
+        // 70 slashes escape to 210 bytes.
+        assert!(identifier_component(&"/".repeat(70)).is_err());
+        let err = Identity::new("ok", "", "PRE").unwrap_err();
+        assert_eq!(err.0, "station-key");
+    }
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(86_399_999), "1970-01-01");
+        assert_eq!(utc_date(86_400_000), "1970-01-02");
+        assert_eq!(utc_date(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_date(1_795_219_200_000 - 1), "2026-11-20");
+        assert_eq!(utc_date(1_795_219_200_000), "2026-11-21");
+        assert_eq!(utc_date(4_107_542_400_000), "2100-03-01");
+    }
+
+    #[test]
+    fn layout_matches_the_documented_form() {
+        let id = Identity::new("call/1", "stt", "POST").unwrap();
+        assert_eq!(
+            segment_dir(Path::new("/rec"), &id, 1_795_240_805_000),
+            Path::new("/rec/2026-11-21/call%2F1/stt/POST")
+        );
+        assert_eq!(segment_file_name(5_000, 0), "segment_5000.wav");
+        assert_eq!(segment_file_name(5_000, 2), "segment_5000-2.wav");
+        assert_eq!(part_file_name("segment_5000.wav"), "segment_5000.wav.part");
+    }
+}

@@ -1,0 +1,148 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use gst::prelude::*;
+
+pub const CAPS_16K: &str = "audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=16000";
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstsegmentrecorder::plugin_register_static().unwrap();
+    });
+}
+
+/// A recorder with the given ids writing under `base`, in running-time mode unless told.
+pub fn recorder(base: &Path, trace: &str, station: &str, tap: &str) -> gst::Element {
+    gst::ElementFactory::make("segmentrecorder")
+        .property("base-dir", base.to_str().unwrap())
+        .property("trace-id", trace)
+        .property("station-key", station)
+        .property_from_str("tap", tap)
+        .property_from_str("timestamp-mode", "running-time")
+        .build()
+        .unwrap()
+}
+
+/// A harness around `element` with 16 kHz caps and a private bus on the element.
+pub fn harness(element: &gst::Element, caps: &str) -> (gst_check::Harness, gst::Bus) {
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    let mut h = gst_check::Harness::with_element(element, Some("sink"), None);
+    h.set_src_caps_str(caps);
+    h.play();
+    (h, bus)
+}
+
+/// Stream sample `i` of the test signal: never zero, so padding is told apart from audio.
+pub fn signal(i: u64) -> i16 {
+    ((i % 32_767) + 1) as i16
+}
+
+/// A buffer of test-signal samples `first..first + len`, stamped with `pts`.
+pub fn buffer(first: u64, len: usize, pts: Option<gst::ClockTime>, rate: u32) -> gst::Buffer {
+    let bytes: Vec<u8> = (0..len as u64)
+        .flat_map(|i| signal(first + i).to_le_bytes())
+        .collect();
+    let mut buffer = gst::Buffer::from_mut_slice(bytes);
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(pts);
+        b.set_duration(gst::ClockTime::from_nseconds(
+            len as u64 * 1_000_000_000 / u64::from(rate),
+        ));
+    }
+    buffer
+}
+
+/// Pushes `total` samples of the test signal in buffers of `size`, contiguous from `start`.
+pub fn push_signal(
+    h: &mut gst_check::Harness,
+    start: gst::ClockTime,
+    total: u64,
+    size: usize,
+    rate: u32,
+) {
+    let mut done = 0u64;
+    while done < total {
+        let len = (size as u64).min(total - done) as usize;
+        let pts = start + gst::ClockTime::from_nseconds(done * 1_000_000_000 / u64::from(rate));
+        h.push(buffer(done, len, Some(pts), rate)).unwrap();
+        done += len as u64;
+    }
+}
+
+/// Samples and rate of a WAV file, checking it is mono 16-bit.
+pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
+    let mut reader =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = reader.spec();
+    assert_eq!(
+        (spec.channels, spec.bits_per_sample),
+        (1, 16),
+        "{}",
+        path.display()
+    );
+    let samples = reader.samples::<i16>().map(Result::unwrap).collect();
+    (samples, spec.sample_rate)
+}
+
+/// Every file under `dir`, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The segment files of one tap, in bucket order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    files.sort_by_key(|p| bucket_ms(p));
+    files
+}
+
+/// The bucket start encoded in a segment's file name.
+pub fn bucket_ms(path: &Path) -> u64 {
+    let name = path.file_stem().unwrap().to_str().unwrap();
+    let ms = name.strip_prefix("segment_").unwrap();
+    ms.split('-').next().unwrap().parse().unwrap()
+}
+
+/// The `segmentrecorder-segment-written` messages waiting on `bus`.
+pub fn written_messages(bus: &gst::Bus) -> Vec<gst::Structure> {
+    std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == "segmentrecorder-segment-written")
+                .map(|s| s.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// All messages of one type waiting on `bus`.
+pub fn messages_of(bus: &gst::Bus, ty: gst::MessageType) -> Vec<gst::Message> {
+    std::iter::from_fn(|| bus.pop_filtered(&[ty])).collect()
+}

@@ -1,0 +1,373 @@
+//! The element's behaviour through `gst_check::Harness`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use gst::prelude::*;
+
+const SEC: gst::ClockTime = gst::ClockTime::SECOND;
+
+/// Pushes `total` samples at 16 kHz in buffers of `size` starting at `start`, sends EOS, and
+/// checks every file sample by sample: file `k` offset `j` holds the stream sample whose time is
+/// `k·D + j/rate`, or silence where the stream was not.
+fn check_exact_split(size: usize, start: gst::ClockTime, total: u64, duration: gst::ClockTime) {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-1", "stt", "PRE");
+    element.set_property("segment-duration", duration.nseconds());
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, start, total, size, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let per_file = duration.nseconds() * 16_000 / 1_000_000_000;
+    let first = start.nseconds() * 16_000 / 1_000_000_000;
+    let files = segments(dir.path());
+    let expected_files = (first + total).div_ceil(per_file) - first / per_file;
+    assert_eq!(files.len() as u64, expected_files, "{files:?}");
+    for file in &files {
+        let k = bucket_ms(file) * 1_000_000 / duration.nseconds();
+        let (samples, rate) = read_wav(file);
+        assert_eq!(rate, 16_000);
+        assert_eq!(samples.len() as u64, per_file, "{}", file.display());
+        for (j, &s) in samples.iter().enumerate() {
+            let n = k * per_file + j as u64;
+            let expect = if n >= first && n < first + total {
+                signal(n - first)
+            } else {
+                0
+            };
+            assert_eq!(s, expect, "{} offset {j}", file.display());
+        }
+    }
+
+    let messages = written_messages(&bus);
+    assert_eq!(messages.len(), files.len());
+    let data: u64 = messages
+        .iter()
+        .map(|m| m.get::<u64>("data-samples").unwrap())
+        .sum();
+    assert_eq!(data, total);
+}
+
+#[test]
+fn buffers_of_333_samples_split_at_the_exact_sample() {
+    check_exact_split(
+        333,
+        gst::ClockTime::from_mseconds(1_500),
+        12 * 16_000,
+        5 * SEC,
+    );
+}
+
+#[test]
+fn one_sample_buffers_split_at_the_exact_sample() {
+    check_exact_split(
+        1,
+        gst::ClockTime::from_mseconds(700),
+        40_000,
+        gst::ClockTime::from_mseconds(1_000),
+    );
+}
+
+#[test]
+fn large_buffers_spanning_several_buckets_are_split() {
+    check_exact_split(
+        50_000,
+        gst::ClockTime::from_mseconds(250),
+        200_000,
+        gst::ClockTime::from_mseconds(1_000),
+    );
+}
+
+#[test]
+fn the_message_names_the_segment() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-7", "translate", "post");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, 2 * SEC, 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages = written_messages(&bus);
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    let location = dir
+        .path()
+        .join("1970-01-01/call-7/translate/POST/segment_0.wav");
+    assert_eq!(
+        m.get::<String>("location").unwrap(),
+        location.to_str().unwrap()
+    );
+    assert_eq!(m.get::<String>("trace-id").unwrap(), "call-7");
+    assert_eq!(m.get::<String>("station-key").unwrap(), "translate");
+    assert_eq!(m.get::<String>("tap").unwrap(), "POST");
+    assert_eq!(m.get::<u64>("bucket-ts-ms").unwrap(), 0);
+    assert_eq!(m.get::<u32>("sample-rate").unwrap(), 16_000);
+    assert_eq!(m.get::<u64>("samples").unwrap(), 80_000);
+    assert_eq!(m.get::<u64>("data-samples").unwrap(), 16_000);
+    assert_eq!(m.get::<u64>("silence-samples").unwrap(), 64_000);
+    assert_eq!(read_wav(&location).0.len(), 80_000);
+}
+
+#[test]
+fn eos_returns_when_every_file_is_complete() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, SEC, 11 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    // Right when EOS returns: three complete files, no `.part`, every message posted.
+    let files = files_under(dir.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files.iter().all(|f| f.extension().unwrap() == "wav"));
+    for f in &files {
+        assert_eq!(read_wav(f).0.len(), 80_000);
+    }
+    assert_eq!(written_messages(&bus).len(), 3);
+}
+
+#[test]
+fn stopping_without_eos_finalises_what_was_received() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, SEC, 2 * 16_000, 320, 16_000);
+    element.set_state(gst::State::Null).unwrap();
+
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 1);
+    let (samples, _) = read_wav(&files[0]);
+    assert_eq!(samples.len(), 80_000);
+    assert!(samples[..16_000].iter().all(|&s| s == 0));
+    assert_eq!(samples[16_000], signal(0));
+    assert_eq!(samples[47_999], signal(31_999));
+    assert!(samples[48_000..].iter().all(|&s| s == 0));
+    assert_eq!(written_messages(&bus).len(), 1);
+    drop(h);
+}
+
+#[test]
+fn a_recorder_records_again_after_going_to_null() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, SEC, 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    element.set_state(gst::State::Null).unwrap();
+    element.set_property("trace-id", "call-2");
+    drop(h);
+
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, 6 * SEC, 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let names: Vec<_> = segments(dir.path())
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            Path::new("1970-01-01/call/stt/PRE/segment_0.wav"),
+            Path::new("1970-01-01/call-2/stt/PRE/segment_5000.wav"),
+        ]
+    );
+}
+
+#[test]
+fn two_recorders_fed_the_same_buffers_write_the_same_files() {
+    init();
+    let clock = gst::SystemClock::obtain();
+    let base_time = clock.time();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut harnesses = Vec::new();
+    for dir in &dirs {
+        let element = recorder(dir.path(), "call", "stt", "PRE");
+        element.set_property_from_str("timestamp-mode", "wall-clock");
+        let (h, bus) = harness(&element, CAPS_16K);
+        element.set_clock(Some(&clock)).unwrap();
+        element.set_base_time(base_time);
+        harnesses.push((h, bus));
+    }
+    // Odd sizes and a timestamp that is not on a sample of the grid.
+    let start = gst::ClockTime::from_nseconds(123_456_789);
+    for (h, _) in &mut harnesses {
+        push_signal(h, start, 7 * 16_000 + 17, 441, 16_000);
+        assert!(h.push_event(gst::event::Eos::new()));
+    }
+
+    let rel = |d: &Path| -> Vec<_> {
+        segments(d)
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().to_owned())
+            .collect()
+    };
+    let names = rel(dirs[0].path());
+    assert!(names.len() >= 2, "{names:?}");
+    assert_eq!(names, rel(dirs[1].path()));
+    for name in &names {
+        assert_eq!(bucket_ms(name) % 5_000, 0, "{name:?}");
+        let a = std::fs::read(dirs[0].path().join(name)).unwrap();
+        let b = std::fs::read(dirs[1].path().join(name)).unwrap();
+        assert!(a == b, "{name:?} differs");
+    }
+    // The files hold UTC: the first bucket is today's.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(bucket_ms(&names[0]).abs_diff(now_ms) < 60_000);
+}
+
+/// Starts `element` alone and returns the error message text, checking that nothing was
+/// written under `dir`.
+fn start_error(element: &gst::Element, dir: &Path) -> String {
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    assert!(element.set_state(gst::State::Paused).is_err());
+    let _ = element.set_state(gst::State::Null);
+    // The first error is the element's own; GstBaseSink follows it with a generic one.
+    let errors = messages_of(&bus, gst::MessageType::Error);
+    let Some(gst::MessageView::Error(e)) = errors.first().map(|m| m.view()) else {
+        panic!("no error message")
+    };
+    assert!(files_under(dir).is_empty(), "{:?}", files_under(dir));
+    e.error().to_string()
+}
+
+#[test]
+fn starting_without_ids_fails_and_names_the_property() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    for (missing, other) in [("trace-id", "station-key"), ("station-key", "trace-id")] {
+        let element = gst::ElementFactory::make("segmentrecorder")
+            .property("base-dir", base.to_str().unwrap())
+            .property(other, "x")
+            .build()
+            .unwrap();
+        let text = start_error(&element, dir.path());
+        assert!(text.contains(missing), "{text}");
+        assert!(!base.exists());
+
+        element.set_property(missing, "");
+        let text = start_error(&element, dir.path());
+        assert!(text.contains(missing), "{text}");
+    }
+}
+
+#[test]
+fn over_long_ids_are_refused_at_start() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), &"/".repeat(100), "stt", "PRE");
+    let text = start_error(&element, dir.path());
+    assert!(
+        text.contains("trace-id") && text.contains("300 bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unusable_base_dir_fails_with_the_os_error() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let base = file.join("rec");
+    let element = recorder(&base, "call", "stt", "PRE");
+    let text = start_error(&element, dir.path().join("unused").as_path());
+    assert!(text.contains(base.to_str().unwrap()), "{text}");
+    assert!(text.contains("Not a directory"), "{text}");
+    assert_eq!(files_under(dir.path()), [file]);
+}
+
+#[test]
+fn wrong_caps_are_refused_and_nothing_is_written() {
+    init();
+    for caps in [
+        "audio/x-raw,format=S16BE,layout=interleaved,channels=1,rate=16000",
+        "audio/x-raw,format=S16LE,layout=interleaved,channels=2,rate=16000",
+        "audio/x-raw,format=F32LE,layout=interleaved,channels=1,rate=16000",
+        "audio/x-raw,format=S16LE,layout=non-interleaved,channels=1,rate=16000",
+        "audio/x-alaw,channels=1,rate=8000",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let element = recorder(dir.path(), "call", "stt", "PRE");
+        let (mut h, _bus) = harness(&element, caps);
+        assert_eq!(
+            h.push(buffer(0, 320, Some(gst::ClockTime::ZERO), 16_000)),
+            Err(gst::FlowError::NotNegotiated),
+            "{caps}"
+        );
+        assert!(h.push_event(gst::event::Eos::new()));
+        assert!(files_under(dir.path()).is_empty(), "{caps}");
+    }
+}
+
+#[test]
+fn any_rate_is_accepted() {
+    init();
+    for rate in [8_000u32, 11_025, 44_100, 48_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let element = recorder(dir.path(), "call", "stt", "PRE");
+        let caps = format!("audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate={rate}");
+        let (mut h, bus) = harness(&element, &caps);
+        push_signal(
+            &mut h,
+            gst::ClockTime::ZERO,
+            u64::from(rate) * 6,
+            1_000,
+            rate,
+        );
+        assert!(h.push_event(gst::event::Eos::new()));
+        let files = segments(dir.path());
+        assert_eq!(files.len(), 2);
+        let (samples, file_rate) = read_wav(&files[1]);
+        assert_eq!(file_rate, rate);
+        assert_eq!(samples.len() as u32, rate * 5);
+        assert_eq!(samples[0], signal(u64::from(rate) * 5));
+        assert_eq!(written_messages(&bus).len(), 2);
+    }
+}
+
+#[test]
+fn hostile_ids_stay_inside_the_base_dir() {
+    init();
+    let outer = tempfile::tempdir().unwrap();
+    let base = outer.path().join("rec");
+    let cases = [
+        ("../../escape", "..", "%2E.%2F..%2Fescape", "%2E."),
+        ("/etc/passwd", "a\\b", "%2Fetc%2Fpasswd", "a%5Cb"),
+        ("line\nfeed", "tab\there", "line%0Afeed", "tab%09here"),
+        (
+            "sip:bob@example.com",
+            ".hidden",
+            "sip%3Abob@example.com",
+            "%2Ehidden",
+        ),
+    ];
+    for (trace, station, trace_dir, station_dir) in cases {
+        let element = recorder(&base, trace, station, "PRE");
+        let (mut h, bus) = harness(&element, CAPS_16K);
+        push_signal(&mut h, gst::ClockTime::ZERO, 1_600, 320, 16_000);
+        assert!(h.push_event(gst::event::Eos::new()));
+        let messages = written_messages(&bus);
+        assert_eq!(messages[0].get::<String>("trace-id").unwrap(), trace);
+        let expected = base
+            .join("1970-01-01")
+            .join(trace_dir)
+            .join(station_dir)
+            .join("PRE/segment_0.wav");
+        assert!(expected.is_file(), "{expected:?}");
+    }
+    // Nothing anywhere but under the base directory.
+    let all = files_under(outer.path());
+    assert_eq!(all.len(), cases.len());
+    assert!(all.iter().all(|f| f.starts_with(&base)));
+}
