@@ -1,0 +1,154 @@
+//! The streaming thread and a writer that does not keep up. The writer of the process is
+//! stalled as a hung disk would be, so these tests run one at a time in their own binary.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use gstsegmentrecorder::writer::{QUEUE_LIMIT_BYTES, stall_writer_for_tests};
+
+/// Serialises the tests and releases the writer however a test ends.
+struct Stalled(#[allow(dead_code)] MutexGuard<'static, ()>);
+
+impl Stalled {
+    fn new() -> Self {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        stall_writer_for_tests(true);
+        Stalled(guard)
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        stall_writer_for_tests(false);
+    }
+}
+
+/// Samples that fill the writer queue at 16 kHz, and then some.
+fn more_than_the_queue_holds() -> u64 {
+    (QUEUE_LIMIT_BYTES / 2) as u64 + 10 * 16_000
+}
+
+#[test]
+fn render_never_touches_the_disk() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    let element = recorder(&base, "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let stalled = Stalled::new();
+    // Two full buckets and a half: with the writer stalled, no directory or file may appear.
+    push_signal(&mut h, gst::ClockTime::ZERO, 12 * 16_000, 320, 16_000);
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 0);
+    assert!(written_messages(&bus).is_empty());
+
+    drop(stalled);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let files = segments(&base);
+    assert_eq!(files.len(), 3);
+    let recorded: Vec<i16> = files.iter().flat_map(|f| read_wav(f).0).collect();
+    assert!((0..12 * 16_000).all(|i| recorded[i as usize] == signal(i)));
+}
+
+#[test]
+fn a_live_stream_drops_and_warns_instead_of_waiting() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    let total = more_than_the_queue_holds();
+    {
+        let _stalled = Stalled::new();
+        // Returns although the writer is stalled far beyond its queue.
+        push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+        let warnings = messages_of(&bus, gst::MessageType::Warning);
+        assert_eq!(warnings.len(), 1, "one warning per episode");
+        let gst::MessageView::Warning(w) = warnings[0].view() else {
+            unreachable!()
+        };
+        assert!(w.error().to_string().contains("dropping samples"));
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    // Every file keeps its exact length: the dropped samples became silence, and only the
+    // samples that overflowed the queue were dropped.
+    let messages = written_messages(&bus);
+    let files = segments(dir.path());
+    assert_eq!(messages.len(), files.len());
+    let data: u64 = messages
+        .iter()
+        .map(|m| m.get::<u64>("data-samples").unwrap())
+        .sum();
+    let recorded: Vec<i16> = files.iter().flat_map(|f| read_wav(f).0).collect();
+    assert_eq!(recorded.len() as u64, total.div_ceil(80_000) * 80_000);
+    let kept = (0..total)
+        .filter(|&i| recorded[i as usize] == signal(i))
+        .count() as u64;
+    assert_eq!(kept, data);
+    assert!(data >= (QUEUE_LIMIT_BYTES / 2) as u64 - 320, "{data}");
+    assert!(data < total);
+}
+
+#[test]
+fn a_non_live_stream_waits_for_the_writer_and_loses_nothing() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(false);
+    let total = more_than_the_queue_holds();
+    let stalled = Stalled::new();
+    let pusher = thread::spawn(move || {
+        push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+        assert!(h.push_event(gst::event::Eos::new()));
+        h
+    });
+    // However long we look, the pusher cannot finish while the writer is stalled.
+    thread::sleep(Duration::from_millis(500));
+    assert!(!pusher.is_finished());
+    drop(stalled);
+    let h = pusher.join().unwrap();
+
+    assert!(messages_of(&bus, gst::MessageType::Warning).is_empty());
+    let files = segments(dir.path());
+    let recorded: Vec<i16> = files.iter().flat_map(|f| read_wav(f).0).collect();
+    assert!((0..total).all(|i| recorded[i as usize] == signal(i)));
+    assert!(recorded[total as usize..].iter().all(|&s| s == 0));
+    drop(h);
+}
+
+#[test]
+fn flushing_releases_a_render_waiting_for_the_writer() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    h.set_live(false);
+    let total = more_than_the_queue_holds();
+    let stalled = Stalled::new();
+    let pusher = thread::spawn(move || {
+        let mut done = 0u64;
+        let mut flow = Ok(gst::FlowSuccess::Ok);
+        while done < total && flow.is_ok() {
+            let pts = gst::ClockTime::from_nseconds(done * 62_500);
+            flow = h.push(buffer(done, 320, Some(pts), 16_000));
+            done += 320;
+        }
+        (h, flow)
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert!(!pusher.is_finished());
+    // A flush from the application's thread unblocks the streaming thread.
+    let pad = element.static_pad("sink").unwrap();
+    assert!(pad.send_event(gst::event::FlushStart::new()));
+    let (mut h, flow) = pusher.join().unwrap();
+    assert_eq!(flow, Err(gst::FlowError::Flushing));
+    drop(stalled);
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+}
