@@ -223,11 +223,6 @@ impl Recording {
         lock(&self.inbox.queue).unblocked = unblocked;
         self.inbox.progress.notify_all();
     }
-
-    /// Sample bytes waiting for the writer.
-    pub fn queued_bytes(&self) -> usize {
-        lock(&self.inbox.queue).bytes
-    }
 }
 
 /// Checks, before recording starts, that `base_dir` exists or can be created and that files can
