@@ -371,3 +371,33 @@ fn hostile_ids_stay_inside_the_base_dir() {
     assert_eq!(all.len(), cases.len());
     assert!(all.iter().all(|f| f.starts_with(&base)));
 }
+
+#[test]
+fn crossing_midnight_moves_to_the_next_date_at_the_exact_bucket() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    // Running time counts from 1970-01-01T00:00:00Z: 2.5 s before the first midnight.
+    let start = gst::ClockTime::from_mseconds(86_397_500);
+    push_signal(&mut h, start, 5 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let files = segments(dir.path());
+    let rel: Vec<_> = files
+        .iter()
+        .map(|f| f.strip_prefix(dir.path()).unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        rel,
+        [
+            Path::new("1970-01-01/call/stt/PRE/segment_86395000.wav"),
+            Path::new("1970-01-02/call/stt/PRE/segment_86400000.wav"),
+        ]
+    );
+    let (before, _) = read_wav(&files[0]);
+    let (after, _) = read_wav(&files[1]);
+    assert_eq!(before[40_000], signal(0));
+    assert_eq!(before[79_999], signal(39_999));
+    assert_eq!(after[0], signal(40_000));
+    assert_eq!(after[39_999], signal(79_999));
+}

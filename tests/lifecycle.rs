@@ -1,10 +1,18 @@
-//! Going PLAYING → NULL → PLAYING again and again leaks no thread and no file handle. In its
-//! own binary so that no other test's threads are counted.
+//! Threads and file handles: going PLAYING → NULL → PLAYING again and again leaks none, and many
+//! recorders share the same few writer threads. In their own binary, one test at a time, so that
+//! no other test's threads are counted.
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use common::*;
 use gst::prelude::*;
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
@@ -37,6 +45,7 @@ fn record_once(pipeline: &gst::Pipeline) {
 
 #[test]
 fn state_cycles_leak_no_threads_and_no_files() {
+    let _one = one_at_a_time();
     init();
     let dir = tempfile::tempdir().unwrap();
     let pipeline = gst::parse::launch(&format!(
@@ -79,4 +88,31 @@ fn state_cycles_leak_no_threads_and_no_files() {
     expected.sort();
     assert_eq!(names, expected);
     assert!(pre.iter().all(|f| read_wav(f).0.len() == 80_000));
+}
+
+#[test]
+fn many_recorders_share_a_few_writer_threads() {
+    let _one = one_at_a_time();
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorders: Vec<_> = (0..300)
+        .map(|i| {
+            let element = recorder(dir.path(), &format!("call-{i}"), "stt", "PRE");
+            harness(&element, CAPS_16K)
+        })
+        .collect();
+    // A second of audio each, interleaved as live calls would arrive.
+    for chunk in 0..50u64 {
+        for (h, _) in &mut recorders {
+            let pts = gst::ClockTime::from_mseconds(chunk * 20);
+            h.push(buffer(chunk * 320, 320, Some(pts), 16_000)).unwrap();
+        }
+    }
+    assert!((2..=4).contains(&threads_named("segrec-writer")));
+    for (h, bus) in &mut recorders {
+        assert!(h.push_event(gst::event::Eos::new()));
+        assert_eq!(written_messages(bus).len(), 1);
+    }
+    assert_eq!(segments(dir.path()).len(), 300);
+    assert!((2..=4).contains(&threads_named("segrec-writer")));
 }
