@@ -5,19 +5,25 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use common::*;
 
-/// The directory holding the built `libgstsegmentrecorder.so` (`target/<profile>`).
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
-    assert!(
-        dir.join("libgstsegmentrecorder.so").exists(),
-        "the plugin library is not built in {}",
-        dir.display()
-    );
-    dir
+/// A directory holding only the plugin library this test binary was built with.
+///
+/// `cargo test` leaves the library next to the test binaries in `target/<profile>/deps`, among
+/// many other libraries that GStreamer should not scan: the library is copied out of there.
+fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let built = exe.with_file_name("libgstsegmentrecorder.so");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&built, dir.path().join("libgstsegmentrecorder.so"))
+            .unwrap_or_else(|e| panic!("{}: {e}", built.display()));
+        dir
+    })
+    .path()
 }
 
 /// Runs a GStreamer tool with only the built plugin added, and a registry of its own.
