@@ -19,11 +19,16 @@
 //!
 //! The first buffer of a stream is placed at the grid sample nearest to its time. Later buffers
 //! are placed by count, right after the previous one, as long as their time stays within
-//! `threshold` of where the count says they should be; timestamps carry rounding and jitter,
-//! sample counts do not. A buffer further ahead than the threshold starts where its time says,
-//! the hole being filled with silence; one further behind has its overlapping samples dropped.
-
-use std::cmp::min;
+//! `threshold` of where the count says they should be: timestamps carry rounding and jitter,
+//! sample counts do not. Beyond the threshold the stream resyncs to the timestamp (at once, or
+//! once the discontinuity has lasted `discont_wait`, see [`Timeline::set_discont_wait`]): a buffer
+//! further ahead starts where its time says, the hole being filled with silence; one further
+//! behind has its overlapping samples dropped. Buckets that receive nothing get no file.
+//!
+//! A stream can also be re-anchored ([`Timeline::reanchor`], or a buffer flagged as a
+//! discontinuity): its next buffer then goes where its time says at once, and if that is behind
+//! the samples already placed, nothing is dropped: the open bucket is closed and the new samples
+//! start a further file for their bucket.
 
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
@@ -140,14 +145,26 @@ pub enum Piece {
     Silence(u64),
     /// Append `len` samples of the current buffer, starting at its sample `offset`.
     Data { offset: usize, len: usize },
+    /// This many samples of the stream were dropped (they overlapped samples already placed);
+    /// nothing is written.
+    Dropped(u64),
     /// The open file is complete (it holds exactly the bucket's samples).
     Close(Bucket),
+}
+
+/// What a span placed on the timeline holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Samples of the stream, from a buffer.
+    Data,
+    /// Silence the stream declared (a GAP event): written as silence, files included.
+    Gap,
 }
 
 /// Running totals of where a stream's samples went.
 ///
 /// For a stream, `received = data + dropped`, and the samples of all its files add up to
-/// `data + silence`.
+/// `data + silence` (silence counts padding, filled holes and GAP events).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Samples that arrived in buffers.
@@ -173,21 +190,29 @@ pub struct Timeline {
     grid: Grid,
     threshold_ns: u64,
     threshold: u64,
+    discont_wait_ns: u64,
     /// Grid sample expected next, once the stream is anchored.
     next: Option<u64>,
+    /// Time of the first buffer of a discontinuity not yet acted upon.
+    discont_since: Option<u64>,
+    /// The next buffer goes where its time says, even behind what was placed.
+    reanchor: bool,
     open: Option<OpenBucket>,
     totals: Totals,
 }
 
 impl Timeline {
     /// A timeline on `grid` that treats buffers within `threshold_ns` of the expected time as
-    /// contiguous.
+    /// contiguous and resyncs at once beyond it.
     pub fn new(grid: Grid, threshold_ns: u64) -> Self {
         Timeline {
             grid,
             threshold_ns,
             threshold: sample_at(threshold_ns, grid.rate()),
+            discont_wait_ns: 0,
             next: None,
+            discont_since: None,
+            reanchor: false,
             open: None,
             totals: Totals::default(),
         }
@@ -208,27 +233,120 @@ impl Timeline {
         self.totals
     }
 
+    /// Buffers within `threshold_ns` of where the count puts them are contiguous.
+    pub fn set_threshold(&mut self, threshold_ns: u64) {
+        self.threshold_ns = threshold_ns;
+        self.threshold = sample_at(threshold_ns, self.grid.rate());
+    }
+
+    /// A discontinuity beyond the threshold is acted upon only once it has lasted `wait_ns`
+    /// (0: at once); until then buffers are placed by count, so that a single stray timestamp
+    /// does not tear the audio. Buffers flagged as discontinuities resync at once.
+    pub fn set_discont_wait(&mut self, wait_ns: u64) {
+        self.discont_wait_ns = wait_ns;
+    }
+
     /// Places a buffer of `len` samples whose first sample is at `time_ns` on the timeline
     /// (`None`: continue right after the previous buffer) and appends what to do to `out`.
+    /// `discont` marks a buffer that starts a discontinuity (it re-anchors the stream).
     ///
     /// A stream's first buffer without a time starts at time 0; the element avoids that by
     /// passing the current time instead.
-    pub fn push(&mut self, time_ns: Option<u64>, len: usize, out: &mut Vec<Piece>) {
+    pub fn push(&mut self, time_ns: Option<u64>, len: usize, discont: bool, out: &mut Vec<Piece>) {
         self.totals.received += len as u64;
-        let at = time_ns.map(|t| sample_at(t, self.grid.rate()));
-        let (mut pos, skip) = match (self.next, at) {
-            (Some(next), None) => (next, 0),
-            (Some(next), Some(n)) if n.abs_diff(next) <= self.threshold => (next, 0),
-            (Some(next), Some(n)) if n < next => (next, min(next - n, len as u64) as usize),
-            (_, Some(n)) => (n, 0),
-            (None, None) => (0, 0),
-        };
-        self.totals.dropped += skip as u64;
+        if discont {
+            self.reanchor = true;
+        }
+        self.place(time_ns, len as u64, Span::Data, out);
+    }
 
+    /// Places `duration_ns` of declared silence (a GAP event) starting at `time_ns`.
+    pub fn gap(&mut self, time_ns: Option<u64>, duration_ns: u64, out: &mut Vec<Piece>) {
+        // Counted between the grid samples of its start and end, so that rounding does not
+        // add up over many gaps.
+        let rate = self.grid.rate();
+        let len = match time_ns {
+            Some(t) => sample_at(t.saturating_add(duration_ns), rate) - sample_at(t, rate),
+            None => sample_at(duration_ns, rate),
+        };
+        if len > 0 {
+            self.place(time_ns, len, Span::Gap, out);
+        }
+    }
+
+    /// The stream goes on from a new position (after a flush or a new segment): its next buffer
+    /// goes where its time says, unless that is within the threshold of the count.
+    pub fn reanchor(&mut self) {
+        self.reanchor = self.next.is_some();
+    }
+
+    /// Closes the open bucket, padded with silence, without ending the stream: the samples that
+    /// follow go to a new file of their bucket (a call boundary).
+    pub fn close_bucket(&mut self, out: &mut Vec<Piece>) {
+        self.close(out);
+    }
+
+    /// Ends the stream: pads the open bucket with silence, closes it, and forgets the anchor so
+    /// that the next buffer starts a new stream where its time says.
+    pub fn finish(&mut self, out: &mut Vec<Piece>) {
+        self.close(out);
+        self.next = None;
+        self.discont_since = None;
+        self.reanchor = false;
+    }
+
+    /// Moves to another grid (a new rate): the current stream ends first, so the rest of the
+    /// open bucket goes to a further file at the new rate.
+    pub fn set_grid(&mut self, grid: Grid, out: &mut Vec<Piece>) {
+        if grid != self.grid {
+            self.finish(out);
+            self.grid = grid;
+            self.set_threshold(self.threshold_ns);
+        }
+    }
+
+    /// Where a span of `len` samples stamped `time_ns` starts, and how many of its first
+    /// samples are dropped as an overlap.
+    fn position(&mut self, time_ns: Option<u64>, len: u64) -> (u64, u64) {
+        let at = time_ns.map(|t| sample_at(t, self.grid.rate()));
+        let (Some(next), Some(n)) = (self.next, at) else {
+            self.reanchor = false;
+            return (self.next.or(at).unwrap_or(0), 0);
+        };
+        if n.abs_diff(next) <= self.threshold {
+            self.discont_since = None;
+            self.reanchor = false;
+            return (next, 0);
+        }
+        let time = time_ns.unwrap_or_default();
+        let since = *self.discont_since.get_or_insert(time);
+        let waited = time.saturating_sub(since) >= self.discont_wait_ns;
+        if !(self.reanchor || waited) {
+            return (next, 0);
+        }
+        self.discont_since = None;
+        if n > next || std::mem::take(&mut self.reanchor) {
+            (n, 0)
+        } else {
+            (next, (next - n).min(len))
+        }
+    }
+
+    fn place(&mut self, time_ns: Option<u64>, len: u64, span: Span, out: &mut Vec<Piece>) {
+        let (mut pos, skip) = self.position(time_ns, len);
+        if skip > 0 {
+            if span == Span::Data {
+                self.totals.dropped += skip;
+                out.push(Piece::Dropped(skip));
+            }
+            if skip == len {
+                return;
+            }
+        }
         let mut offset = skip;
         while offset < len {
-            let open = match self.open {
-                Some(open) if pos < open.bucket.end => open,
+            let mut open = match self.open {
+                Some(open) if (open.cursor..open.bucket.end).contains(&pos) => open,
                 _ => {
                     self.close(out);
                     let bucket = self.grid.bucket_of(pos);
@@ -239,15 +357,22 @@ impl Timeline {
                     }
                 }
             };
-            let mut open = open;
             if pos > open.cursor {
                 self.silence(pos - open.cursor, out);
             }
-            let take = min((len - offset) as u64, open.bucket.end - pos) as usize;
-            out.push(Piece::Data { offset, len: take });
-            self.totals.data += take as u64;
+            let take = (len - offset).min(open.bucket.end - pos);
+            match span {
+                Span::Data => {
+                    out.push(Piece::Data {
+                        offset: offset as usize,
+                        len: take as usize,
+                    });
+                    self.totals.data += take;
+                }
+                Span::Gap => self.silence(take, out),
+            }
             offset += take;
-            pos += take as u64;
+            pos += take;
             open.cursor = pos;
             if open.cursor == open.bucket.end {
                 out.push(Piece::Close(open.bucket));
@@ -257,24 +382,6 @@ impl Timeline {
             }
         }
         self.next = Some(pos);
-    }
-
-    /// Ends the stream: pads the open bucket with silence, closes it, and forgets the anchor so
-    /// that the next buffer starts a new stream where its time says.
-    pub fn finish(&mut self, out: &mut Vec<Piece>) {
-        self.close(out);
-        self.next = None;
-    }
-
-    /// Moves to another grid (a new rate or segment duration): the current stream ends first.
-    pub fn set_grid(&mut self, grid: Grid, out: &mut Vec<Piece>) {
-        if grid != self.grid {
-            self.finish(out);
-            *self = Timeline {
-                totals: self.totals,
-                ..Timeline::new(grid, self.threshold_ns)
-            };
-        }
     }
 
     fn close(&mut self, out: &mut Vec<Piece>) {
@@ -317,6 +424,7 @@ mod tests {
                     .unwrap()
                     .1
                     .extend((0..len).map(|i| (buffer_start + offset + i) as u64 + 1)),
+                Piece::Dropped(_) => {}
                 Piece::Close(b) => {
                     let file = current.take().expect("close without open");
                     assert_eq!(file.0, b);
@@ -336,7 +444,7 @@ mod tests {
         for &len in sizes {
             let mut out = Vec::new();
             let t = start_ns + time_of(consumed as u64, grid.rate());
-            tl.push(Some(t), len, &mut out);
+            tl.push(Some(t), len, false, &mut out);
             pieces.extend(out.into_iter().map(|p| (p, consumed)));
             consumed += len;
         }
@@ -425,10 +533,10 @@ mod tests {
         let grid = Grid::new(16_000, 5 * SEC);
         let mut tl = Timeline::new(grid, 40 * MS);
         let mut out = Vec::new();
-        tl.push(Some(0), 320, &mut out);
+        tl.push(Some(0), 320, false, &mut out);
         // 20 ms later per count, but stamped 30 ms late: still contiguous.
-        tl.push(Some(50 * MS), 320, &mut out);
-        tl.push(None, 320, &mut out);
+        tl.push(Some(50 * MS), 320, false, &mut out);
+        tl.push(None, 320, false, &mut out);
         assert_eq!(
             out,
             vec![
@@ -454,9 +562,9 @@ mod tests {
         let grid = Grid::new(1_000, SEC);
         let mut tl = Timeline::new(grid, 40 * MS);
         let mut out = Vec::new();
-        tl.push(Some(0), 100, &mut out);
-        tl.push(Some(500 * MS), 100, &mut out);
-        tl.push(Some(5_200 * MS), 100, &mut out);
+        tl.push(Some(0), 100, false, &mut out);
+        tl.push(Some(500 * MS), 100, false, &mut out);
+        tl.push(Some(5_200 * MS), 100, false, &mut out);
         assert_eq!(
             out,
             vec![
@@ -487,25 +595,163 @@ mod tests {
         let grid = Grid::new(1_000, SEC);
         let mut tl = Timeline::new(grid, 40 * MS);
         let mut out = Vec::new();
-        tl.push(Some(0), 500, &mut out);
-        tl.push(Some(300 * MS), 300, &mut out);
-        tl.push(Some(100 * MS), 50, &mut out);
+        tl.push(Some(0), 500, false, &mut out);
+        tl.push(Some(300 * MS), 300, false, &mut out);
+        tl.push(Some(100 * MS), 50, false, &mut out);
         assert_eq!(
             &out[2..],
-            &[Piece::Data {
-                offset: 200,
-                len: 100
-            }]
+            &[
+                Piece::Dropped(200),
+                Piece::Data {
+                    offset: 200,
+                    len: 100
+                },
+                Piece::Dropped(50),
+            ]
         );
         assert_eq!(tl.totals().dropped, 250);
         assert_eq!(tl.totals().data, 600);
     }
 
     #[test]
+    fn a_reanchored_stream_going_back_starts_a_further_file() {
+        let grid = Grid::new(1_000, SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 500, false, &mut out);
+        out.clear();
+        tl.reanchor();
+        tl.push(Some(200 * MS), 100, false, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Silence(500),
+                Piece::Close(grid.bucket(0)),
+                Piece::Open(grid.bucket(0)),
+                Piece::Silence(200),
+                Piece::Data {
+                    offset: 0,
+                    len: 100
+                },
+            ]
+        );
+        // A buffer flagged as a discontinuity does the same.
+        out.clear();
+        tl.push(Some(100 * MS), 10, true, &mut out);
+        assert_eq!(out[1], Piece::Close(grid.bucket(0)));
+        assert_eq!(tl.totals().dropped, 0);
+    }
+
+    #[test]
+    fn a_reanchored_stream_within_the_threshold_stays_contiguous() {
+        let grid = Grid::new(16_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 320, false, &mut out);
+        tl.reanchor();
+        tl.push(Some(19 * MS), 320, false, &mut out);
+        assert_eq!(
+            out[2],
+            Piece::Data {
+                offset: 0,
+                len: 320
+            }
+        );
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn discont_wait_ignores_a_stray_timestamp_but_follows_a_lasting_jump() {
+        let grid = Grid::new(1_000, 10 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        tl.set_discont_wait(SEC);
+        let mut out = Vec::new();
+        tl.push(Some(0), 100, false, &mut out);
+        // One stray timestamp 200 ms late, then back in line: placed by count throughout.
+        tl.push(Some(300 * MS), 100, false, &mut out);
+        tl.push(Some(200 * MS), 100, false, &mut out);
+        assert!(out.iter().all(|p| !matches!(p, Piece::Silence(_))));
+        // A jump of 500 ms that lasts: followed once it has lasted a second.
+        let mut t = 800 * MS;
+        let mut count_pos = 300;
+        for _ in 0..12 {
+            tl.push(Some(t), 100, false, &mut out);
+            t += 100 * MS;
+            count_pos += 100;
+        }
+        assert_eq!(out.iter().filter(|p| **p == Piece::Silence(500)).count(), 1);
+        assert_eq!(tl.totals().data, 100 * 15);
+        assert_eq!(tl.next, Some(count_pos + 500));
+        // A discontinuity flag resyncs at once.
+        out.clear();
+        tl.push(Some(t + 300 * MS), 100, true, &mut out);
+        assert_eq!(out[0], Piece::Silence(300));
+    }
+
+    #[test]
+    fn a_gap_event_writes_silence_files() {
+        let grid = Grid::new(1_000, SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(500 * MS), 100, false, &mut out);
+        tl.gap(Some(600 * MS), 2_400 * MS, &mut out);
+        tl.push(None, 100, false, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Open(grid.bucket(0)),
+                Piece::Silence(500),
+                Piece::Data {
+                    offset: 0,
+                    len: 100
+                },
+                Piece::Silence(400),
+                Piece::Close(grid.bucket(0)),
+                Piece::Open(grid.bucket(1)),
+                Piece::Silence(1_000),
+                Piece::Close(grid.bucket(1)),
+                Piece::Open(grid.bucket(2)),
+                Piece::Silence(1_000),
+                Piece::Close(grid.bucket(2)),
+                Piece::Open(grid.bucket(3)),
+                Piece::Data {
+                    offset: 0,
+                    len: 100
+                },
+            ]
+        );
+        assert_eq!(tl.totals().silence, 2_900);
+    }
+
+    #[test]
+    fn a_call_boundary_closes_the_bucket_and_the_stream_goes_on() {
+        let grid = Grid::new(1_000, SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 300, false, &mut out);
+        out.clear();
+        tl.close_bucket(&mut out);
+        tl.push(Some(300 * MS), 100, false, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Piece::Silence(700),
+                Piece::Close(grid.bucket(0)),
+                Piece::Open(grid.bucket(0)),
+                Piece::Silence(300),
+                Piece::Data {
+                    offset: 0,
+                    len: 100
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn changing_the_grid_closes_the_open_bucket() {
         let mut tl = Timeline::new(Grid::new(1_000, SEC), 40 * MS);
         let mut out = Vec::new();
-        tl.push(Some(0), 100, &mut out);
+        tl.push(Some(0), 100, false, &mut out);
         out.clear();
         tl.set_grid(Grid::new(2_000, SEC), &mut out);
         assert_eq!(
@@ -528,6 +774,176 @@ mod tests {
         assert_eq!(n, 1_795_240_800 * 16_000 + 1);
         assert_eq!(grid.bucket_of(n).start_ns, t);
         assert_eq!(time_of(n, 16_000), t + 62_500);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A buffer, `jump_ms` after (or before) where the previous one ended, stamped
+        /// `jitter_ns` off its true time when it follows on.
+        Buffer {
+            len: usize,
+            jump_ms: i64,
+            jitter_ns: i64,
+            discont: bool,
+        },
+        Gap {
+            ms: u64,
+        },
+        Rate(u32),
+    }
+
+    /// Jitter of the test streams' timestamps, well below the 40 ms threshold.
+    const MAX_JITTER: i64 = 15_000_000;
+
+    /// Steps of a test stream; without `overlaps`, every jump back is flagged as a
+    /// discontinuity (a re-anchor), so no sample overlaps another.
+    fn step(overlaps: bool) -> impl Strategy<Value = Step> {
+        let jump = prop_oneof![6 => Just(0i64), 2 => 100i64..3_000, 2 => -1_000i64..-100];
+        prop_oneof![
+            10 => (1usize..1_500, jump, -MAX_JITTER..MAX_JITTER, any::<bool>()).prop_map(
+                move |(len, jump_ms, jitter_ns, discont)| Step::Buffer {
+                    len,
+                    jump_ms,
+                    jitter_ns,
+                    discont: discont || (jump_ms < 0 && !overlaps),
+                }
+            ),
+            1 => (1u64..3_000).prop_map(|ms| Step::Gap { ms }),
+            1 => prop::sample::select(vec![8_000u32, 16_000, 44_100]).prop_map(Step::Rate),
+        ]
+    }
+
+    /// Replays `steps` and checks every piece. Each kept sample must land within half a sample
+    /// of its true time; where samples overlap (`overlaps`), a buffer stamped within the
+    /// threshold of the count is appended as jitter, so its run may sit up to the threshold
+    /// plus the jitter away from its true time.
+    fn check_stream(
+        start_ns: u64,
+        duration_ns: u64,
+        steps: &[Step],
+        overlaps: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut rate = 16_000u32;
+        let mut tl = Timeline::new(Grid::new(rate, duration_ns), 40 * MS);
+        // (piece, index of the buffer's first sample, rate when placed)
+        let mut pieces: Vec<(Piece, usize, u32)> = Vec::new();
+        // True time and rate of every input sample.
+        let mut truth: Vec<(i128, u32)> = Vec::new();
+        let (mut run_start, mut run_count) = (start_ns as i128, 0u64);
+        let mut follows_on = false;
+        let now = |run_start: i128, run_count: u64, rate: u32| {
+            run_start + i128::from(run_count) * i128::from(SEC) / i128::from(rate)
+        };
+        for step in steps {
+            let mut out = Vec::new();
+            let first = truth.len();
+            match *step {
+                Step::Buffer {
+                    len,
+                    jump_ms,
+                    jitter_ns,
+                    discont,
+                } => {
+                    let t = now(run_start, run_count, rate);
+                    let (stamp, discont) =
+                        if jump_ms != 0 && t + i128::from(jump_ms * 1_000_000) >= 0 {
+                            run_start = t + i128::from(jump_ms * 1_000_000);
+                            run_count = 0;
+                            (run_start, discont)
+                        } else if follows_on {
+                            (t + i128::from(jitter_ns), false)
+                        } else {
+                            (t, false)
+                        };
+                    let base = now(run_start, run_count, rate);
+                    for k in 0..len as u64 {
+                        truth.push((
+                            base + i128::from(k) * i128::from(SEC) / i128::from(rate),
+                            rate,
+                        ));
+                    }
+                    tl.push(Some(stamp.max(0) as u64), len, discont, &mut out);
+                    run_count += len as u64;
+                    // A buffer that jumped back may have been dropped whole: then the next one
+                    // resyncs on its own timestamp, which must not be jittered.
+                    follows_on = jump_ms >= 0 || discont;
+                }
+                Step::Gap { ms } => {
+                    let t = now(run_start, run_count, rate);
+                    tl.gap(Some(t as u64), ms * MS, &mut out);
+                    run_start = t + i128::from(ms * MS);
+                    run_count = 0;
+                    follows_on = false;
+                }
+                Step::Rate(r) => {
+                    tl.set_grid(Grid::new(r, duration_ns), &mut out);
+                    // The closing pieces belong to the old rate.
+                    pieces.extend(out.drain(..).map(|p| (p, first, rate)));
+                    run_start = now(run_start, run_count, rate);
+                    run_count = 0;
+                    rate = r;
+                    follows_on = false;
+                }
+            }
+            pieces.extend(out.into_iter().map(|p| (p, first, rate)));
+        }
+        let mut out = Vec::new();
+        tl.finish(&mut out);
+        pieces.extend(out.into_iter().map(|p| (p, truth.len(), rate)));
+
+        let totals = tl.totals();
+        prop_assert_eq!(totals.received, truth.len() as u64);
+        prop_assert_eq!(totals.received, totals.data + totals.dropped);
+        let mut seen = vec![false; truth.len()];
+        let mut file: Option<(Bucket, u32, u64)> = None;
+        let mut file_samples = 0u64;
+        let slack = if overlaps {
+            i128::from(40 * MS) + i128::from(MAX_JITTER)
+        } else {
+            0
+        };
+        for (piece, first, piece_rate) in pieces {
+            match piece {
+                Piece::Open(b) => {
+                    prop_assert!(file.is_none());
+                    file = Some((b, piece_rate, 0));
+                }
+                Piece::Silence(n) => file.as_mut().unwrap().2 += n,
+                Piece::Data { offset, len } => {
+                    let (b, file_rate, written) = file.as_mut().unwrap();
+                    for k in 0..len {
+                        let i = first + offset + k;
+                        prop_assert!(!seen[i], "sample {} placed twice", i);
+                        seen[i] = true;
+                        let (t, r) = truth[i];
+                        prop_assert_eq!(r, *file_rate);
+                        let n = b.first + *written + k as u64;
+                        let grid_t = i128::from(n) * i128::from(SEC) / i128::from(r);
+                        // Half a sample, plus the nanoseconds lost to integer division on both sides.
+                        let half = i128::from(SEC) / i128::from(r) / 2 + 3;
+                        prop_assert!(
+                            (grid_t - t).abs() <= half + slack,
+                            "sample {} at {} instead of {}",
+                            i,
+                            grid_t,
+                            t
+                        );
+                    }
+                    *written += len as u64;
+                }
+                Piece::Dropped(_) => {}
+                Piece::Close(b) => {
+                    let (open, _, written) = file.take().unwrap();
+                    prop_assert_eq!(open, b);
+                    prop_assert_eq!(written, b.len());
+                    file_samples += written;
+                }
+            }
+        }
+        prop_assert!(file.is_none());
+        prop_assert_eq!(seen.iter().filter(|&&s| s).count() as u64, totals.data);
+        prop_assert_eq!(file_samples, totals.data + totals.silence);
+        Ok(())
     }
 
     proptest! {
@@ -565,6 +981,29 @@ mod tests {
             prop_assert_eq!(totals.received, totals.data + totals.dropped);
             let file_samples: u64 = files.iter().map(|f| f.1.len() as u64).sum();
             prop_assert_eq!(file_samples, totals.data + totals.silence);
+        }
+
+        /// Streams with jitter below the threshold, holes, re-anchors forward and back, GAP
+        /// events and rate changes: every sample lands within half a sample of its true time,
+        /// none twice, no file is short or long, and the accounting adds up.
+        #[test]
+        fn every_sample_lands_at_its_time(
+            start_ns in 0u64..10 * SEC,
+            duration_ms in prop::sample::select(vec![100u64, 250, 1_000, 5_000]),
+            steps in prop::collection::vec(step(false), 1..80),
+        ) {
+            check_stream(start_ns, duration_ms * MS, &steps, false)?;
+        }
+
+        /// The same with unflagged jumps back: the overlapping samples are dropped and
+        /// counted, the rest still land near their time, and the accounting adds up.
+        #[test]
+        fn overlaps_are_dropped_and_counted(
+            start_ns in 0u64..10 * SEC,
+            duration_ms in prop::sample::select(vec![100u64, 250, 1_000, 5_000]),
+            steps in prop::collection::vec(step(true), 1..80),
+        ) {
+            check_stream(start_ns, duration_ms * MS, &steps, true)?;
         }
     }
 }

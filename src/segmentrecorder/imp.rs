@@ -19,8 +19,12 @@ const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
 const DEFAULT_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(5);
 const MIN_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 const MAX_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(3_600);
-/// Buffers stamped within this distance of where the sample count puts them are contiguous.
-const ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+const DEFAULT_ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+const DEFAULT_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::ZERO;
+const MAX_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(60);
+
+/// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
+const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
 
 /// Name of the message posted for each segment written.
 pub const SEGMENT_WRITTEN: &str = "segmentrecorder-segment-written";
@@ -33,6 +37,31 @@ struct Settings {
     tap: Tap,
     segment_duration: gst::ClockTime,
     timestamp_mode: TimestampMode,
+    alignment_threshold: gst::ClockTime,
+    discont_wait: gst::ClockTime,
+}
+
+impl Settings {
+    /// The identity the ids and tap name, or which property is unusable and why.
+    fn identity(&self) -> Result<Identity, String> {
+        for (name, value) in [
+            ("trace-id", &self.trace_id),
+            ("station-key", &self.station_key),
+        ] {
+            if value.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "Property '{name}' is not set: set it before starting, segments are filed \
+                     under it"
+                ));
+            }
+        }
+        Identity::new(
+            self.trace_id.as_deref().unwrap_or_default(),
+            self.station_key.as_deref().unwrap_or_default(),
+            self.tap.dir_name(),
+        )
+        .map_err(|(name, e)| format!("Property '{name}' cannot name a directory: {e}"))
+    }
 }
 
 impl Default for Settings {
@@ -44,6 +73,8 @@ impl Default for Settings {
             tap: Tap::default(),
             segment_duration: DEFAULT_SEGMENT_DURATION,
             timestamp_mode: TimestampMode::default(),
+            alignment_threshold: DEFAULT_ALIGNMENT_THRESHOLD,
+            discont_wait: DEFAULT_DISCONT_WAIT,
         }
     }
 }
@@ -52,8 +83,12 @@ impl Default for Settings {
 struct State {
     recording: Arc<Recording>,
     identity: Arc<Identity>,
+    /// A call boundary asked for while running: applied before the next buffer.
+    next_identity: Option<Arc<Identity>>,
     segment_duration: gst::ClockTime,
     timestamp_mode: TimestampMode,
+    alignment_threshold: gst::ClockTime,
+    discont_wait: gst::ClockTime,
     /// Known once caps are set.
     timeline: Option<Timeline>,
     segment: gst::FormattedSegment<gst::ClockTime>,
@@ -87,6 +122,10 @@ impl State {
                         .map(|b| i16::from_le_bytes([b[0], b[1]]))
                         .collect(),
                 ),
+                Piece::Dropped(n) => {
+                    gst::debug!(CAT, "Dropped {n} samples overlapping earlier ones");
+                    Command::Dropped(n)
+                }
                 Piece::Close(bucket) => {
                     gst::debug!(CAT, "Closing bucket {} ms", bucket.start_ms());
                     Command::Close
@@ -95,12 +134,33 @@ impl State {
             .collect()
     }
 
-    /// Ends the current stream: the open bucket is padded and closed.
+    /// Applies a pending call boundary: the open bucket is closed, padded, under the old
+    /// identity, and what follows is filed under the new one.
+    fn apply_call_boundary(&mut self) {
+        if let Some(identity) = self.next_identity.take() {
+            gst::info!(
+                CAT,
+                "Call boundary: trace '{}', station '{}', tap {} from now on",
+                identity.trace_id(),
+                identity.station_key(),
+                identity.tap()
+            );
+            if let Some(timeline) = self.timeline.as_mut() {
+                timeline.close_bucket(&mut self.pieces);
+            }
+            self.identity = identity;
+        }
+    }
+
+    /// Ends the current stream: the open bucket is padded and closed (under the identity it
+    /// was opened with; a pending call boundary applies from the next stream on).
     fn end_stream(&mut self) -> Vec<Command> {
         if let Some(timeline) = self.timeline.as_mut() {
             timeline.finish(&mut self.pieces);
         }
-        self.commands(&[])
+        let commands = self.commands(&[]);
+        self.apply_call_boundary();
+        commands
     }
 }
 
@@ -168,6 +228,33 @@ impl SegmentRecorder {
         Some(recording)
     }
 
+    /// After a flush or a new segment: the next buffer goes where its time says.
+    fn reanchor(&self) {
+        if let Some(timeline) = lock(&self.state).as_mut().and_then(|s| s.timeline.as_mut()) {
+            gst::debug!(CAT, imp = self, "Re-anchoring on the next buffer");
+            timeline.reanchor();
+        }
+    }
+
+    /// A GAP event: the stream was there, silent, for `duration` from `timestamp`.
+    fn gap(&self, timestamp: gst::ClockTime, duration: gst::ClockTime) {
+        let (recording, batch) = {
+            let mut state = lock(&self.state);
+            let Some(state) = state.as_mut() else { return };
+            if state.timeline.is_none() {
+                return;
+            }
+            state.apply_call_boundary();
+            let time = self.timeline_time(state, Some(timestamp), None);
+            gst::debug!(CAT, imp = self, "Gap of {duration} at {timestamp}");
+            if let Some(timeline) = state.timeline.as_mut() {
+                timeline.gap(time, duration.nseconds(), &mut state.pieces);
+            }
+            (state.recording.clone(), state.commands(&[]))
+        };
+        self.submit(&recording, batch, Overflow::Wait);
+    }
+
     /// Whether upstream is live: then a full writer queue drops samples instead of waiting.
     fn upstream_live(&self) -> bool {
         if let Some(live) = lock(&self.state).as_ref().and_then(|s| s.live) {
@@ -199,7 +286,16 @@ impl SegmentRecorder {
 
     /// The time of a buffer's first sample on the bucket timeline; `None` to continue the
     /// stream where it is.
-    fn timeline_time(&self, state: &mut State, pts: Option<gst::ClockTime>) -> Option<u64> {
+    /// `reference` is the UTC time the buffer carries, if any (reference-timestamp mode).
+    fn timeline_time(
+        &self,
+        state: &mut State,
+        pts: Option<gst::ClockTime>,
+        reference: Option<gst::ClockTime>,
+    ) -> Option<u64> {
+        if let Some(utc) = reference {
+            return Some(utc.nseconds());
+        }
         let anchored = state.timeline.as_ref().is_some_and(Timeline::is_anchored);
         let running_time = match pts.and_then(|pts| state.segment.to_running_time(pts)) {
             Some(rt) => rt,
@@ -208,7 +304,7 @@ impl SegmentRecorder {
         };
         match state.timestamp_mode {
             TimestampMode::RunningTime => Some(running_time.nseconds()),
-            TimestampMode::WallClock => {
+            TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => {
                 let obj = self.obj();
                 let clock = obj.clock();
                 let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
@@ -240,11 +336,12 @@ impl SegmentRecorder {
                 gst::debug!(
                     CAT,
                     imp = self,
-                    "Wrote {} ({} samples: {} data, {} silence)",
+                    "Wrote {} ({} samples: {} data, {} silence; {} dropped)",
                     w.location.display(),
                     w.samples,
                     w.data_samples,
-                    w.silence_samples
+                    w.silence_samples,
+                    w.dropped_samples
                 );
                 let s = gst::Structure::builder(SEGMENT_WRITTEN)
                     .field("location", w.location.to_string_lossy().as_ref())
@@ -253,9 +350,11 @@ impl SegmentRecorder {
                     .field("tap", w.spec.identity.tap())
                     .field("bucket-ts-ms", w.spec.bucket_ms)
                     .field("sample-rate", w.spec.rate)
+                    .field("file-index", w.file_index)
                     .field("samples", w.samples)
                     .field("data-samples", w.data_samples)
                     .field("silence-samples", w.silence_samples)
+                    .field("dropped-samples", w.dropped_samples)
                     .build();
                 let obj = self.obj();
                 let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
@@ -278,6 +377,18 @@ impl SegmentRecorder {
             }
         }
     }
+}
+
+/// The UTC time of a buffer's first sample from its `timestamp/x-unix` reference timestamp.
+fn reference_utc(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|meta| {
+            meta.reference()
+                .structure(0)
+                .is_some_and(|s| s.name() == UNIX_TIMESTAMP_CAPS)
+        })
+        .map(|meta| meta.timestamp())
 }
 
 #[glib::object_subclass]
@@ -304,23 +415,27 @@ impl ObjectImpl for SegmentRecorder {
                 glib::ParamSpecString::builder("trace-id")
                     .nick("Trace ID")
                     .blurb(
-                        "Identifier of the call being recorded (required); \
-                         escaped into one directory name",
+                        "Identifier of the call being recorded (required), escaped into one \
+                         directory name; changing it while playing starts a new call: the \
+                         open segment is closed and what follows is filed under the new id",
                     )
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecString::builder("station-key")
                     .nick("Station key")
                     .blurb(
-                        "Identifier of the processing stage being recorded (required); \
-                         escaped into one directory name",
+                        "Identifier of the processing stage being recorded (required), escaped \
+                         into one directory name; changing it while playing is a call boundary",
                     )
-                    .mutable_ready()
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("tap", Tap::default())
                     .nick("Tap")
-                    .blurb("Where the audio is taken: PRE (before the stage) or POST (after it)")
-                    .mutable_ready()
+                    .blurb(
+                        "Where the audio is taken: PRE (before the stage) or POST (after it); \
+                         changing it while playing is a call boundary",
+                    )
+                    .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt64::builder("segment-duration")
                     .nick("Segment duration")
@@ -340,27 +455,53 @@ impl ObjectImpl for SegmentRecorder {
                 .nick("Timestamp mode")
                 .blurb(
                     "Timeline of buckets and file names: wall-clock (UTC via the pipeline \
-                     clock) or running-time (deterministic, for offline files and tests)",
+                     clock), running-time (deterministic, for offline files and tests) or \
+                     reference-timestamp (UTC from each buffer's timestamp/x-unix reference \
+                     timestamp meta, else as wall-clock)",
                 )
                 .mutable_ready()
                 .build(),
+                glib::ParamSpecUInt64::builder("alignment-threshold")
+                    .nick("Alignment threshold")
+                    .blurb(
+                        "Buffers stamped within this many nanoseconds of where the sample count \
+                         puts them are contiguous (jitter); beyond it the recording resyncs to \
+                         the timestamp: a hole becomes silence, an overlap is dropped",
+                    )
+                    .maximum(MAX_DISCONT_WAIT.nseconds())
+                    .default_value(DEFAULT_ALIGNMENT_THRESHOLD.nseconds())
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("discont-wait")
+                    .nick("Discont wait")
+                    .blurb(
+                        "Nanoseconds a discontinuity beyond alignment-threshold must last \
+                         before the recording resyncs (0: at once); raise it (e.g. 1 s) for \
+                         sources whose timestamps jump now and then but come back",
+                    )
+                    .maximum(MAX_DISCONT_WAIT.nseconds())
+                    .default_value(DEFAULT_DISCONT_WAIT.nseconds())
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if lock(&self.state).is_some() {
+        let name = pspec.name();
+        let running = lock(&self.state).is_some();
+        if running && !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
             gst::warning!(
                 CAT,
                 imp = self,
-                "Property '{}' can only be changed in the NULL or READY state; ignored",
-                pspec.name()
+                "Property '{name}' can only be changed in the NULL or READY state; ignored"
             );
             return;
         }
         let mut settings = lock(&self.settings);
-        match pspec.name() {
+        let previous = settings.clone();
+        match name {
             "base-dir" => {
                 settings.base_dir = value
                     .get::<Option<String>>()
@@ -377,7 +518,51 @@ impl ObjectImpl for SegmentRecorder {
             "timestamp-mode" => {
                 settings.timestamp_mode = value.get().expect("type checked upstream");
             }
+            "alignment-threshold" => {
+                settings.alignment_threshold =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
+            }
+            "discont-wait" => {
+                settings.discont_wait =
+                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
+            }
             _ => unimplemented!(),
+        }
+        if !running {
+            return;
+        }
+        let current = settings.clone();
+        drop(settings);
+        match name {
+            "alignment-threshold" | "discont-wait" => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.alignment_threshold = current.alignment_threshold;
+                    state.discont_wait = current.discont_wait;
+                    if let Some(timeline) = state.timeline.as_mut() {
+                        timeline.set_threshold(current.alignment_threshold.nseconds());
+                        timeline.set_discont_wait(current.discont_wait.nseconds());
+                    }
+                }
+            }
+            _ => match current.identity() {
+                Ok(identity) => {
+                    if let Some(state) = lock(&self.state).as_mut() {
+                        state.next_identity =
+                            (identity != *state.identity).then(|| Arc::new(identity));
+                    }
+                }
+                Err(reason) => {
+                    *lock(&self.settings) = previous;
+                    gst::element_imp_warning!(
+                        self,
+                        gst::LibraryError::Settings,
+                        (
+                            "{}; the change is ignored and recording goes on as before",
+                            reason
+                        )
+                    );
+                }
+            },
         }
     }
 
@@ -390,6 +575,8 @@ impl ObjectImpl for SegmentRecorder {
             "tap" => settings.tap.to_value(),
             "segment-duration" => settings.segment_duration.nseconds().to_value(),
             "timestamp-mode" => settings.timestamp_mode.to_value(),
+            "alignment-threshold" => settings.alignment_threshold.nseconds().to_value(),
+            "discont-wait" => settings.discont_wait.nseconds().to_value(),
             _ => unimplemented!(),
         }
     }
@@ -440,32 +627,9 @@ impl ElementImpl for SegmentRecorder {
 impl BaseSinkImpl for SegmentRecorder {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        for (name, value) in [
-            ("trace-id", &settings.trace_id),
-            ("station-key", &settings.station_key),
-        ] {
-            if value.as_deref().is_none_or(str::is_empty) {
-                return Err(gst::error_msg!(
-                    gst::LibraryError::Settings,
-                    (
-                        "Property '{}' is not set: set it before starting, segments are \
-                         filed under it",
-                        name
-                    )
-                ));
-            }
-        }
-        let identity = Identity::new(
-            settings.trace_id.as_deref().unwrap_or_default(),
-            settings.station_key.as_deref().unwrap_or_default(),
-            settings.tap.dir_name(),
-        )
-        .map_err(|(name, e)| {
-            gst::error_msg!(
-                gst::LibraryError::Settings,
-                ("Property '{}' cannot name a directory: {}", name, e)
-            )
-        })?;
+        let identity = settings
+            .identity()
+            .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
         let base_dir = Path::new(&settings.base_dir);
         writer::check_base_dir(base_dir).map_err(|e| {
             gst::error_msg!(
@@ -497,8 +661,11 @@ impl BaseSinkImpl for SegmentRecorder {
         *lock(&self.state) = Some(State {
             recording: Arc::new(recording),
             identity: Arc::new(identity),
+            next_identity: None,
             segment_duration: settings.segment_duration,
             timestamp_mode: settings.timestamp_mode,
+            alignment_threshold: settings.alignment_threshold,
+            discont_wait: settings.discont_wait,
             timeline: None,
             segment: gst::FormattedSegment::new(),
             wall_clock: None,
@@ -530,7 +697,11 @@ impl BaseSinkImpl for SegmentRecorder {
             let grid = Grid::new(info.rate(), state.segment_duration.nseconds());
             match state.timeline.as_mut() {
                 Some(timeline) => timeline.set_grid(grid, &mut state.pieces),
-                None => state.timeline = Some(Timeline::new(grid, ALIGNMENT_THRESHOLD.nseconds())),
+                None => {
+                    let mut timeline = Timeline::new(grid, state.alignment_threshold.nseconds());
+                    timeline.set_discont_wait(state.discont_wait.nseconds());
+                    state.timeline = Some(timeline);
+                }
             }
             (state.recording.clone(), state.commands(&[]))
         };
@@ -545,6 +716,7 @@ impl BaseSinkImpl for SegmentRecorder {
                     if let Some(state) = lock(&self.state).as_mut() {
                         state.segment = segment.clone();
                     }
+                    self.reanchor();
                 }
                 None => {
                     gst::element_imp_error!(
@@ -558,8 +730,13 @@ impl BaseSinkImpl for SegmentRecorder {
                     return false;
                 }
             },
-            gst::EventView::FlushStop(_) => {
-                self.end_stream();
+            // The stream goes on from wherever its next buffer says.
+            gst::EventView::FlushStop(_) => self.reanchor(),
+            gst::EventView::Gap(e) => {
+                let (timestamp, duration) = e.get();
+                if let Some(duration) = duration {
+                    self.gap(timestamp, duration);
+                }
             }
             gst::EventView::Eos(_) => {
                 // EOS reaches the bus only once every file of this recorder is complete.
@@ -583,12 +760,19 @@ impl BaseSinkImpl for SegmentRecorder {
         let (recording, batch) = {
             let mut state = lock(&self.state);
             let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
-            let time = self.timeline_time(state, buffer.pts());
-            let Some(timeline) = state.timeline.as_mut() else {
+            if state.timeline.is_none() {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
                 return Err(gst::FlowError::NotNegotiated);
-            };
-            timeline.push(time, map.len() / 2, &mut state.pieces);
+            }
+            state.apply_call_boundary();
+            let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
+                .then(|| reference_utc(buffer))
+                .flatten();
+            let time = self.timeline_time(state, buffer.pts(), reference);
+            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+            if let Some(timeline) = state.timeline.as_mut() {
+                timeline.push(time, map.len() / 2, discont, &mut state.pieces);
+            }
             (state.recording.clone(), state.commands(&map))
         };
         let overflow = if live { Overflow::Drop } else { Overflow::Wait };

@@ -48,6 +48,13 @@ pub enum TimestampMode {
         nick = "running-time"
     )]
     RunningTime = 1,
+    /// UTC from each buffer's `timestamp/x-unix` reference timestamp meta (RTP/NTP-aware
+    /// sources), falling back to the wall clock for buffers without one.
+    #[enum_value(
+        name = "Reference timestamp: UTC from timestamp/x-unix metas, else wall clock",
+        nick = "reference-timestamp"
+    )]
+    ReferenceTimestamp = 2,
 }
 
 glib::wrapper! {

@@ -45,6 +45,8 @@ pub(super) struct Files {
     /// The last directory known to exist, to spare a `create_dir_all` per segment.
     made_dir: Option<PathBuf>,
     current: Current,
+    /// Samples dropped since the last segment was reported.
+    dropped: u64,
 }
 
 fn io_error(e: hound::Error) -> io::Error {
@@ -60,6 +62,7 @@ impl Files {
             base_dir,
             made_dir: None,
             current: Current::Idle,
+            dropped: 0,
         }
     }
 
@@ -95,12 +98,17 @@ impl Files {
                 s.silence += n;
                 Ok(())
             }),
+            Command::Dropped(n) => {
+                self.dropped += n;
+                Ok(())
+            }
             Command::Close => match std::mem::replace(&mut self.current, Current::Idle) {
                 Current::Open(segment) => {
                     let spec = segment.spec.clone();
                     let part = segment.part.clone();
                     match close(*segment) {
-                        Ok(written) => {
+                        Ok(mut written) => {
+                            written.dropped_samples = std::mem::take(&mut self.dropped);
                             reports.push(Report::Written(written));
                             Ok(())
                         }
@@ -268,8 +276,10 @@ fn close(segment: OpenSegment) -> io::Result<SegmentWritten> {
     Ok(SegmentWritten {
         spec,
         location,
+        file_index: suffix,
         samples: data + silence,
         data_samples: data,
         silence_samples: silence,
+        dropped_samples: 0,
     })
 }

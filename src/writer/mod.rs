@@ -51,6 +51,9 @@ pub enum Command {
     Samples(Vec<i16>),
     /// Append this many samples of silence to the open segment.
     Silence(u64),
+    /// This many samples of the stream were dropped: nothing is written, the number is
+    /// reported with the segment open now, or else the next one.
+    Dropped(u64),
     /// Finalise the open segment and publish it under its final name.
     Close,
 }
@@ -71,12 +74,17 @@ pub struct SegmentWritten {
     pub spec: SegmentSpec,
     /// Where the file is.
     pub location: PathBuf,
+    /// 0 for `segment_<ms>.wav`, `n` for a further file `segment_<ms>-<n>.wav` of the bucket.
+    pub file_index: u32,
     /// Samples in the file.
     pub samples: u64,
     /// Samples of the stream in the file.
     pub data_samples: u64,
     /// Samples of silence in the file.
     pub silence_samples: u64,
+    /// Samples of the stream dropped while the segment was open (overlaps, or a full queue
+    /// in a live pipeline, whose samples became silence).
+    pub dropped_samples: u64,
 }
 
 /// What happened to a segment.
@@ -99,7 +107,7 @@ pub enum Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
     /// Do not wait: the samples of the batch become silence of the same length, so every file
-    /// keeps its exact length, and their number is returned. For live pipelines.
+    /// keeps its exact length, and are counted as dropped. For live pipelines.
     Drop,
     /// Wait until the writer has made room. For pipelines that run faster than real time.
     Wait,
@@ -171,12 +179,18 @@ impl Recording {
         if bytes > 0 && full(&queue, bytes) {
             match overflow {
                 Overflow::Drop => {
-                    for command in batch.iter_mut() {
-                        if let Command::Samples(s) = command {
-                            dropped += s.len() as u64;
-                            *command = Command::Silence(s.len() as u64);
+                    let mut kept = Vec::with_capacity(batch.len() + 4);
+                    for command in batch.drain(..) {
+                        match command {
+                            Command::Samples(s) => {
+                                let n = s.len() as u64;
+                                dropped += n;
+                                kept.extend([Command::Silence(n), Command::Dropped(n)]);
+                            }
+                            other => kept.push(other),
                         }
                     }
+                    *batch = kept;
                     bytes = 0;
                 }
                 Overflow::Wait => {
