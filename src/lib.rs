@@ -5,10 +5,12 @@
 //! aligned, sample-exact WAV segments, with all file IO off the streaming thread.
 //!
 //! Three rooms: [`segmentrecorder`] is the element (properties, caps, events, messages),
-//! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer.
+//! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; and
+//! [`rebuild`] joins a tap's segments back into one recording.
 
 use gst::glib;
 
+pub mod rebuild;
 pub mod segmentrecorder;
 pub mod timeline;
 pub mod writer;

@@ -167,6 +167,22 @@ fn a_live_wall_clock_recording_pairs_pre_and_post() {
     let first_ref = reference.iter().position(|&s| s != 0).unwrap();
     let first_rec = recorded.iter().position(|&s| s != 0).unwrap();
     assert_rebuilds(&recorded, &reference, first_rec - first_ref);
+
+    // The rebuild program joins the tap into one file, across date directories.
+    let rebuilt = dir.path().join("rebuilt.wav");
+    let out = Command::new(env!("CARGO_BIN_EXE_segmentrecorder-rebuild"))
+        .args([
+            base.to_str().unwrap(),
+            "sip:alice@example.com",
+            "tts",
+            "post",
+        ])
+        .arg(&rebuilt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("of which 0 had no file"));
+    assert!(read_wav(&rebuilt).0 == recorded);
 }
 
 #[test]

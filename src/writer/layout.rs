@@ -135,11 +135,18 @@ pub fn utc_date(ms: u64) -> String {
 
 /// The directory of the segments of `identity` whose bucket starts at `bucket_ms`.
 pub fn segment_dir(base: &Path, identity: &Identity, bucket_ms: u64) -> PathBuf {
-    let mut dir = base.join(utc_date(bucket_ms));
-    dir.push(&identity.trace_dir);
-    dir.push(&identity.station_dir);
-    dir.push(identity.tap);
-    dir
+    base.join(utc_date(bucket_ms)).join(identity_dir(identity))
+}
+
+/// The path of `identity`'s segments below a date directory: `<trace>/<station>/<TAP>`.
+pub fn identity_dir(identity: &Identity) -> PathBuf {
+    [
+        identity.trace_dir.as_str(),
+        identity.station_dir.as_str(),
+        identity.tap,
+    ]
+    .iter()
+    .collect()
 }
 
 /// The file name of a segment: `segment_<ms>.wav`, or `segment_<ms>-<n>.wav` for the `n`-th
@@ -150,6 +157,16 @@ pub fn segment_file_name(bucket_ms: u64, suffix: u32) -> String {
     } else {
         format!("segment_{bucket_ms}-{suffix}.wav")
     }
+}
+
+/// The bucket start and file index of a segment file name (`segment_<ms>[-<n>].wav`).
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, u32)> {
+    let stem = name.strip_prefix("segment_")?.strip_suffix(".wav")?;
+    let (ms, suffix) = match stem.split_once('-') {
+        Some((ms, n)) => (ms, n.parse().ok().filter(|&n| n > 0)?),
+        None => (stem, 0),
+    };
+    Some((ms.parse().ok()?, suffix))
 }
 
 /// The name of the file being written for `file_name` (`<name>.part`).
@@ -262,6 +279,22 @@ mod tests {
         );
         assert_eq!(segment_file_name(5_000, 0), "segment_5000.wav");
         assert_eq!(segment_file_name(5_000, 2), "segment_5000-2.wav");
+        assert_eq!(
+            parse_segment_file_name("segment_5000.wav"),
+            Some((5_000, 0))
+        );
+        assert_eq!(
+            parse_segment_file_name("segment_5000-2.wav"),
+            Some((5_000, 2))
+        );
+        for other in [
+            "segment_5000.wav.part",
+            "segment_x.wav",
+            "segment_5-0.wav",
+            "a.wav",
+        ] {
+            assert_eq!(parse_segment_file_name(other), None, "{other}");
+        }
         assert_eq!(part_file_name("segment_5000.wav"), "segment_5000.wav.part");
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use gst::prelude::*;
+use gstsegmentrecorder::writer::layout::parse_segment_file_name;
 
 pub const CAPS_16K: &str = "audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=16000";
 
@@ -112,21 +113,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The segment files of one tap, in bucket order.
+/// The segment files under `dir`, in bucket and file order.
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = files_under(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "wav"))
         .collect();
-    files.sort_by_key(|p| bucket_ms(p));
+    files.sort_by_key(|p| segment_name(p));
     files
+}
+
+/// The bucket start and file index a segment's file name gives.
+pub fn segment_name(path: &Path) -> (u64, u32) {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    parse_segment_file_name(name).unwrap_or_else(|| panic!("not a segment: {name}"))
 }
 
 /// The bucket start encoded in a segment's file name.
 pub fn bucket_ms(path: &Path) -> u64 {
-    let name = path.file_stem().unwrap().to_str().unwrap();
-    let ms = name.strip_prefix("segment_").unwrap();
-    ms.split('-').next().unwrap().parse().unwrap()
+    segment_name(path).0
 }
 
 /// The `segmentrecorder-segment-written` messages waiting on `bus`.

@@ -1,0 +1,309 @@
+//! Rebuilds one continuous recording of a tap from its segment files, to listen to a whole call
+//! (the `segmentrecorder-rebuild` program) and as the tests' oracle.
+//!
+//! The segments of a tap are read across all date directories, in bucket order. A bucket
+//! without a file (nothing was recorded then) becomes silence of the bucket's length. A bucket
+//! with several files (`segment_<ms>.wav`, `segment_<ms>-1.wav`, …: a call boundary, a rate
+//! change or a re-anchored stream) is merged sample by sample, the first file with a non-zero
+//! sample giving it, since such files hold silence wherever the other holds the stream.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::timeline::{Grid, NS_PER_SEC};
+use crate::writer::Identity;
+use crate::writer::layout::{identity_dir, parse_segment_file_name};
+
+/// A tap's audio, from the start of its first bucket to the end of its last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Start of the first bucket, in ms on the recorder's timeline.
+    pub first_bucket_ms: u64,
+    /// Samples per second.
+    pub rate: u32,
+    /// The samples.
+    pub samples: Vec<i16>,
+    /// Buckets covered, files or not.
+    pub buckets: u64,
+    /// Buckets without a file, filled with silence.
+    pub missing: u64,
+}
+
+/// Why a tap could not be rebuilt.
+#[derive(Debug)]
+pub enum RebuildError {
+    /// No segment file was found.
+    NoSegments(PathBuf),
+    /// A file could not be read.
+    Io(PathBuf, io::Error),
+    /// A file is not a mono 16-bit WAV.
+    Wav(PathBuf, hound::Error),
+    /// Files of one tap have different rates: they cannot be joined.
+    RateChange {
+        path: PathBuf,
+        rate: u32,
+        expected: u32,
+    },
+    /// A file's length does not match the segment duration.
+    Length {
+        path: PathBuf,
+        samples: u64,
+        expected: u64,
+    },
+}
+
+impl fmt::Display for RebuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RebuildError::NoSegments(dir) => {
+                write!(f, "no segment files under {}/*/", dir.display())
+            }
+            RebuildError::Io(path, e) => write!(f, "{}: {e}", path.display()),
+            RebuildError::Wav(path, e) => write!(f, "{}: {e}", path.display()),
+            RebuildError::RateChange {
+                path,
+                rate,
+                expected,
+            } => write!(
+                f,
+                "{} is at {rate} Hz, earlier files at {expected} Hz: a recording whose rate \
+                 changes cannot be joined into one file",
+                path.display()
+            ),
+            RebuildError::Length {
+                path,
+                samples,
+                expected,
+            } => write!(
+                f,
+                "{} holds {samples} samples where its bucket holds {expected}: give the \
+                 recorder's segment duration",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RebuildError {}
+
+struct Segment {
+    path: PathBuf,
+    bucket_ms: u64,
+    file_index: u32,
+}
+
+/// The segment files of `identity` under `base`, in bucket and file order.
+fn segments(base: &Path, identity: &Identity) -> Result<Vec<Segment>, RebuildError> {
+    let io_err = |p: &Path| {
+        let p = p.to_owned();
+        move |e| RebuildError::Io(p, e)
+    };
+    let mut found = Vec::new();
+    for date in fs::read_dir(base).map_err(io_err(base))? {
+        let dir = date
+            .map_err(io_err(base))?
+            .path()
+            .join(identity_dir(identity));
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.map_err(io_err(&dir))?.path();
+            let parsed = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_segment_file_name);
+            if let Some((bucket_ms, file_index)) = parsed {
+                found.push(Segment {
+                    path,
+                    bucket_ms,
+                    file_index,
+                });
+            }
+        }
+    }
+    found.sort_by_key(|s| (s.bucket_ms, s.file_index));
+    Ok(found)
+}
+
+fn read(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
+    let wav_err = |e| RebuildError::Wav(path.to_owned(), e);
+    let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
+    let spec = reader.spec();
+    if spec.channels != 1 || spec.bits_per_sample != 16 {
+        return Err(wav_err(hound::Error::Unsupported));
+    }
+    let samples = reader
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .map_err(wav_err)?;
+    Ok((samples, spec.sample_rate))
+}
+
+/// Rebuilds the tap of `identity` recorded under `base`. The segment duration is the
+/// recorder's, or if `None`, that of the first file rounded to the millisecond.
+pub fn rebuild(
+    base: &Path,
+    identity: &Identity,
+    segment_duration_ns: Option<u64>,
+) -> Result<Rebuilt, RebuildError> {
+    let segments = segments(base, identity)?;
+    let Some(first) = segments.first() else {
+        return Err(RebuildError::NoSegments(base.join(identity_dir(identity))));
+    };
+    let (first_samples, rate) = read(&first.path)?;
+    let duration_ns = segment_duration_ns.unwrap_or_else(|| {
+        let ms = (first_samples.len() as u64 * 1_000 + u64::from(rate) / 2) / u64::from(rate);
+        ms.max(1) * 1_000_000
+    });
+    let grid = Grid::new(rate, duration_ns);
+    let index_of = |ms: u64| ms * 1_000_000 / duration_ns;
+
+    let mut buckets: BTreeMap<u64, Vec<i16>> = BTreeMap::new();
+    for segment in &segments {
+        let (samples, file_rate) = read(&segment.path)?;
+        if file_rate != rate {
+            return Err(RebuildError::RateChange {
+                path: segment.path.clone(),
+                rate: file_rate,
+                expected: rate,
+            });
+        }
+        let k = index_of(segment.bucket_ms);
+        let expected = grid.bucket(k).len();
+        if samples.len() as u64 != expected {
+            return Err(RebuildError::Length {
+                path: segment.path.clone(),
+                samples: samples.len() as u64,
+                expected,
+            });
+        }
+        match buckets.get_mut(&k) {
+            None => {
+                buckets.insert(k, samples);
+            }
+            Some(merged) => {
+                for (m, s) in merged.iter_mut().zip(samples) {
+                    if *m == 0 {
+                        *m = s;
+                    }
+                }
+            }
+        }
+    }
+
+    let (&first_k, _) = buckets.first_key_value().expect("one segment at least");
+    let (&last_k, _) = buckets.last_key_value().expect("one segment at least");
+    let mut samples = Vec::new();
+    let mut missing = 0;
+    for k in first_k..=last_k {
+        match buckets.remove(&k) {
+            Some(bucket) => samples.extend(bucket),
+            None => {
+                missing += 1;
+                samples.resize(samples.len() + grid.bucket(k).len() as usize, 0);
+            }
+        }
+    }
+    Ok(Rebuilt {
+        first_bucket_ms: grid.bucket(first_k).start_ns / (NS_PER_SEC / 1_000),
+        rate,
+        samples,
+        buckets: last_k - first_k + 1,
+        missing,
+    })
+}
+
+/// Writes a rebuilt tap as a mono 16-bit WAV file.
+pub fn write_wav(rebuilt: &Rebuilt, path: &Path) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rebuilt.rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = hound::WavWriter::create(path, spec)?;
+    let mut writer = wav.get_i16_writer(rebuilt.samples.len() as u32);
+    for &s in &rebuilt.samples {
+        writer.write_sample(s);
+    }
+    writer.flush()?;
+    wav.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, rate: u32, samples: &[i16]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let rebuilt = Rebuilt {
+            first_bucket_ms: 0,
+            rate,
+            samples: samples.to_vec(),
+            buckets: 1,
+            missing: 0,
+        };
+        write_wav(&rebuilt, path).unwrap();
+    }
+
+    #[test]
+    fn missing_buckets_are_silence_and_split_buckets_are_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::new("call", "stt", "PRE").unwrap();
+        let tap = |date: &str| dir.path().join(date).join("call/stt/PRE");
+        // 1 s buckets at 4 Hz: buckets 86398, 86399 (missing), 86400 (next day, two files).
+        write(
+            &tap("1970-01-01").join("segment_86398000.wav"),
+            4,
+            &[1, 2, 3, 4],
+        );
+        write(
+            &tap("1970-01-02").join("segment_86400000.wav"),
+            4,
+            &[5, 6, 0, 0],
+        );
+        write(
+            &tap("1970-01-02").join("segment_86400000-1.wav"),
+            4,
+            &[0, 0, 7, 8],
+        );
+        fs::write(tap("1970-01-02").join("segment_86401000.wav.part"), b"").unwrap();
+        let r = rebuild(dir.path(), &id, None).unwrap();
+        assert_eq!(r.samples, [1, 2, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8]);
+        assert_eq!(
+            (r.first_bucket_ms, r.rate, r.buckets, r.missing),
+            (86_398_000, 4, 3, 1)
+        );
+    }
+
+    #[test]
+    fn a_rate_change_or_a_wrong_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::new("call", "stt", "POST").unwrap();
+        let tap = dir.path().join("1970-01-01/call/stt/POST");
+        write(&tap.join("segment_0.wav"), 4, &[1, 2, 3, 4]);
+        write(&tap.join("segment_0-1.wav"), 8, &[0; 8]);
+        let err = rebuild(dir.path(), &id, None).unwrap_err();
+        assert!(matches!(
+            err,
+            RebuildError::RateChange {
+                rate: 8,
+                expected: 4,
+                ..
+            }
+        ));
+        fs::remove_file(tap.join("segment_0-1.wav")).unwrap();
+        write(&tap.join("segment_1000.wav"), 4, &[1, 2, 3]);
+        let err = rebuild(dir.path(), &id, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holds 3 samples where its bucket holds 4")
+        );
+        let err = rebuild(dir.path(), &Identity::new("x", "y", "PRE").unwrap(), None);
+        assert!(matches!(err, Err(RebuildError::NoSegments(_))));
+    }
+}
