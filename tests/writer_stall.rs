@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
-use gstsegmentrecorder::writer::{QUEUE_LIMIT_BYTES, stall_writer_for_tests};
+use gstsegmentrecorder::writer::stall_writer_for_tests;
 
 /// Serialises the tests and releases the writer however a test ends.
 struct Stalled(#[allow(dead_code)] MutexGuard<'static, ()>);
@@ -29,9 +29,19 @@ impl Drop for Stalled {
     }
 }
 
+/// The recorders here let 2 s of audio wait for the writer.
+const QUEUE_SAMPLES: u64 = 2 * 16_000;
+
 /// Samples that fill the writer queue at 16 kHz, and then some.
 fn more_than_the_queue_holds() -> u64 {
-    (QUEUE_LIMIT_BYTES / 2) as u64 + 10 * 16_000
+    QUEUE_SAMPLES + 3 * 16_000
+}
+
+/// A recorder whose queue holds 2 s.
+fn small_queue_recorder(base: &std::path::Path) -> gst::Element {
+    let element = recorder(base, "call", "stt", "PRE");
+    element.set_property("max-queue-time", 2_000_000_000u64);
+    element
 }
 
 #[test]
@@ -55,11 +65,15 @@ fn render_never_touches_the_disk() {
     assert!((0..12 * 16_000).all(|i| recorded[i as usize] == signal(i)));
 }
 
+fn total_field(messages: &[gst::Structure], field: &str) -> u64 {
+    messages.iter().map(|m| m.get::<u64>(field).unwrap()).sum()
+}
+
 #[test]
 fn a_live_stream_drops_and_warns_instead_of_waiting() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let element = small_queue_recorder(dir.path());
     let (mut h, bus) = harness(&element, CAPS_16K);
     h.set_live(true);
     let total = more_than_the_queue_holds();
@@ -91,15 +105,25 @@ fn a_live_stream_drops_and_warns_instead_of_waiting() {
         .filter(|&i| recorded[i as usize] == signal(i))
         .count() as u64;
     assert_eq!(kept, data);
-    assert!(data >= (QUEUE_LIMIT_BYTES / 2) as u64 - 320, "{data}");
+    assert!(data >= QUEUE_SAMPLES - 320, "{data}");
     assert!(data < total);
+    let dropped = total - data;
+    assert_eq!(total_field(&messages, "dropped-samples"), dropped);
+    let stats = element.property::<gst::Structure>("recording-stats");
+    assert_eq!(
+        stats.get::<u64>("samples-dropped-overflow").unwrap(),
+        dropped
+    );
+    assert_eq!(stats.get::<u64>("samples-received").unwrap(), total);
+    assert_eq!(stats.get::<u64>("samples-written").unwrap(), data);
+    assert!(stats.get::<u64>("queue-high-water").unwrap() >= QUEUE_SAMPLES * 2 - 640);
 }
 
 #[test]
 fn a_non_live_stream_waits_for_the_writer_and_loses_nothing() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let element = small_queue_recorder(dir.path());
     let (mut h, bus) = harness(&element, CAPS_16K);
     h.set_live(false);
     let total = more_than_the_queue_holds();
@@ -127,7 +151,7 @@ fn a_non_live_stream_waits_for_the_writer_and_loses_nothing() {
 fn flushing_releases_a_render_waiting_for_the_writer() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let element = small_queue_recorder(dir.path());
     let (mut h, _bus) = harness(&element, CAPS_16K);
     h.set_live(false);
     let total = more_than_the_queue_holds();
@@ -151,4 +175,90 @@ fn flushing_releases_a_render_waiting_for_the_writer() {
     assert_eq!(flow, Err(gst::FlowError::Flushing));
     drop(stalled);
     assert!(h.push_event(gst::event::FlushStop::new(true)));
+}
+
+/// Pushes `total` samples into a live recorder with `policy` while the writer is stalled, and
+/// returns what was recorded and the messages.
+fn overflow_with(policy: &str, total: u64) -> (Vec<i16>, Vec<gst::Structure>) {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = small_queue_recorder(dir.path());
+    element.set_property_from_str("overflow-policy", policy);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    {
+        let _stalled = Stalled::new();
+        push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let recorded = segments(dir.path())
+        .iter()
+        .flat_map(|f| read_wav(f).0)
+        .collect();
+    (recorded, written_messages(&bus))
+}
+
+#[test]
+fn drop_newest_keeps_the_oldest_audio() {
+    // 4 s into a 2 s queue: the first 2 s are kept, the newest 2 s become silence.
+    let total = 4 * 16_000;
+    let (recorded, messages) = overflow_with("drop-newest", total);
+    let kept: Vec<u64> = (0..total)
+        .filter(|&i| recorded[i as usize] == signal(i))
+        .collect();
+    assert_eq!(kept.first(), Some(&0));
+    assert!(kept.len() as u64 >= QUEUE_SAMPLES - 320 && (kept.len() as u64) < total);
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "one run from the start"
+    );
+    assert_eq!(
+        total_field(&messages, "dropped-samples"),
+        total - kept.len() as u64
+    );
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_audio() {
+    let total = 4 * 16_000;
+    let (recorded, messages) = overflow_with("drop-oldest", total);
+    let kept: Vec<u64> = (0..total)
+        .filter(|&i| recorded[i as usize] == signal(i))
+        .collect();
+    assert_eq!(kept.last(), Some(&(total - 1)));
+    assert!(kept.len() as u64 >= QUEUE_SAMPLES - 640 && (kept.len() as u64) < total);
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "one run to the end"
+    );
+    assert_eq!(
+        total_field(&messages, "dropped-samples"),
+        total - kept.len() as u64
+    );
+}
+
+#[test]
+fn wait_blocks_even_a_live_stream_and_loses_nothing() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = small_queue_recorder(dir.path());
+    element.set_property_from_str("overflow-policy", "wait");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    let total = more_than_the_queue_holds();
+    let stalled = Stalled::new();
+    let pusher = thread::spawn(move || {
+        push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+        assert!(h.push_event(gst::event::Eos::new()));
+        h
+    });
+    thread::sleep(Duration::from_millis(500));
+    assert!(!pusher.is_finished());
+    drop(stalled);
+    drop(pusher.join().unwrap());
+    let recorded: Vec<i16> = segments(dir.path())
+        .iter()
+        .flat_map(|f| read_wav(f).0)
+        .collect();
+    assert!((0..total).all(|i| recorded[i as usize] == signal(i)));
 }

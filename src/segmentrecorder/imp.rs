@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -11,9 +12,12 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::wallclock::WallClock;
-use super::{Tap, TimestampMode};
-use crate::timeline::{Grid, Piece, Timeline};
-use crate::writer::{self, Command, Identity, Overflow, Recording, Report, SegmentSpec};
+use super::{OverflowPolicy, Tap, TimestampMode};
+use crate::timeline::{Grid, Piece, Timeline, Totals};
+use crate::writer::{
+    self, Command, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten,
+    WriterStats,
+};
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
 const DEFAULT_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(5);
@@ -22,12 +26,29 @@ const MAX_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(3_600)
 const DEFAULT_ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 const DEFAULT_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::ZERO;
 const MAX_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(60);
+const DEFAULT_FLUSH_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(200);
+const MIN_FLUSH_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(10);
+const MAX_FLUSH_INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(10);
+const DEFAULT_FSYNC: bool = false;
+const DEFAULT_MAX_QUEUE_TIME: gst::ClockTime = gst::ClockTime::from_seconds(30);
+const MIN_MAX_QUEUE_TIME: gst::ClockTime = gst::ClockTime::from_mseconds(100);
+const MAX_MAX_QUEUE_TIME: gst::ClockTime = gst::ClockTime::from_seconds(600);
+const DEFAULT_WRITE_RETRY_TIME: gst::ClockTime = gst::ClockTime::from_seconds(10);
+const MAX_WRITE_RETRY_TIME: gst::ClockTime = gst::ClockTime::from_seconds(600);
+const DEFAULT_RECORD: bool = true;
+const DEFAULT_SILENCE_THRESHOLD: f64 = -60.0;
+const DEFAULT_SILENCE_SEGMENTS: u32 = 6;
+const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
 
 /// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
 const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
 
 /// Name of the message posted for each segment written.
 pub const SEGMENT_WRITTEN: &str = "segmentrecorder-segment-written";
+/// Name of the message posted for each `.part` of a dead process recovered.
+pub const SEGMENT_RECOVERED: &str = "segmentrecorder-segment-recovered";
+/// Name of the message posted when sound comes back after a silence warning.
+pub const SOUND_RETURNED: &str = "segmentrecorder-sound-returned";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -39,6 +60,15 @@ struct Settings {
     timestamp_mode: TimestampMode,
     alignment_threshold: gst::ClockTime,
     discont_wait: gst::ClockTime,
+    flush_interval: gst::ClockTime,
+    fsync: bool,
+    max_queue_time: gst::ClockTime,
+    overflow_policy: OverflowPolicy,
+    write_retry_time: gst::ClockTime,
+    record: bool,
+    silence_threshold: f64,
+    silence_segments: u32,
+    voice_threshold: f64,
 }
 
 impl Settings {
@@ -75,6 +105,15 @@ impl Default for Settings {
             timestamp_mode: TimestampMode::default(),
             alignment_threshold: DEFAULT_ALIGNMENT_THRESHOLD,
             discont_wait: DEFAULT_DISCONT_WAIT,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            fsync: DEFAULT_FSYNC,
+            max_queue_time: DEFAULT_MAX_QUEUE_TIME,
+            overflow_policy: OverflowPolicy::default(),
+            write_retry_time: DEFAULT_WRITE_RETRY_TIME,
+            record: DEFAULT_RECORD,
+            silence_threshold: DEFAULT_SILENCE_THRESHOLD,
+            silence_segments: DEFAULT_SILENCE_SEGMENTS,
+            voice_threshold: DEFAULT_VOICE_THRESHOLD,
         }
     }
 }
@@ -89,10 +128,15 @@ struct State {
     timestamp_mode: TimestampMode,
     alignment_threshold: gst::ClockTime,
     discont_wait: gst::ClockTime,
+    max_queue_time: gst::ClockTime,
+    overflow_policy: OverflowPolicy,
+    record: bool,
     /// Known once caps are set.
     timeline: Option<Timeline>,
     segment: gst::FormattedSegment<gst::ClockTime>,
     wall_clock: Option<WallClock>,
+    /// Timeline time and running time of the latest buffer placed by its timestamp.
+    anchor: Option<(u64, gst::ClockTime)>,
     /// Whether upstream is live, asked once per stream.
     live: Option<bool>,
     /// Samples dropped since the last buffer that was queued whole.
@@ -104,15 +148,19 @@ impl State {
     /// Turns the timeline's pieces into writer commands; `data` is the buffer they refer to.
     fn commands(&mut self, data: &[u8]) -> Vec<Command> {
         let rate = self.timeline.as_ref().map_or(0, |t| t.grid().rate());
-        self.pieces
-            .drain(..)
-            .map(|piece| match piece {
+        let pieces = std::mem::take(&mut self.pieces);
+        let commands = pieces
+            .iter()
+            .map(|piece| match *piece {
                 Piece::Open(bucket) => {
                     gst::debug!(CAT, "Opening bucket {} ms", bucket.start_ms());
+                    let (start_running_time_ns, start_utc_ns) = self.start_times(bucket.start_ns);
                     Command::Open(SegmentSpec {
                         identity: self.identity.clone(),
                         bucket_ms: bucket.start_ms(),
                         rate,
+                        start_running_time_ns,
+                        start_utc_ns,
                     })
                 }
                 Piece::Silence(n) => Command::Silence(n),
@@ -131,7 +179,25 @@ impl State {
                     Command::Close
                 }
             })
-            .collect()
+            .collect();
+        self.pieces = pieces;
+        self.pieces.clear();
+        commands
+    }
+
+    /// Running time and UTC of the timeline time `start_ns`, as far as they are known.
+    fn start_times(&self, start_ns: u64) -> (Option<u64>, Option<u64>) {
+        let running_time = self.anchor.and_then(|(time, rt)| {
+            let t = i128::from(rt.nseconds()) + i128::from(start_ns) - i128::from(time);
+            u64::try_from(t).ok()
+        });
+        let utc = match self.timestamp_mode {
+            TimestampMode::RunningTime => running_time
+                .zip(self.wall_clock.as_ref())
+                .map(|(rt, w)| w.utc_ns(gst::ClockTime::from_nseconds(rt))),
+            TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => Some(start_ns),
+        };
+        (running_time, utc)
     }
 
     /// Applies a pending call boundary: the open bucket is closed, padded, under the old
@@ -162,12 +228,38 @@ impl State {
         self.apply_call_boundary();
         commands
     }
+
+    /// How a full queue is handled now.
+    fn overflow(&self, live: bool) -> Overflow {
+        match self.overflow_policy {
+            OverflowPolicy::Auto if live => Overflow::DropNewest,
+            OverflowPolicy::Auto | OverflowPolicy::Wait => Overflow::Wait,
+            OverflowPolicy::DropNewest => Overflow::DropNewest,
+            OverflowPolicy::DropOldest => Overflow::DropOldest,
+        }
+    }
+
+    /// The queue limit in bytes for the current rate.
+    fn queue_limit(&self) -> usize {
+        let rate = self.timeline.as_ref().map_or(16_000, |t| t.grid().rate());
+        let samples = u128::from(self.max_queue_time.nseconds()) * u128::from(rate) / 1_000_000_000;
+        usize::try_from(samples * 2).unwrap_or(usize::MAX)
+    }
+}
+
+/// Consecutive silent segments, for the silence warning.
+#[derive(Debug, Default)]
+struct SilenceWatch {
+    silent: u32,
 }
 
 #[derive(Default)]
 pub struct SegmentRecorder {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    silence: Mutex<SilenceWatch>,
+    /// The statistics of the last recording, kept after it stopped.
+    last_stats: Mutex<Option<gst::Structure>>,
 }
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -180,6 +272,33 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn duration(t: gst::ClockTime) -> Duration {
+    Duration::from_nanos(t.nseconds())
+}
+
+/// The `recording-stats` structure.
+fn stats_structure(totals: Totals, w: &WriterStats) -> gst::Structure {
+    let written = totals
+        .data
+        .saturating_sub(w.samples_dropped_overflow + w.samples_lost);
+    gst::Structure::builder("segmentrecorder-stats")
+        .field("segments-written", w.segments_written)
+        .field("segments-failed", w.segments_failed)
+        .field("segments-recovered", w.segments_recovered)
+        .field("samples-received", totals.received)
+        .field("samples-written", written)
+        .field("samples-silence", totals.silence)
+        .field("samples-dropped-overlap", totals.dropped)
+        .field("samples-dropped-overflow", w.samples_dropped_overflow)
+        .field("samples-lost-write-error", w.samples_lost)
+        .field("bytes-written", w.bytes_written)
+        .field("write-errors", w.write_errors)
+        .field("queue-bytes", w.queue_bytes)
+        .field("queue-high-water", w.queue_high_water)
+        .field("last-error", w.last_error.as_deref().unwrap_or(""))
+        .build()
 }
 
 impl SegmentRecorder {
@@ -205,10 +324,10 @@ impl SegmentRecorder {
                 gst::ResourceError::Write,
                 ("The disk is slower than the audio: dropping samples"),
                 [
-                    "The writer queue is full ({} bytes); {} samples were written as silence. \
-                     Further drops follow until the writer catches up.",
-                    writer::QUEUE_LIMIT_BYTES,
-                    dropped
+                    "The writer queue is full; {} samples were written as silence ({:?}). \
+                     Further drops follow until the writer catches up; see recording-stats.",
+                    dropped,
+                    overflow
                 ]
             );
         } else {
@@ -241,7 +360,7 @@ impl SegmentRecorder {
         let (recording, batch) = {
             let mut state = lock(&self.state);
             let Some(state) = state.as_mut() else { return };
-            if state.timeline.is_none() {
+            if state.timeline.is_none() || !state.record {
                 return;
             }
             state.apply_call_boundary();
@@ -267,9 +386,8 @@ impl SegmentRecorder {
         gst::debug!(
             CAT,
             imp = self,
-            "Upstream is {}: a full writer queue will {}",
-            if live { "live" } else { "not live" },
-            if live { "drop samples" } else { "block" }
+            "Upstream is {}",
+            if live { "live" } else { "not live" }
         );
         if let Some(state) = lock(&self.state).as_mut() {
             state.live = Some(live);
@@ -284,49 +402,88 @@ impl SegmentRecorder {
         clock.time().checked_sub(obj.base_time()?)
     }
 
+    /// The running time → UTC mapping of the current clock and base time.
+    fn wall_clock(&self, state: &mut State, running_time: gst::ClockTime) -> WallClock {
+        let obj = self.obj();
+        let clock = obj.clock();
+        let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+        let wall_clock = match state.wall_clock.take() {
+            Some(w) if w.is_for(clock.as_ref(), base_time) => w,
+            _ => match &clock {
+                Some(clock) => WallClock::shared(clock, base_time),
+                None => {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "No clock: running time {running_time} is taken as now"
+                    );
+                    WallClock::anchored_now(running_time)
+                }
+            },
+        };
+        state.wall_clock = Some(wall_clock.clone());
+        wall_clock
+    }
+
     /// The time of a buffer's first sample on the bucket timeline; `None` to continue the
-    /// stream where it is.
-    /// `reference` is the UTC time the buffer carries, if any (reference-timestamp mode).
+    /// stream where it is. `reference` is the UTC time the buffer carries, if any
+    /// (reference-timestamp mode).
     fn timeline_time(
         &self,
         state: &mut State,
         pts: Option<gst::ClockTime>,
         reference: Option<gst::ClockTime>,
     ) -> Option<u64> {
+        let running_time = pts.and_then(|pts| state.segment.to_running_time(pts));
         if let Some(utc) = reference {
+            if let Some(rt) = running_time {
+                state.anchor = Some((utc.nseconds(), rt));
+            }
             return Some(utc.nseconds());
         }
         let anchored = state.timeline.as_ref().is_some_and(Timeline::is_anchored);
-        let running_time = match pts.and_then(|pts| state.segment.to_running_time(pts)) {
+        let running_time = match running_time {
             Some(rt) => rt,
             None if anchored => return None,
             None => self.now_running_time().unwrap_or(gst::ClockTime::ZERO),
         };
-        match state.timestamp_mode {
-            TimestampMode::RunningTime => Some(running_time.nseconds()),
-            TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => {
-                let obj = self.obj();
-                let clock = obj.clock();
-                let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
-                let wall_clock = match state.wall_clock.take() {
-                    Some(w) if w.is_for(clock.as_ref(), base_time) => w,
-                    _ => match &clock {
-                        Some(clock) => WallClock::shared(clock, base_time),
-                        None => {
-                            gst::warning!(
-                                CAT,
-                                imp = self,
-                                "No clock: running time {running_time} is taken as now"
-                            );
-                            WallClock::anchored_now(running_time)
-                        }
-                    },
-                };
-                let utc = wall_clock.utc_ns(running_time);
-                state.wall_clock = Some(wall_clock);
-                Some(utc)
+        let time = match state.timestamp_mode {
+            TimestampMode::RunningTime => {
+                if self.obj().clock().is_some() {
+                    // Only to tell the UTC time of each segment in its message.
+                    self.wall_clock(state, running_time);
+                }
+                running_time.nseconds()
             }
+            TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => {
+                self.wall_clock(state, running_time).utc_ns(running_time)
+            }
+        };
+        state.anchor = Some((time, running_time));
+        Some(time)
+    }
+
+    /// The `recording-stats` of the running recording, or of the last one.
+    fn stats(&self) -> gst::Structure {
+        let current = lock(&self.state).as_ref().map(|s| {
+            let totals = s
+                .timeline
+                .as_ref()
+                .map(Timeline::totals)
+                .unwrap_or_default();
+            (totals, s.recording.clone())
+        });
+        match current {
+            Some((totals, recording)) => stats_structure(totals, &recording.stats()),
+            None => lock(&self.last_stats)
+                .clone()
+                .unwrap_or_else(|| stats_structure(Totals::default(), &WriterStats::default())),
         }
+    }
+
+    fn post(&self, s: gst::Structure) {
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
     /// Called on a writer thread for each segment written or given up.
@@ -343,21 +500,32 @@ impl SegmentRecorder {
                     w.silence_samples,
                     w.dropped_samples
                 );
-                let s = gst::Structure::builder(SEGMENT_WRITTEN)
-                    .field("location", w.location.to_string_lossy().as_ref())
-                    .field("trace-id", w.spec.identity.trace_id())
-                    .field("station-key", w.spec.identity.station_key())
-                    .field("tap", w.spec.identity.tap())
-                    .field("bucket-ts-ms", w.spec.bucket_ms)
-                    .field("sample-rate", w.spec.rate)
-                    .field("file-index", w.file_index)
-                    .field("samples", w.samples)
-                    .field("data-samples", w.data_samples)
-                    .field("silence-samples", w.silence_samples)
-                    .field("dropped-samples", w.dropped_samples)
-                    .build();
-                let obj = self.obj();
-                let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+                self.post(written_structure(&w));
+                self.watch_silence(&w);
+            }
+            Report::Retrying {
+                spec,
+                location,
+                error,
+                retry_for,
+            } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("Cannot write {}: {}", location.display(), error),
+                    [
+                        "Trace '{}': retrying for up to {:?} while the audio waits in the queue",
+                        spec.map_or_else(String::new, |s| s.identity.trace_id().to_owned()),
+                        retry_for
+                    ]
+                );
+            }
+            Report::Resumed { after, .. } => {
+                gst::element_imp_info!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("Writing works again after failing for {:?}", after)
+                );
             }
             Report::Failed {
                 spec,
@@ -367,16 +535,119 @@ impl SegmentRecorder {
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
-                    ("Could not write segment {}: {}", location.display(), error),
+                    (
+                        "Gave up writing {}: {}; the segment is lost, recording goes on",
+                        location.display(),
+                        error
+                    ),
                     [
-                        "Trace '{}', bucket {} ms: the segment is lost; recording goes on.",
-                        spec.identity.trace_id(),
-                        spec.bucket_ms
+                        "Trace '{}', bucket {} ms",
+                        spec.as_ref()
+                            .map_or_else(String::new, |s| s.identity.trace_id().to_owned()),
+                        spec.as_ref().map_or(0, |s| s.bucket_ms)
                     ]
+                );
+            }
+            Report::Recovered(r) => {
+                gst::info!(CAT, imp = self, "Recovered {}", r.location.display());
+                let s = gst::Structure::builder(SEGMENT_RECOVERED)
+                    .field("location", r.location.to_string_lossy().as_ref())
+                    .field("part", r.part.to_string_lossy().as_ref())
+                    .field("bucket-ts-ms", r.bucket_ms)
+                    .field("file-index", r.file_index)
+                    .field("sample-rate", r.rate)
+                    .field("samples", r.samples)
+                    .build();
+                self.post(s);
+            }
+            Report::RecoveryFailed { location, error } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("Cannot recover {}: {}", location.display(), error)
                 );
             }
         }
     }
+
+    /// Warns once after `silence-segments` segments in a row whose peak stays under
+    /// `silence-threshold`, and tells when sound returns.
+    fn watch_silence(&self, w: &SegmentWritten) {
+        let (threshold, needed) = {
+            let settings = lock(&self.settings);
+            (settings.silence_threshold, settings.silence_segments)
+        };
+        if needed == 0 {
+            return;
+        }
+        let (warn, returned) = {
+            let mut watch = lock(&self.silence);
+            if w.levels.peak_dbfs < threshold {
+                watch.silent += 1;
+                (watch.silent == needed, None)
+            } else {
+                let silent = std::mem::take(&mut watch.silent);
+                (false, (silent >= needed).then_some(silent))
+            }
+        };
+        if warn {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "The microphone or the upstream stage is silent: {} segments in a row \
+                     stayed under {} dBFS",
+                    needed,
+                    threshold
+                ),
+                ["Last one: {}", w.location.display()]
+            );
+        }
+        if let Some(silent) = returned {
+            let s = gst::Structure::builder(SOUND_RETURNED)
+                .field("location", w.location.to_string_lossy().as_ref())
+                .field("silent-segments", u64::from(silent))
+                .field("peak-dbfs", w.levels.peak_dbfs)
+                .build();
+            self.post(s);
+        }
+    }
+}
+
+/// The `segmentrecorder-segment-written` message of a segment.
+fn written_structure(w: &SegmentWritten) -> gst::Structure {
+    let rate = u64::from(w.spec.rate.max(1));
+    let mut s = gst::Structure::builder(SEGMENT_WRITTEN)
+        .field("location", w.location.to_string_lossy().as_ref())
+        .field("trace-id", w.spec.identity.trace_id())
+        .field("station-key", w.spec.identity.station_key())
+        .field("tap", w.spec.identity.tap())
+        .field("bucket-ts-ms", w.spec.bucket_ms)
+        .field("file-index", w.file_index)
+        .field("sample-rate", w.spec.rate)
+        .field("samples", w.samples)
+        .field("data-samples", w.data_samples)
+        .field("silence-samples", w.silence_samples)
+        .field("dropped-samples", w.dropped_samples)
+        .field(
+            "duration",
+            gst::ClockTime::from_nseconds(w.samples * 1_000_000_000 / rate),
+        )
+        .field("rms-dbfs", w.levels.rms_dbfs)
+        .field("peak-dbfs", w.levels.peak_dbfs)
+        .field("voiced-ratio", w.levels.voiced_ratio)
+        .build();
+    if let Some(rt) = w.spec.start_running_time_ns {
+        s.set("running-time", gst::ClockTime::from_nseconds(rt));
+    }
+    if let Some(utc) = w
+        .spec
+        .start_utc_ns
+        .and_then(|ns| gst::DateTime::from_unix_epoch_utc_usecs((ns / 1_000) as i64).ok())
+    {
+        s.set("utc", utc);
+    }
+    s
 }
 
 /// The UTC time of a buffer's first sample from its `timestamp/x-unix` reference timestamp.
@@ -483,6 +754,110 @@ impl ObjectImpl for SegmentRecorder {
                     .default_value(DEFAULT_DISCONT_WAIT.nseconds())
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt64::builder("flush-interval")
+                    .nick("Flush interval")
+                    .blurb(
+                        "Nanoseconds after which received audio is written to the open .part \
+                         file at the latest: a killed process loses at most this much; shorter \
+                         means more write calls",
+                    )
+                    .minimum(MIN_FLUSH_INTERVAL.nseconds())
+                    .maximum(MAX_FLUSH_INTERVAL.nseconds())
+                    .default_value(DEFAULT_FLUSH_INTERVAL.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("fsync")
+                    .nick("fsync")
+                    .blurb(
+                        "Sync each segment and its directory to stable storage before it is \
+                         announced, so that it survives a power failure, not only a crash",
+                    )
+                    .default_value(DEFAULT_FSYNC)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-queue-time")
+                    .nick("Maximum queue time")
+                    .blurb(
+                        "Nanoseconds of audio that may wait for the writer (a stalled or \
+                         failing disk); beyond it overflow-policy applies",
+                    )
+                    .minimum(MIN_MAX_QUEUE_TIME.nseconds())
+                    .maximum(MAX_MAX_QUEUE_TIME.nseconds())
+                    .default_value(DEFAULT_MAX_QUEUE_TIME.nseconds())
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "overflow-policy",
+                    OverflowPolicy::default(),
+                )
+                .nick("Overflow policy")
+                .blurb(
+                    "What to do when max-queue-time is reached: auto (drop-newest when \
+                     upstream is live, wait otherwise), drop-oldest, drop-newest (dropped \
+                     audio becomes silence, counted and warned about) or wait (block)",
+                )
+                .mutable_playing()
+                .build(),
+                glib::ParamSpecUInt64::builder("write-retry-time")
+                    .nick("Write retry time")
+                    .blurb(
+                        "Nanoseconds a failing write (full disk, I/O error, removed directory) \
+                         is retried with backoff before its segment is given up",
+                    )
+                    .maximum(MAX_WRITE_RETRY_TIME.nseconds())
+                    .default_value(DEFAULT_WRITE_RETRY_TIME.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("record")
+                    .nick("Record")
+                    .blurb(
+                        "Whether to record; false stops writing without disturbing the stream \
+                         (the open segment is closed as at a call boundary)",
+                    )
+                    .default_value(DEFAULT_RECORD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("silence-threshold")
+                    .nick("Silence threshold")
+                    .blurb(
+                        "A segment whose peak stays under this level (dBFS) is silent; after \
+                         silence-segments of them in a row a warning is posted",
+                    )
+                    .minimum(-120.0)
+                    .maximum(0.0)
+                    .default_value(DEFAULT_SILENCE_THRESHOLD)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("silence-segments")
+                    .nick("Silence segments")
+                    .blurb(
+                        "Silent segments in a row before the silence warning (0: never warn); \
+                         a message follows when sound returns",
+                    )
+                    .default_value(DEFAULT_SILENCE_SEGMENTS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("voice-threshold")
+                    .nick("Voice threshold")
+                    .blurb(
+                        "10 ms frames whose RMS level (dBFS) is above this count as voiced in \
+                         the voiced-ratio of each segment",
+                    )
+                    .minimum(-120.0)
+                    .maximum(0.0)
+                    .default_value(DEFAULT_VOICE_THRESHOLD)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("recording-stats")
+                    .nick("Recording statistics")
+                    .blurb(
+                        "Counters of the current (or last) recording: segments written, failed \
+                         and recovered, samples received, written, silence-filled and dropped \
+                         per reason, bytes written, writer queue depth and high-water mark, \
+                         last error",
+                    )
+                    .read_only()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -501,6 +876,7 @@ impl ObjectImpl for SegmentRecorder {
         }
         let mut settings = lock(&self.settings);
         let previous = settings.clone();
+        let time = || gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
         match name {
             "base-dir" => {
                 settings.base_dir = value
@@ -511,20 +887,28 @@ impl ObjectImpl for SegmentRecorder {
             "trace-id" => settings.trace_id = value.get().expect("type checked upstream"),
             "station-key" => settings.station_key = value.get().expect("type checked upstream"),
             "tap" => settings.tap = value.get().expect("type checked upstream"),
-            "segment-duration" => {
-                settings.segment_duration =
-                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
-            }
+            "segment-duration" => settings.segment_duration = time(),
             "timestamp-mode" => {
                 settings.timestamp_mode = value.get().expect("type checked upstream");
             }
-            "alignment-threshold" => {
-                settings.alignment_threshold =
-                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
+            "alignment-threshold" => settings.alignment_threshold = time(),
+            "discont-wait" => settings.discont_wait = time(),
+            "flush-interval" => settings.flush_interval = time(),
+            "fsync" => settings.fsync = value.get().expect("type checked upstream"),
+            "max-queue-time" => settings.max_queue_time = time(),
+            "overflow-policy" => {
+                settings.overflow_policy = value.get().expect("type checked upstream");
             }
-            "discont-wait" => {
-                settings.discont_wait =
-                    gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"));
+            "write-retry-time" => settings.write_retry_time = time(),
+            "record" => settings.record = value.get().expect("type checked upstream"),
+            "silence-threshold" => {
+                settings.silence_threshold = value.get().expect("type checked upstream");
+            }
+            "silence-segments" => {
+                settings.silence_segments = value.get().expect("type checked upstream");
+            }
+            "voice-threshold" => {
+                settings.voice_threshold = value.get().expect("type checked upstream");
             }
             _ => unimplemented!(),
         }
@@ -534,17 +918,7 @@ impl ObjectImpl for SegmentRecorder {
         let current = settings.clone();
         drop(settings);
         match name {
-            "alignment-threshold" | "discont-wait" => {
-                if let Some(state) = lock(&self.state).as_mut() {
-                    state.alignment_threshold = current.alignment_threshold;
-                    state.discont_wait = current.discont_wait;
-                    if let Some(timeline) = state.timeline.as_mut() {
-                        timeline.set_threshold(current.alignment_threshold.nseconds());
-                        timeline.set_discont_wait(current.discont_wait.nseconds());
-                    }
-                }
-            }
-            _ => match current.identity() {
+            "trace-id" | "station-key" | "tap" => match current.identity() {
                 Ok(identity) => {
                     if let Some(state) = lock(&self.state).as_mut() {
                         state.next_identity =
@@ -563,10 +937,27 @@ impl ObjectImpl for SegmentRecorder {
                     );
                 }
             },
+            _ => {
+                if let Some(state) = lock(&self.state).as_mut() {
+                    state.alignment_threshold = current.alignment_threshold;
+                    state.discont_wait = current.discont_wait;
+                    state.overflow_policy = current.overflow_policy;
+                    state.record = current.record;
+                    state.max_queue_time = current.max_queue_time;
+                    state.recording.set_queue_limit(state.queue_limit());
+                    if let Some(timeline) = state.timeline.as_mut() {
+                        timeline.set_threshold(current.alignment_threshold.nseconds());
+                        timeline.set_discont_wait(current.discont_wait.nseconds());
+                    }
+                }
+            }
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "recording-stats" {
+            return self.stats().to_value();
+        }
         let settings = lock(&self.settings);
         match pspec.name() {
             "base-dir" => settings.base_dir.to_value(),
@@ -577,6 +968,15 @@ impl ObjectImpl for SegmentRecorder {
             "timestamp-mode" => settings.timestamp_mode.to_value(),
             "alignment-threshold" => settings.alignment_threshold.nseconds().to_value(),
             "discont-wait" => settings.discont_wait.nseconds().to_value(),
+            "flush-interval" => settings.flush_interval.nseconds().to_value(),
+            "fsync" => settings.fsync.to_value(),
+            "max-queue-time" => settings.max_queue_time.nseconds().to_value(),
+            "overflow-policy" => settings.overflow_policy.to_value(),
+            "write-retry-time" => settings.write_retry_time.nseconds().to_value(),
+            "record" => settings.record.to_value(),
+            "silence-threshold" => settings.silence_threshold.to_value(),
+            "silence-segments" => settings.silence_segments.to_value(),
+            "voice-threshold" => settings.voice_threshold.to_value(),
             _ => unimplemented!(),
         }
     }
@@ -644,35 +1044,53 @@ impl BaseSinkImpl for SegmentRecorder {
         })?;
 
         let weak = self.obj().downgrade();
-        let recording = Recording::new(base_dir.to_owned(), move |report| {
-            if let Some(obj) = weak.upgrade() {
-                obj.imp().report(report);
-            }
-        });
-        gst::info!(
-            CAT,
-            imp = self,
-            "Recording trace '{}', station '{}', tap {} into {}",
-            identity.trace_id(),
-            identity.station_key(),
-            identity.tap(),
-            base_dir.display()
-        );
-        *lock(&self.state) = Some(State {
-            recording: Arc::new(recording),
+        let config = Config {
+            base_dir: base_dir.to_owned(),
+            flush_interval: duration(settings.flush_interval),
+            fsync: settings.fsync,
+            retry_time: duration(settings.write_retry_time),
+            voice_threshold_dbfs: settings.voice_threshold,
+        };
+        let state = State {
+            recording: Arc::new(Recording::new(config, 0, move |report| {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().report(report);
+                }
+            })),
             identity: Arc::new(identity),
             next_identity: None,
             segment_duration: settings.segment_duration,
             timestamp_mode: settings.timestamp_mode,
             alignment_threshold: settings.alignment_threshold,
             discont_wait: settings.discont_wait,
+            max_queue_time: settings.max_queue_time,
+            overflow_policy: settings.overflow_policy,
+            record: settings.record,
             timeline: None,
             segment: gst::FormattedSegment::new(),
             wall_clock: None,
+            anchor: None,
             live: None,
             dropping: 0,
             pieces: Vec::new(),
-        });
+        };
+        state.recording.set_queue_limit(state.queue_limit());
+        gst::info!(
+            CAT,
+            imp = self,
+            "Recording trace '{}', station '{}', tap {} into {}",
+            state.identity.trace_id(),
+            state.identity.station_key(),
+            state.identity.tap(),
+            base_dir.display()
+        );
+        // What a dead process left of this identity is made whole first, off this thread.
+        state.recording.submit(
+            &mut vec![Command::Recover(state.identity.clone())],
+            Overflow::Wait,
+        );
+        *lock(&self.silence) = SilenceWatch::default();
+        *lock(&self.state) = Some(state);
         Ok(())
     }
 
@@ -681,7 +1099,9 @@ impl BaseSinkImpl for SegmentRecorder {
         if let Some(recording) = self.end_stream() {
             let _ = recording.wait_idle(false);
         }
+        let stats = self.stats();
         *lock(&self.state) = None;
+        *lock(&self.last_stats) = Some(stats);
         Ok(())
     }
 
@@ -703,6 +1123,7 @@ impl BaseSinkImpl for SegmentRecorder {
                     state.timeline = Some(timeline);
                 }
             }
+            state.recording.set_queue_limit(state.queue_limit());
             (state.recording.clone(), state.commands(&[]))
         };
         self.submit(&recording, batch, Overflow::Wait);
@@ -757,25 +1178,32 @@ impl BaseSinkImpl for SegmentRecorder {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
             gst::FlowError::Error
         })?;
-        let (recording, batch) = {
+        let (recording, batch, overflow) = {
             let mut state = lock(&self.state);
             let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
             if state.timeline.is_none() {
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
                 return Err(gst::FlowError::NotNegotiated);
             }
-            state.apply_call_boundary();
-            let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
-                .then(|| reference_utc(buffer))
-                .flatten();
-            let time = self.timeline_time(state, buffer.pts(), reference);
-            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
-            if let Some(timeline) = state.timeline.as_mut() {
-                timeline.push(time, map.len() / 2, discont, &mut state.pieces);
-            }
-            (state.recording.clone(), state.commands(&map))
+            let batch = if state.record {
+                state.apply_call_boundary();
+                let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
+                    .then(|| reference_utc(buffer))
+                    .flatten();
+                let time = self.timeline_time(state, buffer.pts(), reference);
+                let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+                if let Some(timeline) = state.timeline.as_mut() {
+                    timeline.push(time, map.len() / 2, discont, &mut state.pieces);
+                }
+                state.commands(&map)
+            } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
+                gst::debug!(CAT, imp = self, "Recording paused");
+                state.end_stream()
+            } else {
+                Vec::new()
+            };
+            (state.recording.clone(), batch, state.overflow(live))
         };
-        let overflow = if live { Overflow::Drop } else { Overflow::Wait };
         self.submit(&recording, batch, overflow);
         Ok(gst::FlowSuccess::Ok)
     }

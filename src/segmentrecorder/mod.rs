@@ -57,6 +57,38 @@ pub enum TimestampMode {
     ReferenceTimestamp = 2,
 }
 
+/// What a recorder does when the writer's queue is full.
+#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegmentRecorderOverflowPolicy")]
+pub enum OverflowPolicy {
+    /// Drop the newest samples in live pipelines, wait in non-live ones.
+    #[default]
+    #[enum_value(
+        name = "Auto: drop-newest in live pipelines, wait in non-live ones",
+        nick = "auto"
+    )]
+    Auto = 0,
+    /// Drop the oldest queued samples to make room.
+    #[enum_value(
+        name = "Drop oldest: the oldest queued samples become silence",
+        nick = "drop-oldest"
+    )]
+    DropOldest = 1,
+    /// Drop the incoming samples.
+    #[enum_value(
+        name = "Drop newest: the incoming samples become silence",
+        nick = "drop-newest"
+    )]
+    DropNewest = 2,
+    /// Block the streaming thread until the writer has made room.
+    #[enum_value(
+        name = "Wait: block the streaming thread until there is room",
+        nick = "wait"
+    )]
+    Wait = 3,
+}
+
 glib::wrapper! {
     /// Sink that records mono S16LE audio into wall-clock aligned WAV segments.
     pub struct SegmentRecorder(ObjectSubclass<imp::SegmentRecorder>)
@@ -67,6 +99,7 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     Tap::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     TimestampMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    OverflowPolicy::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "segmentrecorder",

@@ -1,196 +1,438 @@
-//! The files of one recording: the open `.part`, its WAV encoding with `hound`, and publishing it
-//! under its final name. Runs on a writer thread only.
+//! The files of one recording: the open `.part`, its WAV encoding with `hound`, retries when
+//! the disk fails, and publishing under the final name. Runs on a writer thread only.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::layout::{part_file_name, segment_dir, segment_file_name};
-use super::{Command, Report, SegmentSpec, SegmentWritten};
+use super::levels::Levels;
+use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
 
-/// How far a `.part` file may lag behind the audio handed to the writer: its header and data
-/// reach the operating system at least this often, so a crashed process leaves a playable file.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Samples kept in memory before they are written even if the flush interval has not passed.
+const MAX_PENDING: usize = 32_768;
 
-/// Silence is written in pieces of at most this many samples.
-const SILENCE_CHUNK: u64 = 4_096;
+/// First wait before an operation that failed is tried again; it doubles up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How many files one bucket may have before giving up (`segment_<ms>-<n>.wav`).
 const MAX_SUFFIX: u32 = 1_000;
 
-type Wav = hound::WavWriter<BufWriter<File>>;
+type Wav = hound::WavWriter<File>;
 
-struct OpenSegment {
-    spec: SegmentSpec,
-    wav: Wav,
-    dir: PathBuf,
-    suffix: u32,
-    part: PathBuf,
-    data: u64,
-    silence: u64,
-    last_flush: Instant,
-}
-
-enum Current {
-    Idle,
-    Open(Box<OpenSegment>),
-    /// The segment could not be written; what remains of it is skipped until its close.
-    Failed,
-}
-
-/// The writer side of one recording.
-pub(super) struct Files {
-    base_dir: PathBuf,
-    /// The last directory known to exist, to spare a `create_dir_all` per segment.
-    made_dir: Option<PathBuf>,
-    current: Current,
-    /// Samples dropped since the last segment was reported.
-    dropped: u64,
-}
-
-fn io_error(e: hound::Error) -> io::Error {
+pub(super) fn io_error(e: hound::Error) -> io::Error {
     match e {
         hound::Error::IoError(e) => e,
         other => io::Error::other(other),
     }
 }
 
+struct OpenSegment {
+    spec: SegmentSpec,
+    wav: Wav,
+    /// The same open file: for truncating a torn write, `fsync`, and the lock that tells
+    /// recovery the file is alive.
+    file: File,
+    /// Where the samples start in the file.
+    data_start: u64,
+    dir: PathBuf,
+    suffix: u32,
+    part: PathBuf,
+    /// Samples not written to the file yet.
+    pending: Vec<i16>,
+    /// Samples in the file.
+    written: u64,
+    data: u64,
+    silence: u64,
+    levels: Levels,
+    last_flush: Instant,
+    /// Set once the file has its final name (a retried close does not publish it twice).
+    published: Option<PathBuf>,
+}
+
+enum Current {
+    Idle,
+    Open(Box<OpenSegment>),
+    /// The segment was given up; what remains of it is counted as lost until its close.
+    Failed,
+}
+
+/// What failed and is tried again.
+#[derive(Debug, Clone)]
+enum Op {
+    Open(SegmentSpec),
+    Flush,
+    Close,
+}
+
+struct Retry {
+    op: Op,
+    since: Instant,
+    backoff: Duration,
+    next: Instant,
+}
+
+/// The operation failed and waits to be tried again; commands wait behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stalled;
+
+/// The writer side of one recording.
+pub(super) struct Files {
+    config: Config,
+    /// The last directory known to exist, to spare a `create_dir_all` per segment.
+    made_dir: Option<PathBuf>,
+    current: Current,
+    retry: Option<Retry>,
+    /// Samples dropped since the last segment was reported.
+    dropped: u64,
+    pub(super) stats: WriterStats,
+}
+
 impl Files {
-    pub(super) fn new(base_dir: PathBuf) -> Self {
+    pub(super) fn new(config: Config) -> Self {
         Files {
-            base_dir,
+            config,
             made_dir: None,
             current: Current::Idle,
+            retry: None,
             dropped: 0,
+            stats: WriterStats::default(),
         }
     }
 
-    /// Carries out one command, adding what happened to `reports`.
-    pub(super) fn apply(&mut self, command: Command, reports: &mut Vec<Report>) {
-        let result = match command {
+    /// When this recording next needs a thread without a command: a retry, or a flush.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match (&self.retry, &self.current) {
+            (Some(retry), _) => Some(retry.next),
+            (None, Current::Open(s)) if !s.pending.is_empty() => {
+                Some(s.last_flush + self.config.flush_interval)
+            }
+            _ => None,
+        }
+    }
+
+    /// Carries out one command. On a failure the command is taken (its samples are kept for
+    /// the retry) and `Stalled` says that further commands must wait.
+    pub(super) fn apply(
+        &mut self,
+        command: Command,
+        reports: &mut Vec<Report>,
+    ) -> Result<(), Stalled> {
+        match command {
             Command::Open(spec) => {
                 // A segment still open (no close came) is dropped as it is: its `.part` stays.
                 self.current = Current::Idle;
-                match self.open(&spec) {
-                    Ok(segment) => {
-                        self.current = Current::Open(Box::new(segment));
-                        Ok(())
+                self.run(Op::Open(spec), reports)
+            }
+            Command::Samples(samples) => match &mut self.current {
+                Current::Open(s) => {
+                    s.levels.add(&samples);
+                    s.data += samples.len() as u64;
+                    s.pending.extend_from_slice(&samples);
+                    self.flush_if_full(reports)
+                }
+                Current::Failed => {
+                    self.stats.samples_lost += samples.len() as u64;
+                    Ok(())
+                }
+                Current::Idle => Ok(()),
+            },
+            Command::Silence(n) => self.silence(n, reports),
+            Command::Overflowed(n) => {
+                self.dropped += n;
+                self.silence(n, reports)
+            }
+            Command::Dropped(n) => {
+                self.dropped += n;
+                Ok(())
+            }
+            Command::Close => match self.current {
+                Current::Open(_) => self.run(Op::Close, reports),
+                Current::Failed => {
+                    self.current = Current::Idle;
+                    Ok(())
+                }
+                Current::Idle => Ok(()),
+            },
+            Command::Recover(identity) => {
+                let dirs = super::recover::identity_dirs(&self.config.base_dir, &identity);
+                for dir in dirs {
+                    for result in super::recover::recover_dir(&dir, self.config.fsync) {
+                        reports.push(match result {
+                            Ok(recovered) => {
+                                self.stats.segments_recovered += 1;
+                                Report::Recovered(recovered)
+                            }
+                            Err((location, error)) => {
+                                self.note_error(&location, &error);
+                                Report::RecoveryFailed { location, error }
+                            }
+                        });
                     }
-                    Err((location, error)) => {
-                        self.current = Current::Failed;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn silence(&mut self, mut n: u64, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+        while n > 0 {
+            let Current::Open(s) = &mut self.current else {
+                break;
+            };
+            let room = (MAX_PENDING.saturating_sub(s.pending.len())).max(1) as u64;
+            let chunk = n.min(room);
+            s.levels.add_silence(chunk);
+            s.silence += chunk;
+            s.pending.resize(s.pending.len() + chunk as usize, 0);
+            n -= chunk;
+            self.flush_if_full(reports)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending if the flush interval has passed.
+    pub(super) fn flush_if_due(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+        match &self.current {
+            Current::Open(s)
+                if !s.pending.is_empty()
+                    && s.last_flush.elapsed() >= self.config.flush_interval =>
+            {
+                self.run(Op::Flush, reports)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn flush_if_full(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+        match &self.current {
+            Current::Open(s) if s.pending.len() >= MAX_PENDING => self.run(Op::Flush, reports),
+            _ => self.flush_if_due(reports),
+        }
+    }
+
+    /// Tries the failed operation again if it is due. `Ok` once it succeeded or was given up.
+    pub(super) fn retry(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+        let Some(retry) = &self.retry else {
+            return Ok(());
+        };
+        if Instant::now() < retry.next {
+            return Err(Stalled);
+        }
+        let op = retry.op.clone();
+        self.run(op, reports)
+    }
+
+    /// Runs `op`; a failure starts or continues its retries, and past the retry time gives the
+    /// segment up.
+    fn run(&mut self, op: Op, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+        let result = match &op {
+            Op::Open(spec) => self.open(spec).map(|s| {
+                self.current = Current::Open(Box::new(s));
+                None
+            }),
+            Op::Flush => self.flush().map(|()| None),
+            Op::Close => self.close().map(Some),
+        };
+        match result {
+            Ok(written) => {
+                if let Some(retry) = self.retry.take() {
+                    reports.push(Report::Resumed {
+                        spec: self.spec_of(&op),
+                        after: retry.since.elapsed(),
+                    });
+                }
+                if let Some(mut written) = written {
+                    written.dropped_samples = std::mem::take(&mut self.dropped);
+                    self.stats.segments_written += 1;
+                    reports.push(Report::Written(written));
+                }
+                Ok(())
+            }
+            Err((location, error)) => {
+                self.stats.write_errors += 1;
+                self.note_error(&location, &error);
+                let spec = self.spec_of(&op);
+                let now = Instant::now();
+                match self.retry.take() {
+                    None => {
+                        reports.push(Report::Retrying {
+                            spec,
+                            location,
+                            error,
+                            retry_for: self.config.retry_time,
+                        });
+                        self.retry = Some(Retry {
+                            op,
+                            since: now,
+                            backoff: FIRST_BACKOFF,
+                            next: now + FIRST_BACKOFF,
+                        });
+                        Err(Stalled)
+                    }
+                    Some(retry) if retry.since.elapsed() < self.config.retry_time => {
+                        let backoff = (retry.backoff * 2).min(MAX_BACKOFF);
+                        self.retry = Some(Retry {
+                            backoff,
+                            next: now + backoff,
+                            ..retry
+                        });
+                        Err(Stalled)
+                    }
+                    Some(_) => {
+                        let lost = match std::mem::replace(&mut self.current, Current::Failed) {
+                            Current::Open(s) => s.data,
+                            _ => 0,
+                        };
+                        self.stats.segments_failed += 1;
+                        self.stats.samples_lost += lost;
                         reports.push(Report::Failed {
                             spec,
                             location,
                             error,
                         });
+                        if matches!(op, Op::Close) {
+                            self.current = Current::Idle;
+                        }
                         Ok(())
                     }
                 }
             }
-            Command::Samples(samples) => self.with_open(|s| {
-                write_samples(&mut s.wav, &samples)?;
-                s.data += samples.len() as u64;
-                Ok(())
-            }),
-            Command::Silence(n) => self.with_open(|s| {
-                write_silence(&mut s.wav, n)?;
-                s.silence += n;
-                Ok(())
-            }),
-            Command::Dropped(n) => {
-                self.dropped += n;
-                Ok(())
-            }
-            Command::Close => match std::mem::replace(&mut self.current, Current::Idle) {
-                Current::Open(segment) => {
-                    let spec = segment.spec.clone();
-                    let part = segment.part.clone();
-                    match close(*segment) {
-                        Ok(mut written) => {
-                            written.dropped_samples = std::mem::take(&mut self.dropped);
-                            reports.push(Report::Written(written));
-                            Ok(())
-                        }
-                        Err(error) => Err((spec, part, error)),
-                    }
-                }
-                Current::Idle | Current::Failed => Ok(()),
-            },
-        };
-        if let Err((spec, location, error)) = result {
-            reports.push(Report::Failed {
-                spec,
-                location,
-                error,
-            });
         }
     }
 
-    /// Flushes the open segment if it has not been flushed for a while.
-    pub(super) fn flush_if_due(&mut self, reports: &mut Vec<Report>) {
-        if let Current::Open(s) = &self.current
-            && s.last_flush.elapsed() >= FLUSH_INTERVAL
-        {
-            let result = self.with_open(|s| {
-                s.wav.flush().map_err(io_error)?;
-                s.last_flush = Instant::now();
-                Ok(())
-            });
-            if let Err((spec, location, error)) = result {
-                reports.push(Report::Failed {
-                    spec,
-                    location,
-                    error,
-                });
-            }
+    fn spec_of(&self, op: &Op) -> Option<SegmentSpec> {
+        match (op, &self.current) {
+            (Op::Open(spec), _) => Some(spec.clone()),
+            (_, Current::Open(s)) => Some(s.spec.clone()),
+            _ => None,
         }
     }
 
-    /// Runs `f` on the open segment; on failure, the segment is given up.
-    fn with_open(
-        &mut self,
-        f: impl FnOnce(&mut OpenSegment) -> io::Result<()>,
-    ) -> Result<(), (SegmentSpec, PathBuf, io::Error)> {
-        let Current::Open(segment) = &mut self.current else {
-            return Ok(());
-        };
-        match f(segment) {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let failed = (segment.spec.clone(), segment.part.clone(), error);
-                self.current = Current::Failed;
-                Err(failed)
-            }
-        }
+    fn note_error(&mut self, location: &Path, error: &io::Error) {
+        self.stats.last_error = Some(format!("{}: {error}", location.display()));
     }
 
     fn open(&mut self, spec: &SegmentSpec) -> Result<OpenSegment, (PathBuf, io::Error)> {
-        let dir = segment_dir(&self.base_dir, &spec.identity, spec.bucket_ms);
-        let first_name = dir.join(segment_file_name(spec.bucket_ms, 0));
+        let dir = segment_dir(&self.config.base_dir, &spec.identity, spec.bucket_ms);
         if self.made_dir.as_ref() != Some(&dir) {
             fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
             self.made_dir = Some(dir.clone());
         }
-        let (suffix, part, file) =
-            create_part(&dir, spec.bucket_ms).map_err(|e| (first_name.clone(), e))?;
+        let (suffix, part, file) = match create_part(&dir, spec.bucket_ms) {
+            // The directory was removed under us: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.made_dir = None;
+                fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+                self.made_dir = Some(dir.clone());
+                create_part(&dir, spec.bucket_ms)
+            }
+            other => other,
+        }
+        .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
+        let failed = |part: &Path, e: io::Error| {
+            let _ = fs::remove_file(part);
+            (part.to_owned(), e)
+        };
+        // Tells recovery that the file is being written; where locks are not supported,
+        // recovery can only be told apart by the process being gone.
+        let _ = file.try_lock();
+        let mut handle = file.try_clone().map_err(|e| failed(&part, e))?;
         let wav_spec = hound::WavSpec {
             channels: 1,
             sample_rate: spec.rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let wav = hound::WavWriter::new(BufWriter::new(file), wav_spec)
-            .map_err(|e| (part.clone(), io_error(e)))?;
+        let wav = hound::WavWriter::new(file, wav_spec).map_err(|e| failed(&part, io_error(e)))?;
+        let data_start = handle.stream_position().map_err(|e| failed(&part, e))?;
         Ok(OpenSegment {
             spec: spec.clone(),
             wav,
+            file: handle,
+            data_start,
             dir,
             suffix,
             part,
+            pending: Vec::new(),
+            written: 0,
             data: 0,
             silence: 0,
+            levels: Levels::new(spec.rate, self.config.voice_threshold_dbfs),
             last_flush: Instant::now(),
+            published: None,
+        })
+    }
+
+    /// Writes the pending samples, after cutting off whatever a failed attempt left behind.
+    fn flush(&mut self) -> Result<(), (PathBuf, io::Error)> {
+        let Current::Open(s) = &mut self.current else {
+            return Ok(());
+        };
+        let result = (|| {
+            if s.pending.is_empty() {
+                return Ok(());
+            }
+            let end = s.data_start + s.written * 2;
+            if s.file.stream_position()? != end {
+                s.file.set_len(end)?;
+                s.file.seek(SeekFrom::Start(end))?;
+            }
+            let mut writer = s.wav.get_i16_writer(s.pending.len() as u32);
+            for &sample in &s.pending {
+                writer.write_sample(sample);
+            }
+            writer.flush().map_err(io_error)?;
+            s.written += s.pending.len() as u64;
+            self.stats.bytes_written += s.pending.len() as u64 * 2;
+            s.pending.clear();
+            s.last_flush = Instant::now();
+            Ok(())
+        })();
+        result.map_err(|e| (s.part.clone(), e))
+    }
+
+    /// Writes what is pending and the final header, syncs if asked, and publishes the file
+    /// under its final name, never replacing one that exists.
+    fn close(&mut self) -> Result<SegmentWritten, (PathBuf, io::Error)> {
+        self.flush()?;
+        let fsync = self.config.fsync;
+        let Current::Open(s) = &mut self.current else {
+            unreachable!("close runs on an open segment");
+        };
+        if s.published.is_none() {
+            let result = (|| {
+                s.wav.flush().map_err(io_error)?;
+                if fsync {
+                    s.file.sync_data()?;
+                }
+                publish(&s.part, &s.dir, s.spec.bucket_ms, s.suffix)
+            })();
+            let (location, suffix) = result.map_err(|e| (s.part.clone(), e))?;
+            s.published = Some(location);
+            s.suffix = suffix;
+        }
+        if fsync {
+            File::open(&s.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| (s.dir.clone(), e))?;
+        }
+        let Current::Open(s) = std::mem::replace(&mut self.current, Current::Idle) else {
+            unreachable!("checked above");
+        };
+        let s = *s;
+        let _ = s.wav.finalize();
+        Ok(SegmentWritten {
+            location: s.published.unwrap_or_default(),
+            file_index: s.suffix,
+            samples: s.data + s.silence,
+            data_samples: s.data,
+            silence_samples: s.silence,
+            dropped_samples: 0,
+            levels: s.levels.measured(),
+            spec: s.spec,
         })
     }
 }
@@ -203,83 +445,53 @@ fn create_part(dir: &Path, bucket_ms: u64) -> io::Result<(u32, PathBuf, File)> {
             continue;
         }
         let part = dir.join(part_file_name(&name));
-        match File::create_new(&part) {
+        match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&part)
+        {
             Ok(file) => return Ok((suffix, part, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(
+    Err(too_many_files())
+}
+
+fn too_many_files() -> io::Error {
+    io::Error::new(
         io::ErrorKind::AlreadyExists,
         format!("{MAX_SUFFIX} files already exist for this bucket"),
-    ))
+    )
 }
 
-fn write_samples(wav: &mut Wav, samples: &[i16]) -> io::Result<()> {
-    let mut writer = wav.get_i16_writer(samples.len() as u32);
-    for &s in samples {
-        writer.write_sample(s);
-    }
-    writer.flush().map_err(io_error)
-}
-
-fn write_silence(wav: &mut Wav, mut n: u64) -> io::Result<()> {
-    while n > 0 {
-        let chunk = n.min(SILENCE_CHUNK);
-        let mut writer = wav.get_i16_writer(chunk as u32);
-        for _ in 0..chunk {
-            writer.write_sample(0i16);
-        }
-        writer.flush().map_err(io_error)?;
-        n -= chunk;
-    }
-    Ok(())
-}
-
-/// Writes the final header and publishes the `.part` under its final name, never replacing a
-/// file that exists: if the name was taken meanwhile, the next free suffix is used.
-fn close(segment: OpenSegment) -> io::Result<SegmentWritten> {
-    let OpenSegment {
-        spec,
-        wav,
-        dir,
-        mut suffix,
-        part,
-        data,
-        silence,
-        ..
-    } = segment;
-    wav.finalize().map_err(io_error)?;
-    let location = loop {
-        let target = dir.join(segment_file_name(spec.bucket_ms, suffix));
-        match fs::hard_link(&part, &target) {
+/// Gives `from` the first free name of bucket `bucket_ms` in `dir`, from file index `suffix`
+/// on, never replacing an existing file: a hard link (or, where links are not supported, a
+/// rename after checking the name is free), then `from` is removed.
+pub(super) fn publish(
+    from: &Path,
+    dir: &Path,
+    bucket_ms: u64,
+    mut suffix: u32,
+) -> io::Result<(PathBuf, u32)> {
+    loop {
+        let target = dir.join(segment_file_name(bucket_ms, suffix));
+        match fs::hard_link(from, &target) {
             Ok(()) => {
-                fs::remove_file(&part)?;
-                break target;
+                fs::remove_file(from)?;
+                return Ok((target, suffix));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            // A file system without hard links: rename, having checked that the name is free.
             Err(_) if !target.try_exists()? => {
-                fs::rename(&part, &target)?;
-                break target;
+                fs::rename(from, &target)?;
+                return Ok((target, suffix));
             }
             Err(_) => {}
         }
         suffix += 1;
         if suffix >= MAX_SUFFIX {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{MAX_SUFFIX} files already exist for this bucket"),
-            ));
+            return Err(too_many_files());
         }
-    };
-    Ok(SegmentWritten {
-        spec,
-        location,
-        file_index: suffix,
-        samples: data + silence,
-        data_samples: data,
-        silence_samples: silence,
-        dropped_samples: 0,
-    })
+    }
 }

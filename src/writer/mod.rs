@@ -9,30 +9,51 @@
 //! a thousand threads. What happened to each segment comes back as [`Report`]s through the
 //! recording's callback, on a writer thread.
 //!
-//! A segment is written to `segment_<ms>.wav.part` as the audio arrives and flushed at least
-//! every 200 ms; on close its header is finalised and it is published as `segment_<ms>.wav`
-//! with a hard link (or a rename where links are not supported), never replacing an existing
-//! file.
+//! A segment is written to `segment_<ms>.wav.part` as the audio arrives, at least every flush
+//! interval; on close its header is finalised and it is published as `segment_<ms>.wav` with a
+//! hard link (or a rename where links are not supported), never replacing an existing file.
+//! When the disk fails, the failed operation is tried again with a growing backoff while the
+//! recording's later commands wait in its queue; past the retry time the segment is given up
+//! and the recording goes on with the next one. The threads keep timers for both: a due flush
+//! or retry brings the recording back to a thread even when no new command arrives.
 
 mod files;
 pub mod layout;
+pub mod levels;
+pub mod recover;
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use files::Files;
 pub use layout::Identity;
+pub use levels::Measured;
+pub use recover::Recovered;
 
-/// Bytes of audio one recording may have waiting for the writer (about 32 s at 16 kHz).
-pub const QUEUE_LIMIT_BYTES: usize = 1 << 20;
+/// How a recording writes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the layout starts.
+    pub base_dir: PathBuf,
+    /// Samples reach the operating system at least this often.
+    pub flush_interval: Duration,
+    /// Sync file and directory to stable storage before a segment is reported.
+    pub fsync: bool,
+    /// How long a failing operation is tried again before its segment is given up.
+    pub retry_time: Duration,
+    /// 10 ms frames above this RMS level count as voiced.
+    pub voice_threshold_dbfs: f64,
+}
 
 /// Which segment a file holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SegmentSpec {
     /// Call, stage and tap.
     pub identity: Arc<Identity>,
@@ -40,6 +61,10 @@ pub struct SegmentSpec {
     pub bucket_ms: u64,
     /// Samples per second.
     pub rate: u32,
+    /// Running time of the bucket's first sample, if known.
+    pub start_running_time_ns: Option<u64>,
+    /// UTC of the bucket's first sample in nanoseconds since the epoch, if known.
+    pub start_utc_ns: Option<u64>,
 }
 
 /// One step of a recording, carried out in order.
@@ -54,8 +79,13 @@ pub enum Command {
     /// This many samples of the stream were dropped: nothing is written, the number is
     /// reported with the segment open now, or else the next one.
     Dropped(u64),
+    /// This many samples were dropped because the queue was full: they are written as silence
+    /// (files keep their length) and reported as dropped.
+    Overflowed(u64),
     /// Finalise the open segment and publish it under its final name.
     Close,
+    /// Recover the `.part` files a dead process left in this identity's directories.
+    Recover(Arc<Identity>),
 }
 
 impl Command {
@@ -82,9 +112,11 @@ pub struct SegmentWritten {
     pub data_samples: u64,
     /// Samples of silence in the file.
     pub silence_samples: u64,
-    /// Samples of the stream dropped while the segment was open (overlaps, or a full queue
-    /// in a live pipeline, whose samples became silence).
+    /// Samples of the stream dropped while the segment was open (overlaps, or a full queue,
+    /// whose samples became silence).
     pub dropped_samples: u64,
+    /// Levels of the file's samples.
+    pub levels: Measured,
 }
 
 /// What happened to a segment.
@@ -92,13 +124,40 @@ pub struct SegmentWritten {
 pub enum Report {
     /// The segment's file is complete under its final name.
     Written(SegmentWritten),
-    /// The segment could not be written and was given up.
-    Failed {
-        /// Which segment.
-        spec: SegmentSpec,
+    /// An operation failed; it is tried again for up to `retry_for`, and later commands wait.
+    Retrying {
+        /// Which segment, if one is concerned.
+        spec: Option<SegmentSpec>,
         /// The path the failure concerns.
         location: PathBuf,
         /// What the operating system said.
+        error: io::Error,
+        /// How long it is tried again.
+        retry_for: Duration,
+    },
+    /// A failed operation succeeded after `after`.
+    Resumed {
+        /// Which segment, if one is concerned.
+        spec: Option<SegmentSpec>,
+        /// How long it failed.
+        after: Duration,
+    },
+    /// The segment could not be written in the retry time and was given up.
+    Failed {
+        /// Which segment, if one is concerned.
+        spec: Option<SegmentSpec>,
+        /// The path the failure concerns.
+        location: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// A `.part` left by a dead process was made whole and published.
+    Recovered(Recovered),
+    /// A `.part` left by a dead process could not be recovered.
+    RecoveryFailed {
+        /// The `.part`.
+        location: PathBuf,
+        /// What went wrong.
         error: io::Error,
     },
 }
@@ -106,16 +165,43 @@ pub enum Report {
 /// What [`Recording::submit`] does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
-    /// Do not wait: the samples of the batch become silence of the same length, so every file
-    /// keeps its exact length, and are counted as dropped. For live pipelines.
-    Drop,
-    /// Wait until the writer has made room. For pipelines that run faster than real time.
+    /// Do not wait: the samples of the new batch become silence of the same length (files
+    /// keep their exact length) and are counted as dropped.
+    DropNewest,
+    /// Do not wait: the oldest queued samples become silence until the new batch fits.
+    DropOldest,
+    /// Wait until the writer has made room.
     Wait,
 }
 
 /// A wait was interrupted by [`Recording::set_unblocked`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unblocked;
+
+/// Counters of one recording's writer side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Segments published.
+    pub segments_written: u64,
+    /// Segments given up after the retry time.
+    pub segments_failed: u64,
+    /// `.part` files of dead processes recovered.
+    pub segments_recovered: u64,
+    /// Sample bytes written to segment files.
+    pub bytes_written: u64,
+    /// Samples of the stream in segments that were given up.
+    pub samples_lost: u64,
+    /// Operations that failed, retries included.
+    pub write_errors: u64,
+    /// The last failure: path and operating-system error.
+    pub last_error: Option<String>,
+    /// Samples dropped because the queue was full.
+    pub samples_dropped_overflow: u64,
+    /// Sample bytes waiting for the writer now.
+    pub queue_bytes: u64,
+    /// The most sample bytes that ever waited.
+    pub queue_high_water: u64,
+}
 
 type ReportFn = Box<dyn Fn(Report) + Send + Sync>;
 
@@ -124,9 +210,22 @@ struct Queue {
     commands: VecDeque<Command>,
     /// Sample bytes queued or being written.
     bytes: usize,
-    /// The recording is in the pool's ready list or being served by a thread.
+    high_water: usize,
+    limit: usize,
+    dropped: u64,
+    /// In the pool's ready list or being served by a thread.
     scheduled: bool,
+    /// Waiting for a retry timer: no thread may serve it before.
+    parked: bool,
+    /// The deadline of this recording's pending timer, if any.
+    timer: Option<Instant>,
     unblocked: bool,
+}
+
+impl Queue {
+    fn full(&self, bytes: usize) -> bool {
+        self.bytes > 0 && self.bytes + bytes > self.limit
+    }
 }
 
 struct Inbox {
@@ -135,8 +234,8 @@ struct Inbox {
     progress: Condvar,
     /// Only ever locked by the one thread serving the recording.
     files: Mutex<Files>,
+    stats: Mutex<WriterStats>,
     reports: ReportFn,
-    limit: usize,
 }
 
 /// A recorder's connection to the writer. Dropping it abandons what was not waited for.
@@ -150,18 +249,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recording {
-    /// A recording writing under `base_dir` and telling what became of each segment to
-    /// `reports`, which is called on a writer thread with no lock held.
-    pub fn new(base_dir: PathBuf, reports: impl Fn(Report) + Send + Sync + 'static) -> Self {
+    /// A recording writing as `config` says, with at most `queue_limit` sample bytes waiting,
+    /// and telling what became of each segment to `reports`, which is called on a writer
+    /// thread with no lock held.
+    pub fn new(
+        config: Config,
+        queue_limit: usize,
+        reports: impl Fn(Report) + Send + Sync + 'static,
+    ) -> Self {
         Recording {
             inbox: Arc::new(Inbox {
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue {
+                    limit: queue_limit,
+                    ..Queue::default()
+                }),
                 progress: Condvar::new(),
-                files: Mutex::new(Files::new(base_dir)),
+                files: Mutex::new(Files::new(config)),
+                stats: Mutex::new(WriterStats::default()),
                 reports: Box::new(reports),
-                limit: QUEUE_LIMIT_BYTES,
             }),
         }
+    }
+
+    /// Sets how many sample bytes may wait for the writer.
+    pub fn set_queue_limit(&self, bytes: usize) {
+        lock(&self.inbox.queue).limit = bytes;
+        self.inbox.progress.notify_all();
     }
 
     /// Queues `batch` (leaving it empty) for the writer. Never touches a file.
@@ -173,28 +286,35 @@ impl Recording {
     pub fn submit(&self, batch: &mut Vec<Command>, overflow: Overflow) -> u64 {
         let mut bytes: usize = batch.iter().map(Command::queued_bytes).sum();
         let mut dropped = 0;
-        let limit = self.inbox.limit;
         let mut queue = lock(&self.inbox.queue);
-        let full = |q: &Queue, bytes: usize| q.bytes > 0 && q.bytes + bytes > limit;
-        if bytes > 0 && full(&queue, bytes) {
+        if bytes > 0 && queue.full(bytes) {
             match overflow {
-                Overflow::Drop => {
-                    let mut kept = Vec::with_capacity(batch.len() + 4);
-                    for command in batch.drain(..) {
-                        match command {
-                            Command::Samples(s) => {
-                                let n = s.len() as u64;
-                                dropped += n;
-                                kept.extend([Command::Silence(n), Command::Dropped(n)]);
-                            }
-                            other => kept.push(other),
-                        }
-                    }
-                    *batch = kept;
+                Overflow::DropNewest => {
+                    dropped = overflow_to_silence(batch.iter_mut());
                     bytes = 0;
                 }
+                Overflow::DropOldest => {
+                    // Commands being written are out of reach; those still queued are not.
+                    let limit = queue.limit;
+                    let mut excess = queue.bytes + bytes - limit;
+                    for command in queue.commands.iter_mut() {
+                        if excess == 0 {
+                            break;
+                        }
+                        let freed = command.queued_bytes();
+                        if freed > 0 {
+                            dropped += overflow_to_silence(std::iter::once(command));
+                            excess = excess.saturating_sub(freed);
+                        }
+                    }
+                    queue.bytes -= dropped as usize * 2;
+                    if excess > 0 {
+                        dropped += overflow_to_silence(batch.iter_mut());
+                        bytes = 0;
+                    }
+                }
                 Overflow::Wait => {
-                    while full(&queue, bytes) && !queue.unblocked {
+                    while queue.full(bytes) && !queue.unblocked {
                         queue = self
                             .inbox
                             .progress
@@ -206,6 +326,8 @@ impl Recording {
         }
         queue.commands.extend(batch.drain(..));
         queue.bytes += bytes;
+        queue.high_water = queue.high_water.max(queue.bytes);
+        queue.dropped += dropped;
         let schedule = !queue.scheduled;
         queue.scheduled = true;
         drop(queue);
@@ -237,6 +359,28 @@ impl Recording {
         lock(&self.inbox.queue).unblocked = unblocked;
         self.inbox.progress.notify_all();
     }
+
+    /// The counters of the writer side, and the queue's.
+    pub fn stats(&self) -> WriterStats {
+        let mut stats = lock(&self.inbox.stats).clone();
+        let queue = lock(&self.inbox.queue);
+        stats.samples_dropped_overflow = queue.dropped;
+        stats.queue_bytes = queue.bytes as u64;
+        stats.queue_high_water = queue.high_water as u64;
+        stats
+    }
+}
+
+/// Turns the samples of `commands` into silence counted as dropped; returns how many.
+fn overflow_to_silence<'a>(commands: impl Iterator<Item = &'a mut Command>) -> u64 {
+    let mut dropped = 0;
+    for command in commands {
+        if let Command::Samples(s) = command {
+            dropped += s.len() as u64;
+            *command = Command::Overflowed(s.len() as u64);
+        }
+    }
+    dropped
 }
 
 /// Checks, before recording starts, that `base_dir` exists or can be created and that files can
@@ -248,10 +392,42 @@ pub fn check_base_dir(base_dir: &Path) -> io::Result<()> {
     fs::remove_file(&probe)
 }
 
-/// The process-wide writer threads and the recordings waiting for one of them.
+/// The process-wide writer threads, the recordings waiting for one of them, and the timers that
+/// bring a recording back for a due flush or retry.
 struct Pool {
-    ready: Mutex<VecDeque<Arc<Inbox>>>,
+    ready: Mutex<Ready>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct Ready {
+    inboxes: VecDeque<Arc<Inbox>>,
+    timers: BinaryHeap<Reverse<Timer>>,
+}
+
+struct Timer {
+    at: Instant,
+    inbox: Weak<Inbox>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Timer {}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
 }
 
 static POOL: LazyLock<Pool> = LazyLock::new(|| {
@@ -263,24 +439,53 @@ static POOL: LazyLock<Pool> = LazyLock::new(|| {
             .expect("cannot start a writer thread");
     }
     Pool {
-        ready: Mutex::new(VecDeque::new()),
+        ready: Mutex::new(Ready::default()),
         wake: Condvar::new(),
     }
 });
 
 impl Pool {
     fn schedule(&self, inbox: Arc<Inbox>) {
-        lock(&self.ready).push_back(inbox);
+        lock(&self.ready).inboxes.push_back(inbox);
         self.wake.notify_one();
     }
 
+    fn arm(&self, inbox: &Arc<Inbox>, at: Instant) {
+        lock(&self.ready).timers.push(Reverse(Timer {
+            at,
+            inbox: Arc::downgrade(inbox),
+        }));
+        // A waiting thread may have to wake up earlier than it planned.
+        self.wake.notify_one();
+    }
+
+    /// The next recording to serve: a ready one, or one whose timer is due.
     fn next(&self) -> Arc<Inbox> {
         let mut ready = lock(&self.ready);
         loop {
-            if let Some(inbox) = ready.pop_front() {
+            if let Some(inbox) = ready.inboxes.pop_front() {
                 return inbox;
             }
-            ready = self.wake.wait(ready).unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            while ready.timers.peek().is_some_and(|t| t.0.at <= now) {
+                let Some(Reverse(timer)) = ready.timers.pop() else {
+                    break;
+                };
+                if let Some(inbox) = timer.inbox.upgrade()
+                    && fire(&inbox, timer.at)
+                {
+                    return inbox;
+                }
+            }
+            ready = match ready.timers.peek().map(|t| t.0.at - now) {
+                Some(wait) => {
+                    self.wake
+                        .wait_timeout(ready, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.wake.wait(ready).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 
@@ -289,34 +494,76 @@ impl Pool {
         loop {
             let inbox = self.next();
             STALL.wait_while_stalled();
-            let (commands, bytes) = {
-                let mut queue = lock(&inbox.queue);
-                let commands = std::mem::take(&mut queue.commands);
-                let bytes = commands.iter().map(Command::queued_bytes).sum::<usize>();
-                (commands, bytes)
-            };
-            {
-                let mut files = lock(&inbox.files);
-                for command in commands {
-                    files.apply(command, &mut reports);
+            let mut files = lock(&inbox.files);
+            let mut processed = 0;
+            let mut stalled = files.retry(&mut reports).is_err();
+            if !stalled {
+                let mut commands = std::mem::take(&mut lock(&inbox.queue).commands);
+                while let Some(command) = commands.pop_front() {
+                    processed += command.queued_bytes();
+                    if files.apply(command, &mut reports).is_err() {
+                        stalled = true;
+                        break;
+                    }
                 }
-                files.flush_if_due(&mut reports);
+                stalled = stalled || files.flush_if_due(&mut reports).is_err();
+                if !commands.is_empty() {
+                    let mut queue = lock(&inbox.queue);
+                    commands.append(&mut queue.commands);
+                    queue.commands = commands;
+                }
             }
+            let deadline = files.deadline();
+            *lock(&inbox.stats) = files.stats.clone();
+            drop(files);
             for report in reports.drain(..) {
                 (inbox.reports)(report);
             }
-            let more = {
+            let (more, arm_at) = {
                 let mut queue = lock(&inbox.queue);
-                queue.bytes -= bytes;
-                queue.scheduled = !queue.commands.is_empty();
-                queue.scheduled
+                queue.bytes -= processed;
+                if stalled {
+                    queue.parked = true;
+                } else {
+                    queue.scheduled = !queue.commands.is_empty();
+                }
+                let arm_at = deadline.filter(|&at| {
+                    (stalled || !queue.scheduled) && queue.timer.is_none_or(|t| at < t)
+                });
+                if arm_at.is_some() {
+                    queue.timer = arm_at;
+                }
+                (queue.scheduled && !stalled, arm_at)
             };
             inbox.progress.notify_all();
+            if let Some(at) = arm_at {
+                self.arm(&inbox, at);
+            }
             if more {
                 self.schedule(inbox);
             }
         }
     }
+}
+
+/// A timer of `inbox` went off: whether a thread should serve it now.
+fn fire(inbox: &Inbox, at: Instant) -> bool {
+    let mut queue = lock(&inbox.queue);
+    if queue.timer != Some(at) {
+        // Replaced by an earlier timer, or already served.
+        return false;
+    }
+    queue.timer = None;
+    if queue.parked {
+        queue.parked = false;
+        return true;
+    }
+    if queue.scheduled {
+        // Being served: the thread looks at the deadline when it is done.
+        return false;
+    }
+    queue.scheduled = true;
+    true
 }
 
 /// Holds every writer thread before its next batch, for tests and benchmarks that need a writer
@@ -362,22 +609,42 @@ mod tests {
         Arc::new(Identity::new("call", "stt", "PRE").unwrap())
     }
 
-    fn recording(dir: &Path) -> (Recording, mpsc::Receiver<Report>) {
+    fn config(dir: &Path) -> Config {
+        Config {
+            base_dir: dir.to_owned(),
+            flush_interval: Duration::from_millis(200),
+            fsync: false,
+            retry_time: Duration::from_millis(300),
+            voice_threshold_dbfs: -45.0,
+        }
+    }
+
+    fn recording_with(config: Config) -> (Recording, mpsc::Receiver<Report>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let rec = Recording::new(dir.to_owned(), move |r| {
+        let rec = Recording::new(config, 1 << 20, move |r| {
             let _ = lock(&tx).send(r);
         });
         (rec, rx)
     }
 
+    fn recording(dir: &Path) -> (Recording, mpsc::Receiver<Report>) {
+        recording_with(config(dir))
+    }
+
+    fn spec(identity: &Arc<Identity>, bucket_ms: u64) -> SegmentSpec {
+        SegmentSpec {
+            identity: identity.clone(),
+            bucket_ms,
+            rate: 8_000,
+            start_running_time_ns: None,
+            start_utc_ns: None,
+        }
+    }
+
     fn segment(identity: &Arc<Identity>, bucket_ms: u64, samples: &[i16]) -> Vec<Command> {
         vec![
-            Command::Open(SegmentSpec {
-                identity: identity.clone(),
-                bucket_ms,
-                rate: 8_000,
-            }),
+            Command::Open(spec(identity, bucket_ms)),
             Command::Silence(3),
             Command::Samples(samples.to_vec()),
             Command::Close,
@@ -422,7 +689,7 @@ mod tests {
             .try_iter()
             .map(|r| match r {
                 Report::Written(w) => w.location,
-                Report::Failed { error, .. } => panic!("{error}"),
+                other => panic!("{other:?}"),
             })
             .collect();
         let names: Vec<_> = locations
@@ -435,17 +702,106 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_directory_is_reported_and_skipped() {
+    fn an_unwritable_directory_is_retried_then_given_up_and_recording_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         // A file where the date directory should be.
         fs::write(dir.path().join("1970-01-01"), b"").unwrap();
         let (rec, rx) = recording(dir.path());
-        rec.submit(&mut segment(&identity(), 0, &[1]), Overflow::Wait);
+        let id = identity();
+        rec.submit(&mut segment(&id, 0, &[1]), Overflow::Wait);
         rec.wait_idle(false).unwrap();
         let reports: Vec<_> = rx.try_iter().collect();
-        assert_eq!(reports.len(), 1);
-        assert!(matches!(&reports[0], Report::Failed { location, .. }
+        assert!(matches!(&reports[0], Report::Retrying { location, .. }
             if location.starts_with(dir.path().join("1970-01-01"))));
+        assert!(
+            matches!(reports.last(), Some(Report::Failed { .. })),
+            "{reports:?}"
+        );
+        let stats = rec.stats();
+        assert_eq!(stats.segments_failed, 1);
+        assert_eq!(stats.samples_lost, 1);
+        assert!(stats.write_errors >= 2);
+        assert!(stats.last_error.unwrap().contains("1970-01-01"));
+
+        // The disk recovers: the next segment is written.
+        fs::remove_file(dir.path().join("1970-01-01")).unwrap();
+        rec.submit(&mut segment(&id, 1_000, &[2]), Overflow::Wait);
+        rec.wait_idle(false).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Report::Written(_))));
+        assert_eq!(rec.stats().segments_written, 1);
+    }
+
+    #[test]
+    fn a_failure_that_clears_within_the_retry_time_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("1970-01-01"), b"").unwrap();
+        let mut config = config(dir.path());
+        config.retry_time = Duration::from_secs(30);
+        let (rec, rx) = recording_with(config);
+        let id = identity();
+        rec.submit(&mut segment(&id, 0, &[1, 2, 3]), Overflow::Wait);
+        // The first attempt fails; the segment waits for its retry.
+        let Ok(Report::Retrying { .. }) = rx.recv_timeout(Duration::from_secs(10)) else {
+            panic!("no retry")
+        };
+        fs::remove_file(dir.path().join("1970-01-01")).unwrap();
+        rec.wait_idle(false).unwrap();
+        let reports: Vec<_> = rx.try_iter().collect();
+        assert!(matches!(&reports[0], Report::Resumed { .. }), "{reports:?}");
+        let Report::Written(w) = &reports[1] else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(read(&w.location), vec![0, 0, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn samples_reach_the_part_file_within_the_flush_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rec, _rx) = recording(dir.path());
+        let id = identity();
+        rec.submit(
+            &mut vec![Command::Open(spec(&id, 0)), Command::Samples(vec![5; 800])],
+            Overflow::Wait,
+        );
+        let part = dir
+            .path()
+            .join("1970-01-01/call/stt/PRE/segment_0.wav.part");
+        // No further command comes: the writer's timer flushes on its own.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::metadata(&part).map_or(0, |m| m.len()) < 44 + 1_600 {
+            assert!(Instant::now() < deadline, "never flushed");
+            thread::sleep(Duration::from_millis(20));
+        }
+        rec.submit(&mut vec![Command::Close], Overflow::Wait);
+        rec.wait_idle(false).unwrap();
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_from_the_front_of_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let rec = Recording::new(config(dir.path()), 8, move |r| {
+            let _ = lock(&tx).send(r);
+        });
+        let mut queue = lock(&rec.inbox.queue);
+        // Nothing is served while the queue is locked: fill it by hand.
+        queue
+            .commands
+            .extend([Command::Samples(vec![1; 2]), Command::Samples(vec![2; 2])]);
+        queue.bytes = 8;
+        queue.scheduled = true;
+        drop(queue);
+        let dropped = rec.submit(
+            &mut vec![Command::Samples(vec![3; 2])],
+            Overflow::DropOldest,
+        );
+        assert_eq!(dropped, 2);
+        let queue = lock(&rec.inbox.queue);
+        assert!(matches!(queue.commands[0], Command::Overflowed(2)));
+        assert!(matches!(&queue.commands[1], Command::Samples(s) if s == &[2, 2]));
+        assert!(matches!(&queue.commands[2], Command::Samples(s) if s == &[3, 3]));
+        assert_eq!(queue.bytes, 8);
     }
 
     #[test]
