@@ -283,7 +283,14 @@ impl Files {
                     }
                     Some(_) => {
                         let lost = match std::mem::replace(&mut self.current, Current::Failed) {
-                            Current::Open(s) => s.data,
+                            Current::Open(s) => {
+                                // Its partial file would only hold on to space a full disk
+                                // needs for the next segments.
+                                if s.published.is_none() {
+                                    let _ = fs::remove_file(&s.part);
+                                }
+                                s.data
+                            }
                             _ => 0,
                         };
                         self.stats.segments_failed += 1;

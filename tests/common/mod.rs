@@ -147,7 +147,32 @@ pub fn written_messages(bus: &gst::Bus) -> Vec<gst::Structure> {
         .collect()
 }
 
-/// All messages of one type waiting on `bus`.
+/// All messages of one type waiting on `bus`; the others are discarded.
 pub fn messages_of(bus: &gst::Bus, ty: gst::MessageType) -> Vec<gst::Message> {
     std::iter::from_fn(|| bus.pop_filtered(&[ty])).collect()
+}
+
+/// The structures of the element messages named `name` among `messages`.
+pub fn element_messages(messages: &[gst::Message], name: &str) -> Vec<gst::Structure> {
+    messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == name)
+                .map(|s| s.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The texts of the warnings among `messages`.
+pub fn warning_texts(messages: &[gst::Message]) -> Vec<String> {
+    messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect()
 }

@@ -1,0 +1,454 @@
+//! Durability and observability: a killed process, a full disk, a removed directory, recovery
+//! at start, the statistics, the message fields, silence detection and the `record` switch.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use gstsegmentrecorder::writer::recover::recover_tree;
+
+const MS: u64 = 1_000_000;
+const FLUSH_INTERVAL_MS: u64 = 200;
+
+fn ms(v: u64) -> gst::ClockTime {
+    gst::ClockTime::from_mseconds(v)
+}
+
+fn stat(element: &gst::Element, field: &str) -> u64 {
+    element
+        .property::<gst::Structure>("recording-stats")
+        .get::<u64>(field)
+        .unwrap()
+}
+
+/// Waits until `cond` holds, for at most 20 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run by the crash test in a child process: records live audio until killed, printing the
+/// running time up to which audio has reached the recorder.
+#[test]
+#[ignore = "run by sigkill_loses_at_most_the_flush_interval in a child process"]
+fn crash_child() {
+    let Ok(base) = std::env::var("SEGREC_CRASH_DIR") else {
+        return;
+    };
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc is-live=true wave=sine volume=0.5 samplesperbuffer=160 \
+         ! audio/x-raw,format=S16LE,rate=16000,channels=1 \
+         ! segmentrecorder name=rec base-dir={base} trace-id=crash station-key=stt \
+           timestamp-mode=running-time flush-interval={}",
+        FLUSH_INTERVAL_MS * MS
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let rec = pipeline.by_name("rec").unwrap();
+    let sink = rec.static_pad("sink").unwrap();
+    sink.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(buffer) = info.buffer()
+            && let (Some(pts), Some(duration)) = (buffer.pts(), buffer.duration())
+        {
+            println!("reached {}", (pts + duration).nseconds());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    thread::sleep(Duration::from_secs(60));
+}
+
+/// Kills a child recording at `kill_after_ms` of audio and returns the running time up to
+/// which audio had reached its recorder.
+fn record_and_kill(base: &Path, kill_after_ms: u64) -> u64 {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+        .env("SEGREC_CRASH_DIR", base)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut reached = 0;
+    for line in stdout.lines() {
+        let Some(ns) = line
+            .unwrap()
+            .strip_prefix("reached ")
+            .map(|n| n.parse::<u64>().unwrap())
+        else {
+            continue;
+        };
+        reached = ns;
+        if reached >= kill_after_ms * MS {
+            // SIGKILL: nothing in the process gets to clean up.
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    reached
+}
+
+#[test]
+fn sigkill_loses_at_most_the_flush_interval() {
+    // Early in the first file, mid-file, and right after a file was published.
+    for kill_after_ms in [600, 3_300, 5_150] {
+        let dir = tempfile::tempdir().unwrap();
+        let reached = record_and_kill(dir.path(), kill_after_ms);
+        assert!(reached >= kill_after_ms * MS);
+
+        let recovered = recover_tree(dir.path(), false);
+        assert_eq!(recovered.len(), 1, "one file was open: {recovered:?}");
+        let recovered = recovered[0].as_ref().unwrap();
+        // Every file is a valid WAV; the recovered one ends where the audio on disk ended.
+        let files = segments(dir.path());
+        assert!(
+            files
+                .iter()
+                .all(|f| !read_wav(f).0.is_empty() || f == &recovered.location)
+        );
+        let end = recovered.bucket_ms * MS + recovered.samples * 1_000_000_000 / 16_000;
+        assert!(end <= reached, "{end} beyond {reached}");
+        // What reached the element up to the flush interval before the kill is on disk
+        // (allowing one buffer and the scheduling of the writer thread).
+        let lost = reached - end;
+        assert!(
+            lost <= (FLUSH_INTERVAL_MS + 10 + 100) * MS,
+            "killed at {kill_after_ms} ms: lost {} ms",
+            lost / MS
+        );
+        for f in &files {
+            if f != &recovered.location {
+                assert_eq!(read_wav(f).0.len(), 80_000);
+            }
+        }
+    }
+}
+
+#[test]
+fn leftovers_of_a_dead_process_are_recovered_when_recording_starts() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let tap = dir.path().join("1970-01-01/call/stt/PRE");
+    std::fs::create_dir_all(&tap).unwrap();
+    let part = |name: &str, samples: &[i16]| -> PathBuf {
+        let path = tap.join(name);
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut wav = hound::WavWriter::create(&path, spec).unwrap();
+        for &s in samples {
+            wav.write_sample(s).unwrap();
+        }
+        wav.finalize().unwrap();
+        path
+    };
+    let dead = part("segment_5000.wav.part", &[1, 2, 3]);
+    // Still being written by a live process: left alone.
+    let alive = part("segment_10000.wav.part", &[4]);
+    let lock = std::fs::File::open(&alive).unwrap();
+    lock.lock().unwrap();
+
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    assert_eq!(recovered.len(), 1);
+    let location = tap.join("segment_5000.wav");
+    assert_eq!(
+        recovered[0].get::<String>("location").unwrap(),
+        location.to_str().unwrap()
+    );
+    assert_eq!(recovered[0].get::<u64>("samples").unwrap(), 3);
+    assert_eq!(read_wav(&location).0, [1, 2, 3]);
+    assert!(!dead.exists() && alive.exists());
+    assert_eq!(stat(&element, "segments-recovered"), 1);
+}
+
+/// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_warns_counts_and_recording_resumes_when_space_returns() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    if let Err(why) = mount_tmpfs(&disk, "1m") {
+        println!("skipped: cannot mount a small tmpfs to fill ({why})");
+        return;
+    }
+    let _mounted = Mounted(disk.clone());
+    // Leave room for about one and a half segments of 160 KB.
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![0u8; 1024 * 1024 - 240 * 1024]).unwrap();
+
+    let element = recorder(&disk, "call", "stt", "PRE");
+    element.set_property("write-retry-time", 300 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    // 15 s of audio arrives: the second file does not fit.
+    let started = Instant::now();
+    push_signal(&mut h, gst::ClockTime::ZERO, 15 * 16_000, 320, 16_000);
+    // The streaming thread was never held up by the disk.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("a segment to be given up", || {
+        stat(&element, "segments-failed") >= 1
+    });
+    let stats = element.property::<gst::Structure>("recording-stats");
+    let last_error = stats.get::<String>("last-error").unwrap();
+    assert!(
+        last_error.contains("No space left on device"),
+        "{last_error}"
+    );
+    assert!(stats.get::<u64>("write-errors").unwrap() >= 2);
+    assert!(stats.get::<u64>("samples-lost-write-error").unwrap() > 0);
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let texts = warning_texts(&messages);
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("No space left on device") && t.contains("Cannot write")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("Gave up")), "{texts:?}");
+
+    // Space returns: later segments are written again.
+    std::fs::remove_file(&filler).unwrap();
+    push_signal(&mut h, ms(20_000), 10 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let names: Vec<u64> = segments(&disk).iter().map(|p| bucket_ms(p)).collect();
+    assert!(
+        names.contains(&20_000) && names.contains(&25_000),
+        "{names:?}"
+    );
+    let files = segments(&disk);
+    let last = files.iter().find(|p| bucket_ms(p) == 25_000).unwrap();
+    assert_eq!(read_wav(last).0.len(), 80_000);
+    // No unfinished file is left behind.
+    assert!(
+        files_under(&disk)
+            .iter()
+            .all(|f| f.extension().unwrap() == "wav")
+    );
+}
+
+#[test]
+fn a_directory_removed_under_the_recorder_is_made_again() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property("write-retry-time", 200 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 6 * 16_000, 320, 16_000);
+    let first = dir.path().join("1970-01-01/call/stt/PRE/segment_0.wav");
+    wait_for("the first segment", || first.exists());
+    std::fs::remove_dir_all(dir.path().join("1970-01-01")).unwrap();
+    push_signal(&mut h, ms(6_000), 10 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    // The segment whose file went with the directory is lost and said to be; the next ones
+    // are written in the directory made again.
+    let names: Vec<u64> = segments(dir.path()).iter().map(|p| bucket_ms(p)).collect();
+    assert_eq!(names, [10_000, 15_000]);
+    assert_eq!(stat(&element, "segments-failed"), 1);
+    assert!(!messages_of(&bus, gst::MessageType::Warning).is_empty());
+}
+
+#[test]
+fn the_segment_message_gives_duration_times_and_levels() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let clock = gst::SystemClock::obtain();
+    element.set_clock(Some(&clock)).unwrap();
+    element.set_base_time(clock.time());
+    // 2.5 s of a -20 dBFS square wave from 100 ms, then nothing: padded with silence.
+    let square: Vec<u8> = (0..40_000)
+        .flat_map(|i| (if i % 2 == 0 { 3_277i16 } else { -3_277 }).to_le_bytes())
+        .collect();
+    let mut b = gst::Buffer::from_mut_slice(square);
+    b.get_mut().unwrap().set_pts(ms(100));
+    h.push(b).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let m = written_messages(&bus);
+    assert_eq!(m.len(), 1);
+    let m = &m[0];
+    assert_eq!(m.get::<gst::ClockTime>("duration").unwrap(), ms(5_000));
+    assert_eq!(m.get::<gst::ClockTime>("running-time").unwrap(), ms(0));
+    // Running time 0 is when the clock read the base time: just now.
+    let utc = m.get::<gst::DateTime>("utc").unwrap();
+    let utc_s = utc.to_g_date_time().unwrap().to_unix();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((utc_s - now_s).abs() < 60, "{utc_s} vs {now_s}");
+    let peak: f64 = m.get("peak-dbfs").unwrap();
+    let rms: f64 = m.get("rms-dbfs").unwrap();
+    let voiced: f64 = m.get("voiced-ratio").unwrap();
+    assert!((peak + 20.0).abs() < 0.01, "{peak}");
+    assert!((rms + 23.01).abs() < 0.01, "{rms}");
+    assert!((voiced - 0.5).abs() < 1e-9, "{voiced}");
+}
+
+#[test]
+fn wall_clock_messages_give_the_utc_of_the_bucket() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property_from_str("timestamp-mode", "wall-clock");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, ms(0), 6 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    for m in written_messages(&bus) {
+        let bucket_ms: u64 = m.get("bucket-ts-ms").unwrap();
+        let utc = m
+            .get::<gst::DateTime>("utc")
+            .unwrap()
+            .to_g_date_time()
+            .unwrap();
+        let utc_ms = utc.to_unix() as u64 * 1_000 + u64::from(utc.microsecond() as u32) / 1_000;
+        assert_eq!(utc_ms, bucket_ms);
+    }
+}
+
+#[test]
+fn running_time_mode_messages_give_the_running_time() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, ms(7_300), 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let m = written_messages(&bus);
+    assert_eq!(
+        m[0].get::<gst::ClockTime>("running-time").unwrap(),
+        ms(5_000)
+    );
+    assert!(m[0].get::<f64>("peak-dbfs").unwrap() > -60.0);
+}
+
+#[test]
+fn statistics_account_for_every_sample() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    // 1 s, a 300 ms hole, 1 s, then 0.5 s stamped 200 ms back (3,200 overlap).
+    h.push(buffer(0, 16_000, Some(ms(0)), 16_000)).unwrap();
+    h.push(buffer(16_000, 16_000, Some(ms(1_300)), 16_000))
+        .unwrap();
+    h.push(buffer(32_000, 8_000, Some(ms(2_100)), 16_000))
+        .unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let s = element.property::<gst::Structure>("recording-stats");
+    let get = |f: &str| s.get::<u64>(f).unwrap();
+    assert_eq!(get("samples-received"), 40_000);
+    assert_eq!(get("samples-dropped-overlap"), 3_200);
+    assert_eq!(get("samples-written"), 36_800);
+    assert_eq!(get("samples-silence"), 80_000 - 36_800);
+    assert_eq!(get("samples-dropped-overflow"), 0);
+    assert_eq!(get("segments-written"), 1);
+    assert_eq!(get("segments-failed"), 0);
+    assert_eq!(get("bytes-written"), 160_000);
+    assert_eq!(get("queue-bytes"), 0);
+    assert!(get("queue-high-water") > 0);
+    assert_eq!(s.get::<String>("last-error").unwrap(), "");
+    // Kept after the recording stopped.
+    element.set_state(gst::State::Null).unwrap();
+    assert_eq!(stat(&element, "samples-received"), 40_000);
+}
+
+#[test]
+fn silence_is_warned_about_once_and_its_end_is_told() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property("silence-segments", 2u32);
+    element.set_property("segment-duration", 1_000 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let mut zeros = gst::Buffer::from_mut_slice(vec![0u8; 4 * 32_000]);
+    zeros.get_mut().unwrap().set_pts(ms(0));
+    h.push(zeros).unwrap();
+    push_signal(&mut h, ms(4_000), 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let warnings = warning_texts(&messages);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("silent"), "{warnings:?}");
+    let returned = element_messages(&messages, "segmentrecorder-sound-returned");
+    assert_eq!(returned.len(), 1);
+    assert_eq!(returned[0].get::<u64>("silent-segments").unwrap(), 4);
+    assert!(
+        returned[0]
+            .get::<String>("location")
+            .unwrap()
+            .ends_with("segment_4000.wav")
+    );
+}
+
+#[test]
+fn record_false_stops_writing_without_losing_or_disturbing_anything() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+    element.set_property("record", false);
+    h.push(buffer(16_000, 16_000, Some(ms(1_000)), 16_000))
+        .unwrap();
+    element.set_property("record", true);
+    h.push(buffer(32_000, 16_000, Some(ms(2_000)), 16_000))
+        .unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let tap = dir.path().join("1970-01-01/call/stt/PRE");
+    let (first, _) = read_wav(&tap.join("segment_0.wav"));
+    assert!((0..16_000).all(|i| first[i] == signal(i as u64)));
+    assert!(first[16_000..].iter().all(|&s| s == 0));
+    let (second, _) = read_wav(&tap.join("segment_0-1.wav"));
+    assert!(second[..32_000].iter().all(|&s| s == 0));
+    assert!((32_000..48_000).all(|i| second[i] == signal(i as u64)));
+    assert_eq!(stat(&element, "samples-received"), 32_000);
+    assert_eq!(stat(&element, "samples-dropped-overlap"), 0);
+    assert_eq!(stat(&element, "samples-dropped-overflow"), 0);
+    assert!(messages_of(&bus, gst::MessageType::Warning).is_empty());
+}
