@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gstsegmentrecorder::writer::{Command, Config, Identity, Overflow, Recording, SegmentSpec};
+use gstsegmentrecorder::writer::{Config, Identity, Overflow, Recording, SegmentSpec, Step};
 
 /// Writes `segments` 5-second 16 kHz segments and returns the time taken.
 fn run(base: PathBuf, fsync: bool, segments: u64) -> Duration {
@@ -23,19 +23,27 @@ fn run(base: PathBuf, fsync: bool, segments: u64) -> Duration {
     };
     let recording = Recording::new(config, 64 << 20, |_| {});
     let identity = Arc::new(Identity::new("bench", "fsync", "PRE").expect("valid ids"));
-    let chunk: Vec<i16> = (0..320).map(|i| (i * 97 % 2_000) as i16).collect();
+    let chunk: Vec<u8> = (0..320i16)
+        .flat_map(|i| (i * 97 % 2_000).to_le_bytes())
+        .collect();
     let start = Instant::now();
     for k in 0..segments {
-        let mut batch = vec![Command::Open(SegmentSpec {
+        let mut steps = vec![Step::Open(SegmentSpec {
             identity: identity.clone(),
             bucket_ms: k * 5_000,
             rate: 16_000,
             start_running_time_ns: None,
             start_utc_ns: None,
         })];
-        batch.extend((0..250).map(|_| Command::Samples(chunk.clone())));
-        batch.push(Command::Close);
-        recording.submit(&mut batch, Overflow::Wait);
+        recording.submit(&mut steps, &[], Overflow::Wait);
+        for _ in 0..250 {
+            let mut data = vec![Step::Data {
+                offset: 0,
+                len: 320,
+            }];
+            recording.submit(&mut data, &chunk, Overflow::Wait);
+        }
+        recording.submit(&mut vec![Step::Close], &[], Overflow::Wait);
     }
     let _ = recording.wait_idle(false);
     start.elapsed()

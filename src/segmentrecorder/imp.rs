@@ -2,6 +2,7 @@
 //! on the [`Timeline`] and hands the resulting commands to the [`writer`]; it never opens a file.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use super::wallclock::WallClock;
 use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
-    self, Command, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten,
+    self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
     WriterStats,
 };
 
@@ -137,52 +138,47 @@ struct State {
     wall_clock: Option<WallClock>,
     /// Timeline time and running time of the latest buffer placed by its timestamp.
     anchor: Option<(u64, gst::ClockTime)>,
-    /// Whether upstream is live, asked once per stream.
-    live: Option<bool>,
-    /// Samples dropped since the last buffer that was queued whole.
-    dropping: u64,
     pieces: Vec<Piece>,
+    steps: Vec<Step>,
 }
 
 impl State {
-    /// Turns the timeline's pieces into writer commands; `data` is the buffer they refer to.
-    fn commands(&mut self, data: &[u8]) -> Vec<Command> {
+    /// Turns the timeline's pieces into writer steps (whose data is the current buffer's),
+    /// in `self.steps`, whose allocation is reused from buffer to buffer.
+    fn make_steps(&mut self) {
         let rate = self.timeline.as_ref().map_or(0, |t| t.grid().rate());
-        let pieces = std::mem::take(&mut self.pieces);
-        let commands = pieces
-            .iter()
-            .map(|piece| match *piece {
-                Piece::Open(bucket) => {
-                    gst::debug!(CAT, "Opening bucket {} ms", bucket.start_ms());
-                    let (start_running_time_ns, start_utc_ns) = self.start_times(bucket.start_ns);
-                    Command::Open(SegmentSpec {
-                        identity: self.identity.clone(),
-                        bucket_ms: bucket.start_ms(),
-                        rate,
-                        start_running_time_ns,
-                        start_utc_ns,
-                    })
-                }
-                Piece::Silence(n) => Command::Silence(n),
-                Piece::Data { offset, len } => Command::Samples(
-                    data[offset * 2..(offset + len) * 2]
-                        .chunks_exact(2)
-                        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                        .collect(),
-                ),
-                Piece::Dropped(n) => {
-                    gst::debug!(CAT, "Dropped {n} samples overlapping earlier ones");
-                    Command::Dropped(n)
-                }
-                Piece::Close(bucket) => {
-                    gst::debug!(CAT, "Closing bucket {} ms", bucket.start_ms());
-                    Command::Close
-                }
-            })
-            .collect();
-        self.pieces = pieces;
+        let mut steps = std::mem::take(&mut self.steps);
+        steps.extend(self.pieces.iter().map(|piece| match *piece {
+            Piece::Open(bucket) => {
+                gst::debug!(CAT, "Opening bucket {} ms", bucket.start_ms());
+                let (start_running_time_ns, start_utc_ns) = self.start_times(bucket.start_ns);
+                Step::Open(SegmentSpec {
+                    identity: self.identity.clone(),
+                    bucket_ms: bucket.start_ms(),
+                    rate,
+                    start_running_time_ns,
+                    start_utc_ns,
+                })
+            }
+            Piece::Silence(n) => Step::Silence(n),
+            Piece::Data { offset, len } => Step::Data { offset, len },
+            Piece::Dropped(n) => {
+                gst::debug!(CAT, "Dropped {n} samples overlapping earlier ones");
+                Step::Dropped(n)
+            }
+            Piece::Close(bucket) => {
+                gst::debug!(CAT, "Closing bucket {} ms", bucket.start_ms());
+                Step::Close
+            }
+        }));
         self.pieces.clear();
-        commands
+        self.steps = steps;
+    }
+
+    /// The steps of the timeline's pieces, to submit after the state's lock is released.
+    fn steps(&mut self) -> Vec<Step> {
+        self.make_steps();
+        std::mem::take(&mut self.steps)
     }
 
     /// Running time and UTC of the timeline time `start_ns`, as far as they are known.
@@ -220,13 +216,13 @@ impl State {
 
     /// Ends the current stream: the open bucket is padded and closed (under the identity it
     /// was opened with; a pending call boundary applies from the next stream on).
-    fn end_stream(&mut self) -> Vec<Command> {
+    fn end_stream(&mut self) -> Vec<Step> {
         if let Some(timeline) = self.timeline.as_mut() {
             timeline.finish(&mut self.pieces);
         }
-        let commands = self.commands(&[]);
+        let steps = self.steps();
         self.apply_call_boundary();
-        commands
+        steps
     }
 
     /// How a full queue is handled now.
@@ -253,10 +249,20 @@ struct SilenceWatch {
     silent: u32,
 }
 
+/// Whether upstream is live, once asked (per stream).
+const LIVE_UNKNOWN: u8 = 0;
+const LIVE: u8 = 1;
+const NOT_LIVE: u8 = 2;
+
 #[derive(Default)]
 pub struct SegmentRecorder {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    /// `LIVE_UNKNOWN`, `LIVE` or `NOT_LIVE`; outside `state` to keep the streaming thread's
+    /// locking to one lock per buffer.
+    live: AtomicU8,
+    /// Samples dropped since the last buffer that was queued whole.
+    dropping: AtomicU64,
     silence: Mutex<SilenceWatch>,
     /// The statistics of the last recording, kept after it stopped.
     last_stats: Mutex<Option<gst::Structure>>,
@@ -302,23 +308,25 @@ fn stats_structure(totals: Totals, w: &WriterStats) -> gst::Structure {
 }
 
 impl SegmentRecorder {
-    /// Hands `batch` to the writer, outside of any lock of ours.
-    fn submit(&self, recording: &Recording, mut batch: Vec<Command>, overflow: Overflow) {
-        if batch.is_empty() {
+    /// Hands `steps` (with the buffer `data` they refer to) to the writer, outside of any lock
+    /// of ours.
+    fn submit(&self, recording: &Recording, mut steps: Vec<Step>, data: &[u8], overflow: Overflow) {
+        if steps.is_empty() {
             return;
         }
-        let dropped = recording.submit(&mut batch, overflow);
-        let first_drop = {
-            let mut state = lock(&self.state);
-            let Some(state) = state.as_mut() else { return };
-            if dropped == 0 {
-                state.dropping = 0;
-                return;
+        let dropped = recording.submit(&mut steps, data, overflow);
+        self.count_dropped(dropped, overflow);
+    }
+
+    /// Warns once per episode of samples dropped on overflow.
+    fn count_dropped(&self, dropped: u64, overflow: Overflow) {
+        if dropped == 0 {
+            if self.dropping.load(Ordering::Relaxed) != 0 {
+                self.dropping.store(0, Ordering::Relaxed);
             }
-            state.dropping += dropped;
-            state.dropping == dropped
-        };
-        if first_drop {
+            return;
+        }
+        if self.dropping.fetch_add(dropped, Ordering::Relaxed) == 0 {
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Write,
@@ -340,10 +348,10 @@ impl SegmentRecorder {
         let (recording, batch) = {
             let mut state = lock(&self.state);
             let state = state.as_mut()?;
-            state.live = None;
+            self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
             (state.recording.clone(), state.end_stream())
         };
-        self.submit(&recording, batch, Overflow::Wait);
+        self.submit(&recording, batch, &[], Overflow::Wait);
         Some(recording)
     }
 
@@ -369,15 +377,17 @@ impl SegmentRecorder {
             if let Some(timeline) = state.timeline.as_mut() {
                 timeline.gap(time, duration.nseconds(), &mut state.pieces);
             }
-            (state.recording.clone(), state.commands(&[]))
+            (state.recording.clone(), state.steps())
         };
-        self.submit(&recording, batch, Overflow::Wait);
+        self.submit(&recording, batch, &[], Overflow::Wait);
     }
 
     /// Whether upstream is live: then a full writer queue drops samples instead of waiting.
     fn upstream_live(&self) -> bool {
-        if let Some(live) = lock(&self.state).as_ref().and_then(|s| s.live) {
-            return live;
+        match self.live.load(Ordering::Relaxed) {
+            LIVE => return true,
+            NOT_LIVE => return false,
+            _ => (),
         }
         let live = match self.obj().query_latency() {
             Ok((_, upstream_live, _, _)) => upstream_live,
@@ -389,9 +399,8 @@ impl SegmentRecorder {
             "Upstream is {}",
             if live { "live" } else { "not live" }
         );
-        if let Some(state) = lock(&self.state).as_mut() {
-            state.live = Some(live);
-        }
+        self.live
+            .store(if live { LIVE } else { NOT_LIVE }, Ordering::Relaxed);
         live
     }
 
@@ -1070,9 +1079,8 @@ impl BaseSinkImpl for SegmentRecorder {
             segment: gst::FormattedSegment::new(),
             wall_clock: None,
             anchor: None,
-            live: None,
-            dropping: 0,
             pieces: Vec::new(),
+            steps: Vec::new(),
         };
         state.recording.set_queue_limit(state.queue_limit());
         gst::info!(
@@ -1086,10 +1094,13 @@ impl BaseSinkImpl for SegmentRecorder {
         );
         // What a dead process left of this identity is made whole first, off this thread.
         state.recording.submit(
-            &mut vec![Command::Recover(state.identity.clone())],
+            &mut vec![Step::Recover(state.identity.clone())],
+            &[],
             Overflow::Wait,
         );
         *lock(&self.silence) = SilenceWatch::default();
+        self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
+        self.dropping.store(0, Ordering::Relaxed);
         *lock(&self.state) = Some(state);
         Ok(())
     }
@@ -1124,9 +1135,9 @@ impl BaseSinkImpl for SegmentRecorder {
                 }
             }
             state.recording.set_queue_limit(state.queue_limit());
-            (state.recording.clone(), state.commands(&[]))
+            (state.recording.clone(), state.steps())
         };
-        self.submit(&recording, batch, Overflow::Wait);
+        self.submit(&recording, batch, &[], Overflow::Wait);
         Ok(())
     }
 
@@ -1178,33 +1189,44 @@ impl BaseSinkImpl for SegmentRecorder {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
             gst::FlowError::Error
         })?;
-        let (recording, batch, overflow) = {
-            let mut state = lock(&self.state);
-            let state = state.as_mut().ok_or(gst::FlowError::Flushing)?;
-            if state.timeline.is_none() {
-                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
-                return Err(gst::FlowError::NotNegotiated);
+        let mut guard = lock(&self.state);
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        if state.timeline.is_none() {
+            drop(guard);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        if state.record {
+            state.apply_call_boundary();
+            let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
+                .then(|| reference_utc(buffer))
+                .flatten();
+            let time = self.timeline_time(state, buffer.pts(), reference);
+            let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+            if let Some(timeline) = state.timeline.as_mut() {
+                timeline.push(time, map.len() / 2, discont, &mut state.pieces);
             }
-            let batch = if state.record {
-                state.apply_call_boundary();
-                let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
-                    .then(|| reference_utc(buffer))
-                    .flatten();
-                let time = self.timeline_time(state, buffer.pts(), reference);
-                let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
-                if let Some(timeline) = state.timeline.as_mut() {
-                    timeline.push(time, map.len() / 2, discont, &mut state.pieces);
-                }
-                state.commands(&map)
-            } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
-                gst::debug!(CAT, imp = self, "Recording paused");
-                state.end_stream()
+            state.make_steps();
+        } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
+            gst::debug!(CAT, imp = self, "Recording paused");
+            state.steps = state.end_stream();
+        }
+        let overflow = state.overflow(live);
+        if overflow == Overflow::Wait {
+            // Waiting for the writer must not hold the state: a flush must be able to end it.
+            let (recording, steps) = (state.recording.clone(), std::mem::take(&mut state.steps));
+            drop(guard);
+            self.submit(&recording, steps, &map, overflow);
+        } else {
+            // Queued without waiting: the steps' allocation stays for the next buffer.
+            let dropped = if state.steps.is_empty() {
+                0
             } else {
-                Vec::new()
+                state.recording.submit(&mut state.steps, &map, overflow)
             };
-            (state.recording.clone(), batch, state.overflow(live))
-        };
-        self.submit(&recording, batch, overflow);
+            drop(guard);
+            self.count_dropped(dropped, overflow);
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 

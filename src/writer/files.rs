@@ -47,7 +47,6 @@ struct OpenSegment {
     data: u64,
     silence: u64,
     levels: Levels,
-    last_flush: Instant,
     /// Set once the file has its final name (a retried close does not publish it twice).
     published: Option<PathBuf>,
 }
@@ -102,23 +101,19 @@ impl Files {
         }
     }
 
-    /// When this recording next needs a thread without a command: a retry, or a flush.
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        match (&self.retry, &self.current) {
-            (Some(retry), _) => Some(retry.next),
-            (None, Current::Open(s)) if !s.pending.is_empty() => {
-                Some(s.last_flush + self.config.flush_interval)
-            }
-            _ => None,
-        }
+    /// When a failed operation is due to be tried again.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.retry.as_ref().map(|r| r.next)
     }
 
     /// Carries out one command. On a failure the command is taken (its samples are kept for
-    /// the retry) and `Stalled` says that further commands must wait.
+    /// the retry) and `Stalled` says that further commands must wait. Emptied sample vectors
+    /// go to `spare` for reuse.
     pub(super) fn apply(
         &mut self,
         command: Command,
         reports: &mut Vec<Report>,
+        spare: &mut Vec<Vec<i16>>,
     ) -> Result<(), Stalled> {
         match command {
             Command::Open(spec) => {
@@ -126,19 +121,20 @@ impl Files {
                 self.current = Current::Idle;
                 self.run(Op::Open(spec), reports)
             }
-            Command::Samples(samples) => match &mut self.current {
-                Current::Open(s) => {
-                    s.levels.add(&samples);
-                    s.data += samples.len() as u64;
-                    s.pending.extend_from_slice(&samples);
-                    self.flush_if_full(reports)
+            Command::Samples(mut samples) => {
+                match &mut self.current {
+                    Current::Open(s) => {
+                        s.levels.add(&samples);
+                        s.data += samples.len() as u64;
+                        s.pending.extend_from_slice(&samples);
+                    }
+                    Current::Failed => self.stats.samples_lost += samples.len() as u64,
+                    Current::Idle => (),
                 }
-                Current::Failed => {
-                    self.stats.samples_lost += samples.len() as u64;
-                    Ok(())
-                }
-                Current::Idle => Ok(()),
-            },
+                samples.clear();
+                spare.push(samples);
+                self.flush_if_full(reports)
+            }
             Command::Silence(n) => self.silence(n, reports),
             Command::Overflowed(n) => {
                 self.dropped += n;
@@ -193,15 +189,11 @@ impl Files {
         Ok(())
     }
 
-    /// Writes what is pending if the flush interval has passed.
-    pub(super) fn flush_if_due(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
+    /// Writes what is pending. A thread serves a recording about once per flush interval (or
+    /// sooner when much audio waits), and each time writes all it was given.
+    pub(super) fn flush(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
         match &self.current {
-            Current::Open(s)
-                if !s.pending.is_empty()
-                    && s.last_flush.elapsed() >= self.config.flush_interval =>
-            {
-                self.run(Op::Flush, reports)
-            }
+            Current::Open(s) if !s.pending.is_empty() => self.run(Op::Flush, reports),
             _ => Ok(()),
         }
     }
@@ -209,7 +201,7 @@ impl Files {
     fn flush_if_full(&mut self, reports: &mut Vec<Report>) -> Result<(), Stalled> {
         match &self.current {
             Current::Open(s) if s.pending.len() >= MAX_PENDING => self.run(Op::Flush, reports),
-            _ => self.flush_if_due(reports),
+            _ => Ok(()),
         }
     }
 
@@ -233,7 +225,7 @@ impl Files {
                 self.current = Current::Open(Box::new(s));
                 None
             }),
-            Op::Flush => self.flush().map(|()| None),
+            Op::Flush => self.write_pending().map(|()| None),
             Op::Close => self.close().map(Some),
         };
         match result {
@@ -368,13 +360,12 @@ impl Files {
             data: 0,
             silence: 0,
             levels: Levels::new(spec.rate, self.config.voice_threshold_dbfs),
-            last_flush: Instant::now(),
             published: None,
         })
     }
 
     /// Writes the pending samples, after cutting off whatever a failed attempt left behind.
-    fn flush(&mut self) -> Result<(), (PathBuf, io::Error)> {
+    fn write_pending(&mut self) -> Result<(), (PathBuf, io::Error)> {
         let Current::Open(s) = &mut self.current else {
             return Ok(());
         };
@@ -395,7 +386,6 @@ impl Files {
             s.written += s.pending.len() as u64;
             self.stats.bytes_written += s.pending.len() as u64 * 2;
             s.pending.clear();
-            s.last_flush = Instant::now();
             Ok(())
         })();
         result.map_err(|e| (s.part.clone(), e))
@@ -404,7 +394,7 @@ impl Files {
     /// Writes what is pending and the final header, syncs if asked, and publishes the file
     /// under its final name, never replacing one that exists.
     fn close(&mut self) -> Result<SegmentWritten, (PathBuf, io::Error)> {
-        self.flush()?;
+        self.write_pending()?;
         let fsync = self.config.fsync;
         let Current::Open(s) = &mut self.current else {
             unreachable!("close runs on an open segment");

@@ -1,8 +1,8 @@
 //! The writer: every byte of file IO of every recorder in the process happens here.
 //!
-//! A recorder opens a [`Recording`] and submits [`Command`]s to it (open a segment, append
-//! samples or silence, close it). Submitting copies nothing and touches no file: the commands
-//! wait in the recording's bounded queue until one of a small, fixed pool of writer threads,
+//! A recorder opens a [`Recording`] and submits [`Step`]s to it (open a segment, append
+//! samples or silence, close it). Submitting touches no file: it copies the samples into the
+//! recording's bounded queue, where they wait until one of a small, fixed pool of writer threads,
 //! shared by the whole process and started on first use, carries them out in order. Each
 //! recording is served by at most one thread at a time, so its commands need no further locking,
 //! and a thread serves the recordings that have work in turn, so a thousand recorders do not mean
@@ -67,9 +67,27 @@ pub struct SegmentSpec {
     pub start_utc_ns: Option<u64>,
 }
 
-/// One step of a recording, carried out in order.
+/// One step of a recording, as a recorder submits it; carried out in order.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Start the file of a segment; a segment still open is abandoned as it is.
+    Open(SegmentSpec),
+    /// Append samples `offset..offset + len` of the S16LE data submitted with the steps.
+    Data { offset: usize, len: usize },
+    /// Append this many samples of silence to the open segment.
+    Silence(u64),
+    /// This many samples of the stream were dropped: nothing is written, the number is
+    /// reported with the segment open now, or else the next one.
+    Dropped(u64),
+    /// Finalise the open segment and publish it under its final name.
+    Close,
+    /// Recover the `.part` files a dead process left in this identity's directories.
+    Recover(Arc<Identity>),
+}
+
+/// A step as it waits in a recording's queue, its samples copied in.
 #[derive(Debug)]
-pub enum Command {
+enum Command {
     /// Start the file of a segment; a segment still open is abandoned as it is.
     Open(SegmentSpec),
     /// Append samples to the open segment.
@@ -220,16 +238,73 @@ struct Queue {
     /// The deadline of this recording's pending timer, if any.
     timer: Option<Instant>,
     unblocked: bool,
+    /// Sample vectors the writer is done with, kept for new samples: memory that stays mapped
+    /// costs no page faults on the streaming thread.
+    spare: Vec<Vec<i16>>,
 }
 
 impl Queue {
     fn full(&self, bytes: usize) -> bool {
         self.bytes > 0 && self.bytes + bytes > self.limit
     }
+
+    /// Queues `command`, adding silence to silence queued last.
+    fn push(&mut self, command: Command) {
+        match (self.commands.back_mut(), command) {
+            (Some(Command::Silence(last)), Command::Silence(more)) => *last += more,
+            (_, command) => self.commands.push_back(command),
+        }
+    }
+
+    /// Queues S16LE samples, appended to the samples queued last where there is room, so that
+    /// buffers do not each cost an allocation and a thread has fewer, larger pieces to write.
+    fn push_samples(&mut self, mut bytes: &[u8]) {
+        while bytes.len() >= 2 {
+            let room = match self.commands.back() {
+                Some(Command::Samples(last)) => COALESCE_SAMPLES - last.len(),
+                _ => 0,
+            };
+            if room == 0 {
+                let fresh = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(COALESCE_SAMPLES));
+                self.commands.push_back(Command::Samples(fresh));
+                continue;
+            }
+            let n = room.min(bytes.len() / 2);
+            if let Some(Command::Samples(last)) = self.commands.back_mut() {
+                let start = last.len();
+                last.resize(start + n, 0);
+                for (sample, b) in last[start..].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *sample = i16::from_le_bytes([b[0], b[1]]);
+                }
+            }
+            bytes = &bytes[n * 2..];
+        }
+    }
 }
+
+/// How a submission brings a writer thread.
+enum Wake {
+    No,
+    Now,
+    At(Instant),
+}
+
+/// Sample bytes waiting that wake a writer thread at once (when the queue limit allows).
+const EAGER_BYTES: usize = 64 * 1024;
+
+/// Samples gathered into one queued command at most.
+const COALESCE_SAMPLES: usize = 8_192;
+
+/// Emptied sample vectors one recording keeps for reuse.
+const SPARE_VECTORS: usize = 2;
 
 struct Inbox {
     queue: Mutex<Queue>,
+    /// Audio waits in the queue at most this long before a thread writes it.
+    flush_interval: Duration,
     /// Signalled whenever the writer has done work: room was made, or the queue ran dry.
     progress: Condvar,
     /// Only ever locked by the one thread serving the recording.
@@ -263,6 +338,7 @@ impl Recording {
                     limit: queue_limit,
                     ..Queue::default()
                 }),
+                flush_interval: config.flush_interval,
                 progress: Condvar::new(),
                 files: Mutex::new(Files::new(config)),
                 stats: Mutex::new(WriterStats::default()),
@@ -277,41 +353,45 @@ impl Recording {
         self.inbox.progress.notify_all();
     }
 
-    /// Queues `batch` (leaving it empty) for the writer. Never touches a file.
+    /// Queues `steps` (leaving the vector empty) for the writer, copying the samples they
+    /// take from `data` (S16LE). Never touches a file.
     ///
-    /// A batch that holds no samples is always accepted at once. Otherwise, if the queue would
+    /// Steps that hold no samples are always accepted at once. Otherwise, if the queue would
     /// exceed its limit, `overflow` decides; a wait ends early when the recording is unblocked,
-    /// and the batch is queued all the same so that no segment loses its open or close. Returns
-    /// how many samples were dropped.
-    pub fn submit(&self, batch: &mut Vec<Command>, overflow: Overflow) -> u64 {
-        let mut bytes: usize = batch.iter().map(Command::queued_bytes).sum();
+    /// and the steps are queued all the same so that no segment loses its open or close.
+    /// Returns how many samples were dropped.
+    pub fn submit(&self, steps: &mut Vec<Step>, data: &[u8], overflow: Overflow) -> u64 {
+        let bytes: usize = steps
+            .iter()
+            .map(|s| match s {
+                Step::Data { len, .. } => len * 2,
+                _ => 0,
+            })
+            .sum();
         let mut dropped = 0;
+        let mut drop_new = false;
         let mut queue = lock(&self.inbox.queue);
         if bytes > 0 && queue.full(bytes) {
             match overflow {
-                Overflow::DropNewest => {
-                    dropped = overflow_to_silence(batch.iter_mut());
-                    bytes = 0;
-                }
+                Overflow::DropNewest => drop_new = true,
                 Overflow::DropOldest => {
                     // Commands being written are out of reach; those still queued are not.
-                    let limit = queue.limit;
-                    let mut excess = queue.bytes + bytes - limit;
+                    let mut excess = queue.bytes + bytes - queue.limit;
+                    let mut freed = 0;
                     for command in queue.commands.iter_mut() {
                         if excess == 0 {
                             break;
                         }
-                        let freed = command.queued_bytes();
-                        if freed > 0 {
-                            dropped += overflow_to_silence(std::iter::once(command));
-                            excess = excess.saturating_sub(freed);
+                        if let Command::Samples(s) = command {
+                            let n = s.len();
+                            *command = Command::Overflowed(n as u64);
+                            freed += n * 2;
+                            excess = excess.saturating_sub(n * 2);
                         }
                     }
-                    queue.bytes -= dropped as usize * 2;
-                    if excess > 0 {
-                        dropped += overflow_to_silence(batch.iter_mut());
-                        bytes = 0;
-                    }
+                    queue.bytes -= freed;
+                    dropped += freed as u64 / 2;
+                    drop_new = excess > 0;
                 }
                 Overflow::Wait => {
                     while queue.full(bytes) && !queue.unblocked {
@@ -324,15 +404,53 @@ impl Recording {
                 }
             }
         }
-        queue.commands.extend(batch.drain(..));
-        queue.bytes += bytes;
+        let mut urgent = false;
+        for step in steps.drain(..) {
+            match step {
+                Step::Data { len, .. } if drop_new => {
+                    dropped += len as u64;
+                    queue.push(Command::Overflowed(len as u64));
+                }
+                Step::Data { offset, len } => {
+                    let end = (offset + len) * 2;
+                    queue.push_samples(data.get(offset * 2..end).unwrap_or_default());
+                }
+                Step::Open(spec) => queue.push(Command::Open(spec)),
+                Step::Silence(n) => queue.push(Command::Silence(n)),
+                Step::Dropped(n) => queue.push(Command::Dropped(n)),
+                Step::Close => queue.push(Command::Close),
+                Step::Recover(identity) => {
+                    urgent = true;
+                    queue.push(Command::Recover(identity));
+                }
+            }
+        }
+        if !drop_new {
+            queue.bytes += bytes;
+        }
         queue.high_water = queue.high_water.max(queue.bytes);
         queue.dropped += dropped;
-        let schedule = !queue.scheduled;
-        queue.scheduled = true;
+        // A thread is woken when much audio waits or a recovery is asked for; otherwise a
+        // timer brings it after the flush interval, so that a thread writes a recording's audio
+        // in a few calls a second instead of one per buffer.
+        let wake = if queue.scheduled {
+            Wake::No
+        } else if urgent || queue.bytes >= EAGER_BYTES.min(queue.limit / 2) {
+            queue.scheduled = true;
+            queue.timer = None;
+            Wake::Now
+        } else if queue.timer.is_none() {
+            let at = Instant::now() + self.inbox.flush_interval;
+            queue.timer = Some(at);
+            Wake::At(at)
+        } else {
+            Wake::No
+        };
         drop(queue);
-        if schedule {
-            POOL.schedule(self.inbox.clone());
+        match wake {
+            Wake::Now => POOL.schedule(self.inbox.clone()),
+            Wake::At(at) => POOL.arm(&self.inbox, at),
+            Wake::No => (),
         }
         dropped
     }
@@ -341,6 +459,12 @@ impl Recording {
     /// reports. With `interruptible`, returns `Err` as soon as the recording is unblocked.
     pub fn wait_idle(&self, interruptible: bool) -> Result<(), Unblocked> {
         let mut queue = lock(&self.inbox.queue);
+        if !queue.scheduled && !queue.commands.is_empty() {
+            // Queued audio waits for its timer: have it written now.
+            queue.scheduled = true;
+            queue.timer = None;
+            POOL.schedule(self.inbox.clone());
+        }
         while queue.scheduled {
             if interruptible && queue.unblocked {
                 return Err(Unblocked);
@@ -369,18 +493,6 @@ impl Recording {
         stats.queue_high_water = queue.high_water as u64;
         stats
     }
-}
-
-/// Turns the samples of `commands` into silence counted as dropped; returns how many.
-fn overflow_to_silence<'a>(commands: impl Iterator<Item = &'a mut Command>) -> u64 {
-    let mut dropped = 0;
-    for command in commands {
-        if let Command::Samples(s) = command {
-            dropped += s.len() as u64;
-            *command = Command::Overflowed(s.len() as u64);
-        }
-    }
-    dropped
 }
 
 /// Checks, before recording starts, that `base_dir` exists or can be created and that files can
@@ -451,12 +563,17 @@ impl Pool {
     }
 
     fn arm(&self, inbox: &Arc<Inbox>, at: Instant) {
-        lock(&self.ready).timers.push(Reverse(Timer {
+        let mut ready = lock(&self.ready);
+        let earliest = ready.timers.peek().is_none_or(|t| at < t.0.at);
+        ready.timers.push(Reverse(Timer {
             at,
             inbox: Arc::downgrade(inbox),
         }));
-        // A waiting thread may have to wake up earlier than it planned.
-        self.wake.notify_one();
+        drop(ready);
+        // Only a timer earlier than all others changes how long the threads may sleep.
+        if earliest {
+            self.wake.notify_one();
+        }
     }
 
     /// The next recording to serve: a ready one, or one whose timer is due.
@@ -491,6 +608,7 @@ impl Pool {
 
     fn serve(&self) {
         let mut reports = Vec::new();
+        let mut spare = Vec::new();
         loop {
             let inbox = self.next();
             STALL.wait_while_stalled();
@@ -501,19 +619,19 @@ impl Pool {
                 let mut commands = std::mem::take(&mut lock(&inbox.queue).commands);
                 while let Some(command) = commands.pop_front() {
                     processed += command.queued_bytes();
-                    if files.apply(command, &mut reports).is_err() {
+                    if files.apply(command, &mut reports, &mut spare).is_err() {
                         stalled = true;
                         break;
                     }
                 }
-                stalled = stalled || files.flush_if_due(&mut reports).is_err();
+                stalled = stalled || files.flush(&mut reports).is_err();
                 if !commands.is_empty() {
                     let mut queue = lock(&inbox.queue);
                     commands.append(&mut queue.commands);
                     queue.commands = commands;
                 }
             }
-            let deadline = files.deadline();
+            let deadline = files.retry_at();
             *lock(&inbox.stats) = files.stats.clone();
             drop(files);
             for report in reports.drain(..) {
@@ -522,14 +640,18 @@ impl Pool {
             let (more, arm_at) = {
                 let mut queue = lock(&inbox.queue);
                 queue.bytes -= processed;
+                while queue.spare.len() < SPARE_VECTORS
+                    && let Some(v) = spare.pop()
+                {
+                    queue.spare.push(v);
+                }
+                spare.clear();
                 if stalled {
                     queue.parked = true;
                 } else {
                     queue.scheduled = !queue.commands.is_empty();
                 }
-                let arm_at = deadline.filter(|&at| {
-                    (stalled || !queue.scheduled) && queue.timer.is_none_or(|t| at < t)
-                });
+                let arm_at = deadline.filter(|&at| stalled && queue.timer.is_none_or(|t| at < t));
                 if arm_at.is_some() {
                     queue.timer = arm_at;
                 }
@@ -642,13 +764,22 @@ mod tests {
         }
     }
 
-    fn segment(identity: &Arc<Identity>, bucket_ms: u64, samples: &[i16]) -> Vec<Command> {
-        vec![
-            Command::Open(spec(identity, bucket_ms)),
-            Command::Silence(3),
-            Command::Samples(samples.to_vec()),
-            Command::Close,
-        ]
+    fn le(samples: &[i16]) -> Vec<u8> {
+        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    /// Submits a segment of 3 samples of silence then `samples`.
+    fn submit_segment(rec: &Recording, identity: &Arc<Identity>, bucket_ms: u64, samples: &[i16]) {
+        let mut steps = vec![
+            Step::Open(spec(identity, bucket_ms)),
+            Step::Silence(3),
+            Step::Data {
+                offset: 0,
+                len: samples.len(),
+            },
+            Step::Close,
+        ];
+        rec.submit(&mut steps, &le(samples), Overflow::Wait);
     }
 
     fn read(path: &Path) -> Vec<i16> {
@@ -663,7 +794,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (rec, rx) = recording(dir.path());
         let id = identity();
-        rec.submit(&mut segment(&id, 5_000, &[1, -2, 3]), Overflow::Wait);
+        submit_segment(&rec, &id, 5_000, &[1, -2, 3]);
         rec.wait_idle(false).unwrap();
         let Report::Written(w) = rx.try_recv().unwrap() else {
             panic!("not written")
@@ -682,8 +813,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (rec, rx) = recording(dir.path());
         let id = identity();
-        rec.submit(&mut segment(&id, 0, &[7]), Overflow::Wait);
-        rec.submit(&mut segment(&id, 0, &[8]), Overflow::Wait);
+        submit_segment(&rec, &id, 0, &[7]);
+        submit_segment(&rec, &id, 0, &[8]);
         rec.wait_idle(false).unwrap();
         let locations: Vec<PathBuf> = rx
             .try_iter()
@@ -708,7 +839,7 @@ mod tests {
         fs::write(dir.path().join("1970-01-01"), b"").unwrap();
         let (rec, rx) = recording(dir.path());
         let id = identity();
-        rec.submit(&mut segment(&id, 0, &[1]), Overflow::Wait);
+        submit_segment(&rec, &id, 0, &[1]);
         rec.wait_idle(false).unwrap();
         let reports: Vec<_> = rx.try_iter().collect();
         assert!(matches!(&reports[0], Report::Retrying { location, .. }
@@ -725,7 +856,7 @@ mod tests {
 
         // The disk recovers: the next segment is written.
         fs::remove_file(dir.path().join("1970-01-01")).unwrap();
-        rec.submit(&mut segment(&id, 1_000, &[2]), Overflow::Wait);
+        submit_segment(&rec, &id, 1_000, &[2]);
         rec.wait_idle(false).unwrap();
         assert!(matches!(rx.try_recv(), Ok(Report::Written(_))));
         assert_eq!(rec.stats().segments_written, 1);
@@ -739,7 +870,7 @@ mod tests {
         config.retry_time = Duration::from_secs(30);
         let (rec, rx) = recording_with(config);
         let id = identity();
-        rec.submit(&mut segment(&id, 0, &[1, 2, 3]), Overflow::Wait);
+        submit_segment(&rec, &id, 0, &[1, 2, 3]);
         // The first attempt fails; the segment waits for its retry.
         let Ok(Report::Retrying { .. }) = rx.recv_timeout(Duration::from_secs(10)) else {
             panic!("no retry")
@@ -760,7 +891,14 @@ mod tests {
         let (rec, _rx) = recording(dir.path());
         let id = identity();
         rec.submit(
-            &mut vec![Command::Open(spec(&id, 0)), Command::Samples(vec![5; 800])],
+            &mut vec![
+                Step::Open(spec(&id, 0)),
+                Step::Data {
+                    offset: 0,
+                    len: 800,
+                },
+            ],
+            &le(&[5; 800]),
             Overflow::Wait,
         );
         let part = dir
@@ -772,7 +910,7 @@ mod tests {
             assert!(Instant::now() < deadline, "never flushed");
             thread::sleep(Duration::from_millis(20));
         }
-        rec.submit(&mut vec![Command::Close], Overflow::Wait);
+        rec.submit(&mut vec![Step::Close], &[], Overflow::Wait);
         rec.wait_idle(false).unwrap();
     }
 
@@ -793,14 +931,16 @@ mod tests {
         queue.scheduled = true;
         drop(queue);
         let dropped = rec.submit(
-            &mut vec![Command::Samples(vec![3; 2])],
+            &mut vec![Step::Data { offset: 0, len: 2 }],
+            &le(&[3, 3]),
             Overflow::DropOldest,
         );
         assert_eq!(dropped, 2);
         let queue = lock(&rec.inbox.queue);
         assert!(matches!(queue.commands[0], Command::Overflowed(2)));
-        assert!(matches!(&queue.commands[1], Command::Samples(s) if s == &[2, 2]));
-        assert!(matches!(&queue.commands[2], Command::Samples(s) if s == &[3, 3]));
+        // The new samples join the queued ones they follow.
+        assert!(matches!(&queue.commands[1], Command::Samples(s) if s == &[2, 2, 3, 3]));
+        assert_eq!(queue.commands.len(), 2);
         assert_eq!(queue.bytes, 8);
     }
 
