@@ -226,8 +226,8 @@ fn drop_oldest_keeps_the_newest_audio() {
         .filter(|&i| recorded[i as usize] == signal(i))
         .collect();
     assert_eq!(kept.last(), Some(&(total - 1)));
-    // The queue holds samples in pieces of up to 8,192: that much may go at once.
-    assert!(kept.len() as u64 >= QUEUE_SAMPLES - 8_192 && (kept.len() as u64) < total);
+    // The queue holds samples in pieces of up to 4,096: that much may go at once.
+    assert!(kept.len() as u64 >= QUEUE_SAMPLES - 4_096 && (kept.len() as u64) < total);
     assert!(
         kept.windows(2).all(|w| w[1] == w[0] + 1),
         "one run to the end"

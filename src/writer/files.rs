@@ -13,6 +13,12 @@ use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
 /// Samples kept in memory before they are written even if the flush interval has not passed.
 const MAX_PENDING: usize = 32_768;
 
+/// Samples handed to `hound` at a time, which keeps a buffer of that size per open file.
+const WRITE_CHUNK: usize = 4_096;
+
+/// Capacity the pending samples keep between flushes; a burst above it is given back.
+const KEEP_PENDING: usize = 4_096;
+
 /// First wait before an operation that failed is tried again; it doubles up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -370,22 +376,23 @@ impl Files {
             return Ok(());
         };
         let result = (|| {
-            if s.pending.is_empty() {
-                return Ok(());
+            while !s.pending.is_empty() {
+                let end = s.data_start + s.written * 2;
+                if s.file.stream_position()? != end {
+                    s.file.set_len(end)?;
+                    s.file.seek(SeekFrom::Start(end))?;
+                }
+                let n = s.pending.len().min(WRITE_CHUNK);
+                let mut writer = s.wav.get_i16_writer(n as u32);
+                for &sample in &s.pending[..n] {
+                    writer.write_sample(sample);
+                }
+                writer.flush().map_err(io_error)?;
+                s.written += n as u64;
+                self.stats.bytes_written += n as u64 * 2;
+                s.pending.drain(..n);
             }
-            let end = s.data_start + s.written * 2;
-            if s.file.stream_position()? != end {
-                s.file.set_len(end)?;
-                s.file.seek(SeekFrom::Start(end))?;
-            }
-            let mut writer = s.wav.get_i16_writer(s.pending.len() as u32);
-            for &sample in &s.pending {
-                writer.write_sample(sample);
-            }
-            writer.flush().map_err(io_error)?;
-            s.written += s.pending.len() as u64;
-            self.stats.bytes_written += s.pending.len() as u64 * 2;
-            s.pending.clear();
+            s.pending.shrink_to(KEEP_PENDING);
             Ok(())
         })();
         result.map_err(|e| (s.part.clone(), e))

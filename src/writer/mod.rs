@@ -296,10 +296,10 @@ enum Wake {
 const EAGER_BYTES: usize = 64 * 1024;
 
 /// Samples gathered into one queued command at most.
-const COALESCE_SAMPLES: usize = 8_192;
+const COALESCE_SAMPLES: usize = 4_096;
 
 /// Emptied sample vectors one recording keeps for reuse.
-const SPARE_VECTORS: usize = 2;
+const SPARE_VECTORS: usize = 1;
 
 struct Inbox {
     queue: Mutex<Queue>,
