@@ -411,8 +411,9 @@ impl SegmentRecorder {
         clock.time().checked_sub(obj.base_time()?)
     }
 
-    /// The running time → UTC mapping of the current clock and base time.
-    fn wall_clock(&self, state: &mut State, running_time: gst::ClockTime) -> WallClock {
+    /// Keeps `state.wall_clock` the running time → UTC mapping of the current clock and base
+    /// time; returns UTC of `running_time`.
+    fn wall_clock(&self, state: &mut State, running_time: gst::ClockTime) -> u64 {
         let obj = self.obj();
         let clock = obj.clock();
         let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
@@ -430,8 +431,9 @@ impl SegmentRecorder {
                 }
             },
         };
-        state.wall_clock = Some(wall_clock.clone());
-        wall_clock
+        let utc = wall_clock.utc_ns(running_time);
+        state.wall_clock = Some(wall_clock);
+        utc
     }
 
     /// The time of a buffer's first sample on the bucket timeline; `None` to continue the
@@ -465,7 +467,7 @@ impl SegmentRecorder {
                 running_time.nseconds()
             }
             TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => {
-                self.wall_clock(state, running_time).utc_ns(running_time)
+                self.wall_clock(state, running_time)
             }
         };
         state.anchor = Some((time, running_time));
