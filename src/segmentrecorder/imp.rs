@@ -70,6 +70,8 @@ struct Settings {
     silence_threshold: f64,
     silence_segments: u32,
     voice_threshold: f64,
+    #[cfg(feature = "s3")]
+    upload: super::upload::UploadSettings,
 }
 
 impl Settings {
@@ -115,6 +117,8 @@ impl Default for Settings {
             silence_threshold: DEFAULT_SILENCE_THRESHOLD,
             silence_segments: DEFAULT_SILENCE_SEGMENTS,
             voice_threshold: DEFAULT_VOICE_THRESHOLD,
+            #[cfg(feature = "s3")]
+            upload: Default::default(),
         }
     }
 }
@@ -266,6 +270,10 @@ pub struct SegmentRecorder {
     silence: Mutex<SilenceWatch>,
     /// The statistics of the last recording, kept after it stopped.
     last_stats: Mutex<Option<gst::Structure>>,
+    /// Where finished segments are uploaded, and the base directory their keys are taken
+    /// from; outside `state`, for the writer threads.
+    #[cfg(feature = "s3")]
+    uploads: Mutex<Option<(Arc<crate::uploader::Uploads>, std::path::PathBuf)>>,
 }
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -484,11 +492,139 @@ impl SegmentRecorder {
                 .unwrap_or_default();
             (totals, s.recording.clone())
         });
-        match current {
-            Some((totals, recording)) => stats_structure(totals, &recording.stats()),
-            None => lock(&self.last_stats)
-                .clone()
-                .unwrap_or_else(|| stats_structure(Totals::default(), &WriterStats::default())),
+        let (totals, writer) = match current {
+            Some((totals, recording)) => (totals, recording.stats()),
+            None => {
+                if let Some(last) = lock(&self.last_stats).clone() {
+                    return last;
+                }
+                (Totals::default(), WriterStats::default())
+            }
+        };
+        #[allow(unused_mut)]
+        let mut s = stats_structure(totals, &writer);
+        #[cfg(feature = "s3")]
+        if let Some((uploads, _)) = lock(&self.uploads).as_ref() {
+            super::upload::add_stats(&mut s, &uploads.stats());
+        }
+        s
+    }
+
+    /// Hands a published segment to the uploader, if uploads are configured.
+    #[cfg(feature = "s3")]
+    fn upload(&self, location: &Path) {
+        if let Some((uploads, base)) = lock(&self.uploads).as_ref()
+            && let Some(relative) = location.strip_prefix(base).ok().and_then(Path::to_str)
+        {
+            uploads.enqueue(location.to_owned(), relative);
+        }
+    }
+
+    /// Sets up uploads if `upload-location` is set, and queues the backlog of segments of
+    /// this identity that were never confirmed uploaded.
+    #[cfg(feature = "s3")]
+    fn start_uploads(
+        &self,
+        settings: &Settings,
+        base_dir: &Path,
+        identity: &Identity,
+    ) -> Result<(), gst::ErrorMessage> {
+        let config = settings
+            .upload
+            .config()
+            .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
+        let uploads = config.map(|config| {
+            let weak = self.obj().downgrade();
+            let uploads = Arc::new(crate::uploader::Uploads::new(config, move |report| {
+                if let Some(obj) = weak.upgrade() {
+                    obj.imp().upload_report(report);
+                }
+            }));
+            uploads.enqueue_backlog(
+                base_dir.to_owned(),
+                writer::recover::identity_dirs(base_dir, identity),
+            );
+            (uploads, base_dir.to_owned())
+        });
+        *lock(&self.uploads) = uploads;
+        Ok(())
+    }
+
+    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up.
+    #[cfg(feature = "s3")]
+    fn wait_for_uploads(&self) {
+        if !lock(&self.settings).upload.wait_eos {
+            return;
+        }
+        let uploads = lock(&self.uploads).as_ref().map(|(u, _)| u.clone());
+        if let Some(uploads) = uploads {
+            gst::debug!(CAT, imp = self, "Waiting for uploads before EOS");
+            uploads.wait_idle();
+        }
+    }
+
+    /// Called on an uploader thread for each upload done or given up.
+    #[cfg(feature = "s3")]
+    fn upload_report(&self, report: crate::uploader::UploadReport) {
+        use crate::uploader::UploadReport;
+        match report {
+            UploadReport::Uploaded {
+                location,
+                key,
+                size,
+                attempts,
+            } => {
+                gst::debug!(CAT, imp = self, "Uploaded {key} ({size} bytes)");
+                let bucket = lock(&self.uploads)
+                    .as_ref()
+                    .map(|(u, _)| u.bucket().to_owned())
+                    .unwrap_or_default();
+                let s = gst::Structure::builder(super::upload::SEGMENT_UPLOADED)
+                    .field("location", location.to_string_lossy().as_ref())
+                    .field("bucket", bucket)
+                    .field("key", key)
+                    .field("size", size)
+                    .field("attempts", attempts)
+                    .build();
+                self.post(s);
+            }
+            UploadReport::Failed {
+                location,
+                key,
+                error,
+                attempts,
+            } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "Could not upload {} after {} attempts: {}; it stays on disk and is \
+                         uploaded at the next start",
+                        location.display(),
+                        attempts,
+                        error
+                    ),
+                    ["Key {}", key]
+                );
+            }
+            UploadReport::Refused { error } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "Uploads are refused: {}. Segments stay on disk and are uploaded at the \
+                         next start",
+                        error
+                    )
+                );
+            }
+            UploadReport::LocalError { location, error } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Read,
+                    ("Upload of {} failed locally: {}", location.display(), error)
+                );
+            }
         }
     }
 
@@ -512,6 +648,8 @@ impl SegmentRecorder {
                     w.dropped_samples
                 );
                 self.post(written_structure(&w));
+                #[cfg(feature = "s3")]
+                self.upload(&w.location);
                 self.watch_silence(&w);
             }
             Report::Retrying {
@@ -560,6 +698,8 @@ impl SegmentRecorder {
                 );
             }
             Report::Recovered(r) => {
+                #[cfg(feature = "s3")]
+                self.upload(&r.location);
                 gst::info!(CAT, imp = self, "Recovered {}", r.location.display());
                 let s = gst::Structure::builder(SEGMENT_RECOVERED)
                     .field("location", r.location.to_string_lossy().as_ref())
@@ -683,7 +823,8 @@ impl ObjectSubclass for SegmentRecorder {
 impl ObjectImpl for SegmentRecorder {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
+            #[allow(unused_mut)]
+            let mut properties = vec![
                 glib::ParamSpecString::builder("base-dir")
                     .nick("Base directory")
                     .blurb(
@@ -869,7 +1010,10 @@ impl ObjectImpl for SegmentRecorder {
                     )
                     .read_only()
                     .build(),
-            ]
+            ];
+            #[cfg(feature = "s3")]
+            properties.extend_from_slice(super::upload::properties());
+            properties
         });
         PROPERTIES.as_ref()
     }
@@ -921,6 +1065,8 @@ impl ObjectImpl for SegmentRecorder {
             "voice-threshold" => {
                 settings.voice_threshold = value.get().expect("type checked upstream");
             }
+            #[cfg(feature = "s3")]
+            _ if settings.upload.set(name, value) => (),
             _ => unimplemented!(),
         }
         if !running {
@@ -988,6 +1134,12 @@ impl ObjectImpl for SegmentRecorder {
             "silence-threshold" => settings.silence_threshold.to_value(),
             "silence-segments" => settings.silence_segments.to_value(),
             "voice-threshold" => settings.voice_threshold.to_value(),
+            #[cfg(feature = "s3")]
+            name => settings
+                .upload
+                .get(name)
+                .unwrap_or_else(|| unimplemented!("property {name}")),
+            #[cfg(not(feature = "s3"))]
             _ => unimplemented!(),
         }
     }
@@ -1053,6 +1205,9 @@ impl BaseSinkImpl for SegmentRecorder {
                 )
             )
         })?;
+
+        #[cfg(feature = "s3")]
+        self.start_uploads(&settings, base_dir, &identity)?;
 
         let weak = self.obj().downgrade();
         let config = Config {
@@ -1179,6 +1334,8 @@ impl BaseSinkImpl for SegmentRecorder {
                 {
                     gst::debug!(CAT, imp = self, "Flushing while waiting for the writer");
                 }
+                #[cfg(feature = "s3")]
+                self.wait_for_uploads();
             }
             _ => (),
         }

@@ -4,6 +4,8 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+#[cfg(feature = "s3")]
+mod upload;
 mod wallclock;
 
 /// Where in a processing stage a recorder listens.

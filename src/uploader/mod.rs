@@ -1,0 +1,479 @@
+//! The uploader: finished segments go to S3-compatible object storage from a pool of threads
+//! shared by the process, never from a streaming or writer thread.
+//!
+//! A recorder opens [`Uploads`] and hands it each segment once the writer has published it.
+//! A thread reads the file, PUTs it under the key that mirrors the local layout (so a retry or a
+//! re-upload of the same file is idempotent), and once the store confirmed it (status, Content-
+//! MD5 and ETag) records the fact next to the file as `segment_<ms>.wav.uploaded`; then, unless
+//! the local file is to be kept, removes the file and the mark. A file is thus never removed
+//! before its upload is confirmed, and a mark found without its file, or with it, tells a later
+//! start what was already done. Failures that may pass (server down, timeouts, 5xx, throttling)
+//! are retried with a growing backoff up to a limit; after it, or at once for wrong credentials
+//! or a missing bucket, the file stays on disk for the next start to upload.
+
+mod s3;
+
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use rusty_s3::Credentials;
+pub use s3::{Destination, PutError};
+
+use crate::writer::layout::parse_segment_file_name;
+
+/// Most uploader threads in a process.
+pub const MAX_WORKERS: usize = 16;
+
+/// First wait before a failed upload is tried again; it doubles up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How a recorder's segments are uploaded.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Where to.
+    pub destination: Arc<Destination>,
+    /// Keep the local file after a confirmed upload.
+    pub keep_local: bool,
+    /// Attempts after the first before a file is left for a later start.
+    pub retries: u32,
+    /// Uploader threads the process should have (at most [`MAX_WORKERS`]).
+    pub workers: usize,
+}
+
+/// What happened to an upload.
+#[derive(Debug)]
+pub enum UploadReport {
+    /// The store confirmed the segment.
+    Uploaded {
+        /// The local file (removed unless kept).
+        location: PathBuf,
+        /// The object key.
+        key: String,
+        /// Bytes uploaded.
+        size: u64,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// The upload failed and gave up for now: the file stays for a later start.
+    Failed {
+        /// The local file.
+        location: PathBuf,
+        /// The object key.
+        key: String,
+        /// The last error.
+        error: PutError,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The store refuses uploads for a reason retries cannot mend (credentials, bucket);
+    /// reported once per reason, its files stay.
+    Refused {
+        /// Why.
+        error: PutError,
+    },
+    /// A local step failed (reading the file, writing the mark).
+    LocalError {
+        /// The path concerned.
+        location: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+}
+
+/// Counters of one recorder's uploads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Segments handed to the uploader (backlog included).
+    pub enqueued: u64,
+    /// Segments the store confirmed.
+    pub uploaded: u64,
+    /// Attempts that failed and were tried again.
+    pub retried: u64,
+    /// Segments left on disk after failing.
+    pub failed: u64,
+    /// Segments waiting or being uploaded now.
+    pub queued: u64,
+    /// Bytes the store confirmed.
+    pub bytes: u64,
+}
+
+type ReportFn = Box<dyn Fn(UploadReport) + Send + Sync>;
+
+struct Inner {
+    config: UploadConfig,
+    reports: ReportFn,
+    state: Mutex<RecorderState>,
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    stats: UploadStats,
+    /// Files queued or being uploaded: a file is never queued twice.
+    in_flight: HashSet<PathBuf>,
+    /// Reasons already reported by a `Refused`.
+    refused: HashSet<String>,
+}
+
+/// A recorder's connection to the uploader.
+pub struct Uploads {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The mark that tells a file's upload was confirmed.
+fn mark_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".uploaded");
+    PathBuf::from(name)
+}
+
+impl Uploads {
+    /// Uploads as `config` says, telling what happened to `reports` (on an uploader thread).
+    pub fn new(
+        config: UploadConfig,
+        reports: impl Fn(UploadReport) + Send + Sync + 'static,
+    ) -> Self {
+        POOL.grow(config.workers);
+        Uploads {
+            inner: Arc::new(Inner {
+                config,
+                reports: Box::new(reports),
+                state: Mutex::new(RecorderState::default()),
+                idle: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Queues the published segment at `path`, whose key is `relative` (its path below the
+    /// base directory) under the destination's prefix.
+    pub fn enqueue(&self, path: PathBuf, relative: &str) {
+        let key = self.inner.config.destination.key(relative);
+        {
+            let mut state = lock(&self.inner.state);
+            if !state.in_flight.insert(path.clone()) {
+                return;
+            }
+            state.stats.enqueued += 1;
+            state.stats.queued += 1;
+        }
+        POOL.push(Job {
+            inbox: self.inner.clone(),
+            path,
+            key,
+            attempts: 0,
+        });
+    }
+
+    /// Finds, on an uploader thread, the segments under `dirs` (below `base`) that were never
+    /// confirmed uploaded, and queues them; finishes what a dead process left half done.
+    pub fn enqueue_backlog(&self, base: PathBuf, dirs: Vec<PathBuf>) {
+        let uploads = Uploads {
+            inner: self.inner.clone(),
+        };
+        {
+            let mut state = lock(&self.inner.state);
+            state.stats.queued += 1;
+        }
+        POOL.push_task(Box::new(move || {
+            for dir in &dirs {
+                uploads.scan(&base, dir);
+            }
+            let mut state = lock(&uploads.inner.state);
+            state.stats.queued -= 1;
+            drop(state);
+            uploads.inner.idle.notify_all();
+        }));
+    }
+
+    fn scan(&self, base: &Path, dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        files.sort();
+        for path in files {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(wav) = name.strip_suffix(".uploaded") {
+                // A mark whose file is gone: the upload was confirmed and the file removed.
+                if !dir.join(wav).exists() {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            if parse_segment_file_name(name).is_none() {
+                continue;
+            }
+            if mark_of(&path).exists() {
+                if !self.inner.config.keep_local {
+                    // Confirmed before the process died, not yet removed.
+                    let _ = fs::remove_file(&path);
+                    let _ = fs::remove_file(mark_of(&path));
+                }
+                continue;
+            }
+            if let Ok(relative) = path.strip_prefix(base)
+                && let Some(relative) = relative.to_str()
+            {
+                self.enqueue(path.clone(), relative);
+            }
+        }
+    }
+
+    /// Waits until every queued upload of this recorder succeeded or gave up.
+    pub fn wait_idle(&self) {
+        let mut state = lock(&self.inner.state);
+        while state.stats.queued > 0 {
+            state = self
+                .inner
+                .idle
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The bucket uploads go to.
+    pub fn bucket(&self) -> &str {
+        self.inner.config.destination.bucket()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> UploadStats {
+        lock(&self.inner.state).stats
+    }
+}
+
+/// One file to upload.
+struct Job {
+    inbox: Arc<Inner>,
+    path: PathBuf,
+    key: String,
+    attempts: u32,
+}
+
+impl Job {
+    /// Uploads once; gives the job back if it is to be tried again.
+    fn run(mut self) -> Option<Job> {
+        self.attempts += 1;
+        let inner = self.inbox.clone();
+        let data = match fs::read(&self.path) {
+            Ok(data) => data,
+            Err(error) => {
+                self.finish(|s| s.failed += 1);
+                (inner.reports)(UploadReport::LocalError {
+                    location: self.path,
+                    error,
+                });
+                return None;
+            }
+        };
+        match inner.config.destination.put(&self.key, &data) {
+            Ok(()) => {
+                let confirmed = self.confirm();
+                self.finish(|s| {
+                    s.uploaded += 1;
+                    s.bytes += data.len() as u64;
+                });
+                if let Err(error) = confirmed {
+                    (inner.reports)(UploadReport::LocalError {
+                        location: mark_of(&self.path),
+                        error,
+                    });
+                }
+                (inner.reports)(UploadReport::Uploaded {
+                    location: self.path,
+                    key: self.key,
+                    size: data.len() as u64,
+                    attempts: self.attempts,
+                });
+                None
+            }
+            Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
+                lock(&inner.state).stats.retried += 1;
+                Some(self)
+            }
+            Err(error) if error.is_transient() => {
+                self.finish(|s| s.failed += 1);
+                (inner.reports)(UploadReport::Failed {
+                    location: self.path,
+                    key: self.key,
+                    error,
+                    attempts: self.attempts,
+                });
+                None
+            }
+            Err(error) => {
+                let first = {
+                    let mut state = lock(&inner.state);
+                    state.refused.insert(format!("{error:?}"))
+                };
+                self.finish(|s| s.failed += 1);
+                if first {
+                    (inner.reports)(UploadReport::Refused { error });
+                }
+                None
+            }
+        }
+    }
+
+    /// Records the confirmed upload next to the file, then removes the file unless it is kept.
+    fn confirm(&self) -> io::Result<()> {
+        let mark = mark_of(&self.path);
+        fs::File::create(&mark)?;
+        if !self.inbox.config.keep_local {
+            fs::remove_file(&self.path)?;
+            fs::remove_file(&mark)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, count: impl FnOnce(&mut UploadStats)) {
+        let mut state = lock(&self.inbox.state);
+        count(&mut state.stats);
+        state.stats.queued -= 1;
+        state.in_flight.remove(&self.path);
+        drop(state);
+        self.inbox.idle.notify_all();
+    }
+
+    fn backoff(&self) -> Duration {
+        (FIRST_BACKOFF * 2u32.saturating_pow(self.attempts.saturating_sub(1))).min(MAX_BACKOFF)
+    }
+}
+
+enum Work {
+    Upload(Job),
+    Task(Box<dyn FnOnce() + Send>),
+}
+
+struct Delayed {
+    at: Instant,
+    job: Job,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // The earliest first in a max-heap.
+        other.at.cmp(&self.at)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Work>,
+    delayed: BinaryHeap<Delayed>,
+}
+
+/// The process-wide uploader threads.
+struct Pool {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    threads: AtomicUsize,
+}
+
+static POOL: LazyLock<Pool> = LazyLock::new(|| Pool {
+    queue: Mutex::new(Queue::default()),
+    wake: Condvar::new(),
+    threads: AtomicUsize::new(0),
+});
+
+impl Pool {
+    /// Starts threads until there are `wanted` (at most [`MAX_WORKERS`]).
+    fn grow(&'static self, wanted: usize) {
+        let wanted = wanted.clamp(1, MAX_WORKERS);
+        let mut have = self.threads.load(Ordering::Acquire);
+        while have < wanted {
+            match self
+                .threads
+                .compare_exchange(have, have + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    let spawned = thread::Builder::new()
+                        .name(format!("segrec-upload-{have}"))
+                        .spawn(|| POOL.serve());
+                    if spawned.is_err() {
+                        self.threads.fetch_sub(1, Ordering::AcqRel);
+                        return;
+                    }
+                    have += 1;
+                }
+                Err(now) => have = now,
+            }
+        }
+    }
+
+    fn push(&self, job: Job) {
+        lock(&self.queue).ready.push_back(Work::Upload(job));
+        self.wake.notify_one();
+    }
+
+    fn push_task(&self, task: Box<dyn FnOnce() + Send>) {
+        lock(&self.queue).ready.push_back(Work::Task(task));
+        self.wake.notify_one();
+    }
+
+    fn next(&self) -> Work {
+        let mut queue = lock(&self.queue);
+        loop {
+            if let Some(work) = queue.ready.pop_front() {
+                return work;
+            }
+            let now = Instant::now();
+            if queue.delayed.peek().is_some_and(|d| d.at <= now)
+                && let Some(d) = queue.delayed.pop()
+            {
+                return Work::Upload(d.job);
+            }
+            queue = match queue.delayed.peek().map(|d| d.at - now) {
+                Some(wait) => {
+                    self.wake
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.wake.wait(queue).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
+    fn serve(&self) {
+        loop {
+            match self.next() {
+                Work::Task(task) => task(),
+                Work::Upload(job) => {
+                    if let Some(job) = job.run() {
+                        let at = Instant::now() + job.backoff();
+                        lock(&self.queue).delayed.push(Delayed { at, job });
+                        self.wake.notify_one();
+                    }
+                }
+            }
+        }
+    }
+}

