@@ -271,33 +271,36 @@ impl Job {
         let data = match fs::read(&self.path) {
             Ok(data) => data,
             Err(error) => {
-                self.finish(|s| s.failed += 1);
-                (inner.reports)(UploadReport::LocalError {
-                    location: self.path,
+                let report = UploadReport::LocalError {
+                    location: self.path.clone(),
                     error,
-                });
+                };
+                self.finish(|s| s.failed += 1, [report]);
                 return None;
             }
         };
         match inner.config.destination.put(&self.key, &data) {
             Ok(()) => {
-                let confirmed = self.confirm();
-                self.finish(|s| {
-                    s.uploaded += 1;
-                    s.bytes += data.len() as u64;
-                });
-                if let Err(error) = confirmed {
-                    (inner.reports)(UploadReport::LocalError {
+                let mut reports = Vec::new();
+                if let Err(error) = self.confirm() {
+                    reports.push(UploadReport::LocalError {
                         location: mark_of(&self.path),
                         error,
                     });
                 }
-                (inner.reports)(UploadReport::Uploaded {
-                    location: self.path,
-                    key: self.key,
+                reports.push(UploadReport::Uploaded {
+                    location: self.path.clone(),
+                    key: self.key.clone(),
                     size: data.len() as u64,
                     attempts: self.attempts,
                 });
+                self.finish(
+                    |s| {
+                        s.uploaded += 1;
+                        s.bytes += data.len() as u64;
+                    },
+                    reports,
+                );
                 None
             }
             Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
@@ -305,24 +308,19 @@ impl Job {
                 Some(self)
             }
             Err(error) if error.is_transient() => {
-                self.finish(|s| s.failed += 1);
-                (inner.reports)(UploadReport::Failed {
-                    location: self.path,
-                    key: self.key,
+                let report = UploadReport::Failed {
+                    location: self.path.clone(),
+                    key: self.key.clone(),
                     error,
                     attempts: self.attempts,
-                });
+                };
+                self.finish(|s| s.failed += 1, [report]);
                 None
             }
             Err(error) => {
-                let first = {
-                    let mut state = lock(&inner.state);
-                    state.refused.insert(format!("{error:?}"))
-                };
-                self.finish(|s| s.failed += 1);
-                if first {
-                    (inner.reports)(UploadReport::Refused { error });
-                }
+                let first = lock(&inner.state).refused.insert(format!("{error:?}"));
+                let report = first.then_some(UploadReport::Refused { error });
+                self.finish(|s| s.failed += 1, report);
                 None
             }
         }
@@ -339,9 +337,18 @@ impl Job {
         Ok(())
     }
 
-    fn finish(&self, count: impl FnOnce(&mut UploadStats)) {
+    /// Counts the job's end, delivers its reports, and only then takes it off the queue, so
+    /// that whoever waits for the uploads to be done has every report when they are.
+    fn finish(
+        &self,
+        count: impl FnOnce(&mut UploadStats),
+        reports: impl IntoIterator<Item = UploadReport>,
+    ) {
+        count(&mut lock(&self.inbox.state).stats);
+        for report in reports {
+            (self.inbox.reports)(report);
+        }
         let mut state = lock(&self.inbox.state);
-        count(&mut state.stats);
         state.stats.queued -= 1;
         state.in_flight.remove(&self.path);
         drop(state);
