@@ -8,6 +8,18 @@ use std::process::Command;
 
 use common::*;
 
+/// `source` as 16 kHz mono S16LE into a `tee` feeding the two recorder branches and a
+/// `wavenc ! filesink` reference at `reference`.
+fn tee_pipeline(source: &str, recorders: [&str; 2], reference: &std::path::Path) -> String {
+    format!(
+        "{source} ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t {} {} \
+         t. ! queue ! wavenc ! filesink location={}",
+        recorders[0],
+        recorders[1],
+        reference.display()
+    )
+}
+
 fn samples_of(files: &[PathBuf]) -> Vec<i16> {
     files.iter().flat_map(|f| read_wav(f).0).collect()
 }
@@ -40,13 +52,10 @@ fn tee_into_pre_and_post_rebuilds_the_reference() {
         )
     };
     // 12.3 s of noise in odd 333-sample buffers, faster than real time.
-    let pipeline = format!(
-        "audiotestsrc wave=white-noise samplesperbuffer=333 num-buffers=591 \
-         ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t {} {} \
-         t. ! queue ! wavenc ! filesink location={}",
-        rec("PRE"),
-        rec("post"),
-        reference.display()
+    let pipeline = tee_pipeline(
+        "audiotestsrc wave=white-noise samplesperbuffer=333 num-buffers=591",
+        [&rec("PRE"), &rec("post")],
+        &reference,
     );
     let out = launch(&pipeline, &registry);
     assert!(out.status.success(), "{out:?}");
@@ -88,13 +97,10 @@ fn a_live_wall_clock_recording_pairs_pre_and_post() {
         )
     };
     // 3 s of live noise in 20 ms buffers.
-    let pipeline = format!(
-        "audiotestsrc is-live=true wave=white-noise samplesperbuffer=320 num-buffers=150 \
-         ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t {} {} \
-         t. ! queue ! wavenc ! filesink location={}",
-        rec("PRE"),
-        rec("POST"),
-        reference.display()
+    let pipeline = tee_pipeline(
+        "audiotestsrc is-live=true wave=white-noise samplesperbuffer=320 num-buffers=150",
+        [&rec("PRE"), &rec("POST")],
+        &reference,
     );
     let out = launch(&pipeline, &registry);
     assert!(out.status.success(), "{out:?}");

@@ -419,12 +419,15 @@ impl SegmentRecorder {
         clock.time().checked_sub(obj.base_time()?)
     }
 
-    /// Keeps `state.wall_clock` the running time → UTC mapping of the current clock and base
-    /// time; returns UTC of `running_time`.
-    fn wall_clock(&self, state: &mut State, running_time: gst::ClockTime) -> u64 {
-        let obj = self.obj();
-        let clock = obj.clock();
-        let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+    /// Keeps `state.wall_clock` the running time → UTC mapping of `clock` (the element's,
+    /// fetched once per buffer by the caller) and the base time; returns UTC of `running_time`.
+    fn wall_clock(
+        &self,
+        state: &mut State,
+        clock: Option<gst::Clock>,
+        running_time: gst::ClockTime,
+    ) -> u64 {
+        let base_time = self.obj().base_time().unwrap_or(gst::ClockTime::ZERO);
         let wall_clock = match state.wall_clock.take() {
             Some(w) if w.is_for(clock.as_ref(), base_time) => w,
             _ => match &clock {
@@ -468,14 +471,14 @@ impl SegmentRecorder {
         };
         let time = match state.timestamp_mode {
             TimestampMode::RunningTime => {
-                if self.obj().clock().is_some() {
+                if let Some(clock) = self.obj().clock() {
                     // Only to tell the UTC time of each segment in its message.
-                    self.wall_clock(state, running_time);
+                    self.wall_clock(state, Some(clock), running_time);
                 }
                 running_time.nseconds()
             }
             TimestampMode::WallClock | TimestampMode::ReferenceTimestamp => {
-                self.wall_clock(state, running_time)
+                self.wall_clock(state, self.obj().clock(), running_time)
             }
         };
         state.anchor = Some((time, running_time));
