@@ -27,7 +27,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -498,9 +498,18 @@ impl Recording {
 /// Checks, before recording starts, that `base_dir` exists or can be created and that files can
 /// be created in it. Leaves nothing behind but the directory itself.
 pub fn check_base_dir(base_dir: &Path) -> io::Result<()> {
+    // Recorders start concurrently: each check gets a name of its own.
+    static PROBES: AtomicU64 = AtomicU64::new(0);
     fs::create_dir_all(base_dir)?;
-    let probe = base_dir.join(format!(".segmentrecorder-probe-{}", std::process::id()));
-    fs::File::create(&probe)?;
+    let probe = base_dir.join(format!(
+        ".segmentrecorder-probe-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
     fs::remove_file(&probe)
 }
 
