@@ -21,7 +21,7 @@ fn run(base: PathBuf, fsync: bool, segments: u64) -> Duration {
         retry_time: Duration::from_secs(10),
         voice_threshold_dbfs: -45.0,
     };
-    let recording = Recording::new(config, 64 << 20, |_| {});
+    let recording = Recording::new(config, 64 << 20, |_| {}).expect("writer threads");
     let identity = Arc::new(Identity::new("bench", "fsync", "PRE").expect("valid ids"));
     let chunk: Vec<u8> = (0..320i16)
         .flat_map(|i| (i * 97 % 2_000).to_le_bytes())

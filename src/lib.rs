@@ -11,6 +11,8 @@
 
 use gst::glib;
 
+mod lock_order;
+mod pool;
 pub mod rebuild;
 pub mod segmentrecorder;
 pub mod timeline;

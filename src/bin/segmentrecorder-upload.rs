@@ -90,7 +90,8 @@ fn run(args: &[String]) -> Result<(u64, u64), String> {
                 eprintln!("{}: {error}", location.display());
             }
         },
-    );
+    )
+    .map_err(|e| format!("cannot start the upload threads: {e}"))?;
     let mut dirs = Vec::new();
     directories(base, &mut dirs);
     uploads.enqueue_backlog(base.to_owned(), dirs);

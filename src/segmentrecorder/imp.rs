@@ -536,19 +536,28 @@ impl SegmentRecorder {
             .upload
             .config()
             .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
-        let uploads = config.map(|config| {
-            let weak = self.obj().downgrade();
-            let uploads = Arc::new(crate::uploader::Uploads::new(config, move |report| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().upload_report(report);
-                }
-            }));
-            uploads.enqueue_backlog(
-                base_dir.to_owned(),
-                writer::recover::identity_dirs(base_dir, identity),
-            );
-            (uploads, base_dir.to_owned())
-        });
+        let uploads = match config {
+            Some(config) => {
+                let weak = self.obj().downgrade();
+                let uploads = crate::uploader::Uploads::new(config, move |report| {
+                    if let Some(obj) = weak.upgrade() {
+                        obj.imp().upload_report(report);
+                    }
+                })
+                .map_err(|e| {
+                    gst::error_msg!(
+                        gst::CoreError::Thread,
+                        ("Cannot start the upload threads: {}", e)
+                    )
+                })?;
+                uploads.enqueue_backlog(
+                    base_dir.to_owned(),
+                    writer::recover::identity_dirs(base_dir, identity),
+                );
+                Some((Arc::new(uploads), base_dir.to_owned()))
+            }
+            None => None,
+        };
         *lock(&self.uploads) = uploads;
         Ok(())
     }
@@ -1220,12 +1229,19 @@ impl BaseSinkImpl for SegmentRecorder {
             retry_time: duration(settings.write_retry_time),
             voice_threshold_dbfs: settings.voice_threshold,
         };
+        let recording = Recording::new(config, 0, move |report| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().report(report);
+            }
+        })
+        .map_err(|e| {
+            gst::error_msg!(
+                gst::CoreError::Thread,
+                ("Cannot start the writer threads: {}", e)
+            )
+        })?;
         let state = State {
-            recording: Arc::new(Recording::new(config, 0, move |report| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().report(report);
-                }
-            })),
+            recording: Arc::new(recording),
             identity: Arc::new(identity),
             next_identity: None,
             segment_duration: settings.segment_duration,

@@ -13,18 +13,18 @@
 
 mod s3;
 
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
 pub use rusty_s3::Credentials;
 pub use s3::{Destination, PutError};
 
+use crate::lock_order::{Level, OrderedMutex};
+use crate::pool::Pool;
 use crate::writer::layout::parse_segment_file_name;
 
 /// Most uploader threads in a process.
@@ -109,7 +109,7 @@ type ReportFn = Box<dyn Fn(UploadReport) + Send + Sync>;
 struct Inner {
     config: UploadConfig,
     reports: ReportFn,
-    state: Mutex<RecorderState>,
+    state: OrderedMutex<RecorderState>,
     idle: Condvar,
 }
 
@@ -127,10 +127,6 @@ pub struct Uploads {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The mark that tells a file's upload was confirmed.
 fn mark_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -140,19 +136,20 @@ fn mark_of(path: &Path) -> PathBuf {
 
 impl Uploads {
     /// Uploads as `config` says, telling what happened to `reports` (on an uploader thread).
+    /// Starts uploader threads up to `config.workers`: an error if the system refuses one.
     pub fn new(
         config: UploadConfig,
         reports: impl Fn(UploadReport) + Send + Sync + 'static,
-    ) -> Self {
-        POOL.grow(config.workers);
-        Uploads {
+    ) -> io::Result<Self> {
+        UPLOADERS.ensure_threads(config.workers.clamp(1, MAX_WORKERS))?;
+        Ok(Uploads {
             inner: Arc::new(Inner {
                 config,
                 reports: Box::new(reports),
-                state: Mutex::new(RecorderState::default()),
+                state: OrderedMutex::new(Level::Uploads, RecorderState::default()),
                 idle: Condvar::new(),
             }),
-        }
+        })
     }
 
     /// Queues the published segment at `path`, whose key is `relative` (its path below the
@@ -160,14 +157,14 @@ impl Uploads {
     pub fn enqueue(&self, path: PathBuf, relative: &str) {
         let key = self.inner.config.destination.key(relative);
         {
-            let mut state = lock(&self.inner.state);
+            let mut state = self.inner.state.lock();
             if !state.in_flight.insert(path.clone()) {
                 return;
             }
             state.stats.enqueued += 1;
             state.stats.queued += 1;
         }
-        POOL.push(Job {
+        run(Job {
             inbox: self.inner.clone(),
             path,
             key,
@@ -182,18 +179,18 @@ impl Uploads {
             inner: self.inner.clone(),
         };
         {
-            let mut state = lock(&self.inner.state);
+            let mut state = self.inner.state.lock();
             state.stats.queued += 1;
         }
-        POOL.push_task(Box::new(move || {
+        UPLOADERS.run(move || {
             for dir in &dirs {
                 uploads.scan(&base, dir);
             }
-            let mut state = lock(&uploads.inner.state);
+            let mut state = uploads.inner.state.lock();
             state.stats.queued -= 1;
             drop(state);
             uploads.inner.idle.notify_all();
-        }));
+        });
     }
 
     fn scan(&self, base: &Path, dir: &Path) {
@@ -234,13 +231,9 @@ impl Uploads {
 
     /// Waits until every queued upload of this recorder succeeded or gave up.
     pub fn wait_idle(&self) {
-        let mut state = lock(&self.inner.state);
+        let mut state = self.inner.state.lock();
         while state.stats.queued > 0 {
-            state = self
-                .inner
-                .idle
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = state.wait(&self.inner.idle);
         }
     }
 
@@ -251,7 +244,7 @@ impl Uploads {
 
     /// The counters.
     pub fn stats(&self) -> UploadStats {
-        lock(&self.inner.state).stats
+        self.inner.state.lock().stats
     }
 }
 
@@ -304,7 +297,7 @@ impl Job {
                 None
             }
             Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
-                lock(&inner.state).stats.retried += 1;
+                inner.state.lock().stats.retried += 1;
                 Some(self)
             }
             Err(error) if error.is_transient() => {
@@ -318,7 +311,7 @@ impl Job {
                 None
             }
             Err(error) => {
-                let first = lock(&inner.state).refused.insert(format!("{error:?}"));
+                let first = inner.state.lock().refused.insert(format!("{error:?}"));
                 let report = first.then_some(UploadReport::Refused { error });
                 self.finish(|s| s.failed += 1, report);
                 None
@@ -344,11 +337,11 @@ impl Job {
         count: impl FnOnce(&mut UploadStats),
         reports: impl IntoIterator<Item = UploadReport>,
     ) {
-        count(&mut lock(&self.inbox.state).stats);
+        count(&mut self.inbox.state.lock().stats);
         for report in reports {
             (self.inbox.reports)(report);
         }
-        let mut state = lock(&self.inbox.state);
+        let mut state = self.inbox.state.lock();
         state.stats.queued -= 1;
         state.in_flight.remove(&self.path);
         drop(state);
@@ -360,127 +353,18 @@ impl Job {
     }
 }
 
-enum Work {
-    Upload(Job),
-    Task(Box<dyn FnOnce() + Send>),
-}
-
-struct Delayed {
-    at: Instant,
-    job: Job,
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Delayed {}
-
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Delayed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // The earliest first in a max-heap.
-        other.at.cmp(&self.at)
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    ready: VecDeque<Work>,
-    delayed: BinaryHeap<Delayed>,
-}
-
 /// The process-wide uploader threads.
-struct Pool {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-    threads: AtomicUsize,
+static UPLOADERS: Pool = Pool::new("segrec-upload");
+
+/// Runs `job` on an uploader thread.
+fn run(job: Job) {
+    UPLOADERS.run(move || attempt(job));
 }
 
-static POOL: LazyLock<Pool> = LazyLock::new(|| Pool {
-    queue: Mutex::new(Queue::default()),
-    wake: Condvar::new(),
-    threads: AtomicUsize::new(0),
-});
-
-impl Pool {
-    /// Starts threads until there are `wanted` (at most [`MAX_WORKERS`]).
-    fn grow(&'static self, wanted: usize) {
-        let wanted = wanted.clamp(1, MAX_WORKERS);
-        let mut have = self.threads.load(Ordering::Acquire);
-        while have < wanted {
-            match self
-                .threads
-                .compare_exchange(have, have + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    let spawned = thread::Builder::new()
-                        .name(format!("segrec-upload-{have}"))
-                        .spawn(|| POOL.serve());
-                    if spawned.is_err() {
-                        self.threads.fetch_sub(1, Ordering::AcqRel);
-                        return;
-                    }
-                    have += 1;
-                }
-                Err(now) => have = now,
-            }
-        }
-    }
-
-    fn push(&self, job: Job) {
-        lock(&self.queue).ready.push_back(Work::Upload(job));
-        self.wake.notify_one();
-    }
-
-    fn push_task(&self, task: Box<dyn FnOnce() + Send>) {
-        lock(&self.queue).ready.push_back(Work::Task(task));
-        self.wake.notify_one();
-    }
-
-    fn next(&self) -> Work {
-        let mut queue = lock(&self.queue);
-        loop {
-            if let Some(work) = queue.ready.pop_front() {
-                return work;
-            }
-            let now = Instant::now();
-            if queue.delayed.peek().is_some_and(|d| d.at <= now)
-                && let Some(d) = queue.delayed.pop()
-            {
-                return Work::Upload(d.job);
-            }
-            queue = match queue.delayed.peek().map(|d| d.at - now) {
-                Some(wait) => {
-                    self.wake
-                        .wait_timeout(queue, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => self.wake.wait(queue).unwrap_or_else(|e| e.into_inner()),
-            };
-        }
-    }
-
-    fn serve(&self) {
-        loop {
-            match self.next() {
-                Work::Task(task) => task(),
-                Work::Upload(job) => {
-                    if let Some(job) = job.run() {
-                        let at = Instant::now() + job.backoff();
-                        lock(&self.queue).delayed.push(Delayed { at, job });
-                        self.wake.notify_one();
-                    }
-                }
-            }
-        }
+/// Tries `job` once, and again after its backoff while it asks to be retried.
+fn attempt(job: Job) {
+    if let Some(job) = job.run() {
+        let at = Instant::now() + job.backoff();
+        UPLOADERS.run_at(at, move || attempt(job));
     }
 }

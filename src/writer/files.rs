@@ -107,6 +107,16 @@ impl Files {
         }
     }
 
+    /// Drops whatever was being written, after a panic cut it short: the open segment's
+    /// `.part` stays on disk, unlocked, for recovery; the segment counts as failed.
+    pub(super) fn abandon(&mut self) {
+        if !matches!(self.current, Current::Idle) {
+            self.stats.segments_failed += 1;
+        }
+        self.current = Current::Idle;
+        self.retry = None;
+    }
+
     /// When a failed operation is due to be tried again.
     pub(super) fn retry_at(&self) -> Option<Instant> {
         self.retry.as_ref().map(|r| r.next)

@@ -16,22 +16,33 @@
 //! recording's later commands wait in its queue; past the retry time the segment is given up
 //! and the recording goes on with the next one. The threads keep timers for both: a due flush
 //! or retry brings the recording back to a thread even when no new command arrives.
+//!
+//! The threads are a [`Pool`]: a recording that has work becomes a task, and so does each of
+//! its timers. A panic while a recording is served (in a write or in its report callback) is
+//! caught: the recording's open segment is abandoned to recovery and the recording is served
+//! again as usual, so no wait hangs on it.
+//!
+//! Mutex order: a recording's `files`, then its `queue`, then its `stats`, then the pool's own
+//! locks ([`Level`] says so and debug builds check it). A timer that comes due runs as a task,
+//! after the pool has let go of its lock, so no pool lock is ever held while a recording's is
+//! taken.
 
 mod files;
 pub mod layout;
 pub mod levels;
 pub mod recover;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::lock_order::{Level, OrderedMutex};
+use crate::pool::Pool;
 use files::Files;
 pub use layout::Identity;
 pub use levels::Measured;
@@ -302,14 +313,14 @@ const COALESCE_SAMPLES: usize = 4_096;
 const SPARE_VECTORS: usize = 1;
 
 struct Inbox {
-    queue: Mutex<Queue>,
+    queue: OrderedMutex<Queue>,
     /// Audio waits in the queue at most this long before a thread writes it.
     flush_interval: Duration,
     /// Signalled whenever the writer has done work: room was made, or the queue ran dry.
     progress: Condvar,
     /// Only ever locked by the one thread serving the recording.
-    files: Mutex<Files>,
-    stats: Mutex<WriterStats>,
+    files: OrderedMutex<Files>,
+    stats: OrderedMutex<WriterStats>,
     reports: ReportFn,
 }
 
@@ -319,37 +330,41 @@ pub struct Recording {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves consistent data behind: carry on.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Recording {
     /// A recording writing as `config` says, with at most `queue_limit` sample bytes waiting,
     /// and telling what became of each segment to `reports`, which is called on a writer
-    /// thread with no lock held.
+    /// thread with no lock held. Starts the writer threads if they are not running yet: an
+    /// error if the system refuses a thread.
     pub fn new(
         config: Config,
         queue_limit: usize,
         reports: impl Fn(Report) + Send + Sync + 'static,
-    ) -> Self {
-        Recording {
+    ) -> io::Result<Self> {
+        WRITERS.ensure_threads(writer_threads())?;
+        Ok(Recording {
             inbox: Arc::new(Inbox {
-                queue: Mutex::new(Queue {
-                    limit: queue_limit,
-                    ..Queue::default()
-                }),
+                queue: OrderedMutex::new(
+                    Level::WriterQueue,
+                    Queue {
+                        limit: queue_limit,
+                        ..Queue::default()
+                    },
+                ),
                 flush_interval: config.flush_interval,
                 progress: Condvar::new(),
-                files: Mutex::new(Files::new(config)),
-                stats: Mutex::new(WriterStats::default()),
+                files: OrderedMutex::new(Level::WriterFiles, Files::new(config)),
+                stats: OrderedMutex::new(Level::WriterStats, WriterStats::default()),
                 reports: Box::new(reports),
             }),
-        }
+        })
     }
 
     /// Sets how many sample bytes may wait for the writer.
     pub fn set_queue_limit(&self, bytes: usize) {
-        lock(&self.inbox.queue).limit = bytes;
+        self.inbox.queue.lock().limit = bytes;
         self.inbox.progress.notify_all();
     }
 
@@ -370,7 +385,7 @@ impl Recording {
             .sum();
         let mut dropped = 0;
         let mut drop_new = false;
-        let mut queue = lock(&self.inbox.queue);
+        let mut queue = self.inbox.queue.lock();
         if bytes > 0 && queue.full(bytes) {
             match overflow {
                 Overflow::DropNewest => drop_new = true,
@@ -395,11 +410,7 @@ impl Recording {
                 }
                 Overflow::Wait => {
                     while queue.full(bytes) && !queue.unblocked {
-                        queue = self
-                            .inbox
-                            .progress
-                            .wait(queue)
-                            .unwrap_or_else(|e| e.into_inner());
+                        queue = queue.wait(&self.inbox.progress);
                     }
                 }
             }
@@ -448,8 +459,11 @@ impl Recording {
         };
         drop(queue);
         match wake {
-            Wake::Now => POOL.schedule(self.inbox.clone()),
-            Wake::At(at) => POOL.arm(&self.inbox, at),
+            Wake::Now => {
+                let inbox = self.inbox.clone();
+                WRITERS.run(move || serve(inbox));
+            }
+            Wake::At(at) => arm(&self.inbox, at),
             Wake::No => (),
         }
         dropped
@@ -458,36 +472,33 @@ impl Recording {
     /// Waits until the writer has carried out every submitted command and delivered its
     /// reports. With `interruptible`, returns `Err` as soon as the recording is unblocked.
     pub fn wait_idle(&self, interruptible: bool) -> Result<(), Unblocked> {
-        let mut queue = lock(&self.inbox.queue);
+        let mut queue = self.inbox.queue.lock();
         if !queue.scheduled && !queue.commands.is_empty() {
             // Queued audio waits for its timer: have it written now.
             queue.scheduled = true;
             queue.timer = None;
-            POOL.schedule(self.inbox.clone());
+            let inbox = self.inbox.clone();
+            WRITERS.run(move || serve(inbox));
         }
         while queue.scheduled {
             if interruptible && queue.unblocked {
                 return Err(Unblocked);
             }
-            queue = self
-                .inbox
-                .progress
-                .wait(queue)
-                .unwrap_or_else(|e| e.into_inner());
+            queue = queue.wait(&self.inbox.progress);
         }
         Ok(())
     }
 
     /// While set, waiting submissions and interruptible waits return at once (for flushing).
     pub fn set_unblocked(&self, unblocked: bool) {
-        lock(&self.inbox.queue).unblocked = unblocked;
+        self.inbox.queue.lock().unblocked = unblocked;
         self.inbox.progress.notify_all();
     }
 
     /// The counters of the writer side, and the queue's.
     pub fn stats(&self) -> WriterStats {
-        let mut stats = lock(&self.inbox.stats).clone();
-        let queue = lock(&self.inbox.queue);
+        let mut stats = self.inbox.stats.lock().clone();
+        let queue = self.inbox.queue.lock();
         stats.samples_dropped_overflow = queue.dropped;
         stats.queue_bytes = queue.bytes as u64;
         stats.queue_high_water = queue.high_water as u64;
@@ -513,173 +524,95 @@ pub fn check_base_dir(base_dir: &Path) -> io::Result<()> {
     fs::remove_file(&probe)
 }
 
-/// The process-wide writer threads, the recordings waiting for one of them, and the timers that
-/// bring a recording back for a due flush or retry.
-struct Pool {
-    ready: Mutex<Ready>,
-    wake: Condvar,
+/// The process-wide writer threads.
+static WRITERS: Pool = Pool::new("segrec-writer");
+
+/// Writer threads: two at least, so that one recording's slow disk does not hold up all
+/// others, and no more than four, since the work is mostly waiting for the kernel.
+fn writer_threads() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
 }
 
-#[derive(Default)]
-struct Ready {
-    inboxes: VecDeque<Arc<Inbox>>,
-    timers: BinaryHeap<Reverse<Timer>>,
-}
-
-struct Timer {
-    at: Instant,
-    inbox: Weak<Inbox>,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-
-impl Eq for Timer {}
-
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Timer {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.at.cmp(&other.at)
-    }
-}
-
-static POOL: LazyLock<Pool> = LazyLock::new(|| {
-    let threads = thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-    for i in 0..threads {
-        thread::Builder::new()
-            .name(format!("segrec-writer-{i}"))
-            .spawn(|| POOL.serve())
-            .expect("cannot start a writer thread");
-    }
-    Pool {
-        ready: Mutex::new(Ready::default()),
-        wake: Condvar::new(),
-    }
-});
-
-impl Pool {
-    fn schedule(&self, inbox: Arc<Inbox>) {
-        lock(&self.ready).inboxes.push_back(inbox);
-        self.wake.notify_one();
-    }
-
-    fn arm(&self, inbox: &Arc<Inbox>, at: Instant) {
-        let mut ready = lock(&self.ready);
-        let earliest = ready.timers.peek().is_none_or(|t| at < t.0.at);
-        ready.timers.push(Reverse(Timer {
-            at,
-            inbox: Arc::downgrade(inbox),
-        }));
-        drop(ready);
-        // Only a timer earlier than all others changes how long the threads may sleep.
-        if earliest {
-            self.wake.notify_one();
-        }
-    }
-
-    /// The next recording to serve: a ready one, or one whose timer is due.
-    fn next(&self) -> Arc<Inbox> {
-        let mut ready = lock(&self.ready);
-        loop {
-            if let Some(inbox) = ready.inboxes.pop_front() {
-                return inbox;
-            }
-            let now = Instant::now();
-            while ready.timers.peek().is_some_and(|t| t.0.at <= now) {
-                let Some(Reverse(timer)) = ready.timers.pop() else {
-                    break;
-                };
-                if let Some(inbox) = timer.inbox.upgrade()
-                    && fire(&inbox, timer.at)
-                {
-                    return inbox;
-                }
-            }
-            ready = match ready.timers.peek().map(|t| t.0.at - now) {
-                Some(wait) => {
-                    self.wake
-                        .wait_timeout(ready, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-                None => self.wake.wait(ready).unwrap_or_else(|e| e.into_inner()),
-            };
-        }
-    }
-
-    fn serve(&self) {
-        let mut reports = Vec::new();
-        let mut spare = Vec::new();
-        loop {
-            let inbox = self.next();
-            STALL.wait_while_stalled();
-            let mut files = lock(&inbox.files);
-            let mut processed = 0;
-            let mut stalled = files.retry(&mut reports).is_err();
-            if !stalled {
-                let mut commands = std::mem::take(&mut lock(&inbox.queue).commands);
-                while let Some(command) = commands.pop_front() {
-                    processed += command.queued_bytes();
-                    if files.apply(command, &mut reports, &mut spare).is_err() {
-                        stalled = true;
-                        break;
-                    }
-                }
-                stalled = stalled || files.flush(&mut reports).is_err();
-                if !commands.is_empty() {
-                    let mut queue = lock(&inbox.queue);
-                    commands.append(&mut queue.commands);
-                    queue.commands = commands;
-                }
-            }
-            let deadline = files.retry_at();
-            *lock(&inbox.stats) = files.stats.clone();
-            drop(files);
-            for report in reports.drain(..) {
-                (inbox.reports)(report);
-            }
-            let (more, arm_at) = {
-                let mut queue = lock(&inbox.queue);
-                queue.bytes -= processed;
-                while queue.spare.len() < SPARE_VECTORS
-                    && let Some(v) = spare.pop()
-                {
-                    queue.spare.push(v);
-                }
-                spare.clear();
-                if stalled {
-                    queue.parked = true;
-                } else {
-                    queue.scheduled = !queue.commands.is_empty();
-                }
-                let arm_at = deadline.filter(|&at| stalled && queue.timer.is_none_or(|t| at < t));
-                if arm_at.is_some() {
-                    queue.timer = arm_at;
-                }
-                (queue.scheduled && !stalled, arm_at)
-            };
-            inbox.progress.notify_all();
-            if let Some(at) = arm_at {
-                self.arm(&inbox, at);
-            }
-            if more {
-                self.schedule(inbox);
+/// Serves `inbox` on a writer thread: carries out its queued commands, delivers their reports,
+/// and has it served again if more came meanwhile, or at its retry time.
+fn serve(inbox: Arc<Inbox>) {
+    STALL.wait_while_stalled();
+    let mut serving = Serving {
+        inbox: &inbox,
+        done: false,
+    };
+    let mut reports = Vec::new();
+    let mut spare = Vec::new();
+    let mut files = inbox.files.lock();
+    let mut processed = 0;
+    let mut stalled = files.retry(&mut reports).is_err();
+    if !stalled {
+        let mut commands = std::mem::take(&mut inbox.queue.lock().commands);
+        while let Some(command) = commands.pop_front() {
+            processed += command.queued_bytes();
+            if files.apply(command, &mut reports, &mut spare).is_err() {
+                stalled = true;
+                break;
             }
         }
+        stalled = stalled || files.flush(&mut reports).is_err();
+        if !commands.is_empty() {
+            let mut queue = inbox.queue.lock();
+            commands.append(&mut queue.commands);
+            queue.commands = commands;
+        }
+    }
+    let deadline = files.retry_at();
+    *inbox.stats.lock() = files.stats.clone();
+    drop(files);
+    for report in reports.drain(..) {
+        (inbox.reports)(report);
+    }
+    let (more, arm_at) = {
+        let mut queue = inbox.queue.lock();
+        queue.bytes -= processed;
+        while queue.spare.len() < SPARE_VECTORS
+            && let Some(v) = spare.pop()
+        {
+            queue.spare.push(v);
+        }
+        if stalled {
+            queue.parked = true;
+        } else {
+            queue.scheduled = !queue.commands.is_empty();
+        }
+        let arm_at = deadline.filter(|&at| stalled && queue.timer.is_none_or(|t| at < t));
+        if arm_at.is_some() {
+            queue.timer = arm_at;
+        }
+        (queue.scheduled && !stalled, arm_at)
+    };
+    serving.done = true;
+    drop(serving);
+    inbox.progress.notify_all();
+    if let Some(at) = arm_at {
+        arm(&inbox, at);
+    }
+    if more {
+        WRITERS.run(move || serve(inbox));
     }
 }
 
-/// A timer of `inbox` went off: whether a thread should serve it now.
+/// Has a thread look at `inbox` at `at`, for a due flush or retry.
+fn arm(inbox: &Arc<Inbox>, at: Instant) {
+    let inbox = Arc::downgrade(inbox);
+    WRITERS.run_at(at, move || {
+        if let Some(inbox) = inbox.upgrade()
+            && fire(&inbox, at)
+        {
+            serve(inbox);
+        }
+    });
+}
+
+/// A timer of `inbox` went off: whether this thread should serve it now.
 fn fire(inbox: &Inbox, at: Instant) -> bool {
-    let mut queue = lock(&inbox.queue);
+    let mut queue = inbox.queue.lock();
     if queue.timer != Some(at) {
         // Replaced by an earlier timer, or already served.
         return false;
@@ -695,6 +628,35 @@ fn fire(inbox: &Inbox, at: Instant) -> bool {
     }
     queue.scheduled = true;
     true
+}
+
+/// Puts a recording whose service a panic cut short (in a write or in a report callback) back
+/// in order: what was being written is abandoned (its `.part` stays for recovery), and the
+/// recording is no longer marked as served, so that waits return and later commands are served.
+struct Serving<'a> {
+    inbox: &'a Arc<Inbox>,
+    done: bool,
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.inbox.files.lock().abandon();
+        let mut queue = self.inbox.queue.lock();
+        queue.bytes = queue.commands.iter().map(Command::queued_bytes).sum();
+        queue.parked = false;
+        queue.timer = None;
+        queue.scheduled = !queue.commands.is_empty();
+        let again = queue.scheduled;
+        drop(queue);
+        self.inbox.progress.notify_all();
+        if again {
+            let inbox = self.inbox.clone();
+            WRITERS.run(move || serve(inbox));
+        }
+    }
 }
 
 /// Holds every writer thread before its next batch, for tests and benchmarks that need a writer
@@ -716,7 +678,10 @@ impl Stall {
         if self.on.load(Ordering::Acquire) {
             let mut guard = lock(&self.lock);
             while self.on.load(Ordering::Acquire) {
-                guard = self.released.wait(guard).unwrap_or_else(|e| e.into_inner());
+                guard = self
+                    .released
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         }
     }
@@ -755,7 +720,8 @@ mod tests {
         let tx = Mutex::new(tx);
         let rec = Recording::new(config, 1 << 20, move |r| {
             let _ = lock(&tx).send(r);
-        });
+        })
+        .unwrap();
         (rec, rx)
     }
 
@@ -930,8 +896,9 @@ mod tests {
         let tx = Mutex::new(tx);
         let rec = Recording::new(config(dir.path()), 8, move |r| {
             let _ = lock(&tx).send(r);
-        });
-        let mut queue = lock(&rec.inbox.queue);
+        })
+        .unwrap();
+        let mut queue = rec.inbox.queue.lock();
         // Nothing is served while the queue is locked: fill it by hand.
         queue
             .commands
@@ -945,12 +912,45 @@ mod tests {
             Overflow::DropOldest,
         );
         assert_eq!(dropped, 2);
-        let queue = lock(&rec.inbox.queue);
+        let queue = rec.inbox.queue.lock();
         assert!(matches!(queue.commands[0], Command::Overflowed(2)));
         // The new samples join the queued ones they follow.
         assert!(matches!(&queue.commands[1], Command::Samples(s) if s == &[2, 2, 3, 3]));
         assert_eq!(queue.commands.len(), 2);
         assert_eq!(queue.bytes, 8);
+    }
+
+    #[test]
+    fn a_panicking_report_callback_neither_hangs_waits_nor_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let panics_before = WRITERS.panics();
+        let rec = Recording::new(config(dir.path()), 1 << 20, move |r| {
+            if let Report::Written(w) = &r
+                && w.spec.bucket_ms == 0
+            {
+                panic!("a report callback failed");
+            }
+            let _ = lock(&tx).send(r);
+        })
+        .unwrap();
+        let id = identity();
+        submit_segment(&rec, &id, 0, &[1]);
+        // The segment was published before its report panicked; the wait returns.
+        rec.wait_idle(false).unwrap();
+        assert!(WRITERS.panics() > panics_before);
+        submit_segment(&rec, &id, 1_000, &[2]);
+        rec.wait_idle(false).unwrap();
+        let Ok(Report::Written(w)) = rx.try_recv() else {
+            panic!("the next segment was not written")
+        };
+        assert_eq!(read(&w.location), vec![0, 0, 0, 2]);
+        assert_eq!(
+            read(&dir.path().join("1970-01-01/call/stt/PRE/segment_0.wav")),
+            [0, 0, 0, 1]
+        );
+        assert_eq!(WRITERS.threads(), writer_threads());
     }
 
     #[test]
