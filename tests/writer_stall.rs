@@ -250,3 +250,53 @@ fn drop_oldest_keeps_the_newest_audio() {
 fn wait_blocks_even_a_live_stream_and_loses_nothing() {
     assert_waits_and_loses_nothing("wait", true);
 }
+
+#[test]
+fn stopping_does_not_wait_forever_for_a_disk_that_does_not_answer() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property("write-retry-time", 1_000_000_000u64);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(false);
+    let stalled = Stalled::new();
+    push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+    // The disk hangs: stopping gives up after write-retry-time and the grace, not never.
+    let stopper = {
+        let element = element.clone();
+        thread::spawn(move || {
+            let start = std::time::Instant::now();
+            element.set_state(gst::State::Null).unwrap();
+            start.elapsed()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !stopper.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "stopping hangs");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = stopper.join().unwrap();
+    assert!(
+        took >= Duration::from_millis(2_900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let warnings = warning_texts(&messages_of(&bus, gst::MessageType::Warning));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("has not answered") && w.contains("32000 bytes")),
+        "{warnings:?}"
+    );
+    assert!(segments(dir.path()).is_empty());
+
+    // The disk answers again while the process lives: the queued audio is written.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while segments(dir.path()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never written");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (samples, _) = read_wav(&segments(dir.path())[0]);
+    assert!((0..16_000).all(|i| samples[i as usize] == signal(i)));
+    drop(h);
+}

@@ -17,7 +17,7 @@ use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    WriterStats,
+    WaitEnd, WriterStats,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -40,6 +40,9 @@ const DEFAULT_RECORD: bool = true;
 const DEFAULT_SILENCE_THRESHOLD: f64 = -60.0;
 const DEFAULT_SILENCE_SEGMENTS: u32 = 6;
 const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
+/// How much longer than `write-retry-time` EOS and stopping wait for a writer making no
+/// progress.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
 const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
@@ -348,6 +351,36 @@ impl SegmentRecorder {
             );
         } else {
             gst::debug!(CAT, imp = self, "Dropped {dropped} more samples");
+        }
+    }
+
+    /// Waits until the writer has written everything `recording` was given, for as long as
+    /// the writer makes progress within `write-retry-time` and a grace: a failing disk gives
+    /// segments up within the retry time, a disk that does not answer at all is not waited
+    /// for forever. `interruptible`: a flush ends the wait.
+    fn wait_for_writer(&self, recording: &Recording, interruptible: bool) {
+        let patience = duration(lock(&self.settings).write_retry_time) + WRITER_GRACE;
+        match recording.wait_idle_within(interruptible, patience) {
+            Ok(()) => (),
+            Err(WaitEnd::Unblocked) => {
+                gst::debug!(CAT, imp = self, "Flushing while waiting for the writer");
+            }
+            Err(WaitEnd::NoProgress { queued_bytes }) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "The disk has not answered for {:?}: going on without waiting for {} \
+                         bytes of audio still queued",
+                        patience,
+                        queued_bytes
+                    ),
+                    [
+                        "They are written if the disk answers while the process lives; \
+                         otherwise the open segment's .part is recovered at the next start"
+                    ]
+                );
+            }
         }
     }
 
@@ -1282,9 +1315,10 @@ impl BaseSinkImpl for SegmentRecorder {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        // Whatever was received is finalised before the state change completes.
+        // Whatever was received is finalised before the state change completes, unless the
+        // disk stopped answering.
         if let Some(recording) = self.end_stream() {
-            let _ = recording.wait_idle(false);
+            self.wait_for_writer(&recording, false);
         }
         let stats = self.stats();
         *lock(&self.state) = None;
@@ -1348,10 +1382,8 @@ impl BaseSinkImpl for SegmentRecorder {
             }
             gst::EventView::Eos(_) => {
                 // EOS reaches the bus only once every file of this recorder is complete.
-                if let Some(recording) = self.end_stream()
-                    && recording.wait_idle(true).is_err()
-                {
-                    gst::debug!(CAT, imp = self, "Flushing while waiting for the writer");
+                if let Some(recording) = self.end_stream() {
+                    self.wait_for_writer(&recording, true);
                 }
                 #[cfg(feature = "s3")]
                 self.wait_for_uploads();

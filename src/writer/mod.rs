@@ -207,6 +207,16 @@ pub enum Overflow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unblocked;
 
+/// Why [`Recording::wait_idle_within`] returned before the writer was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The recording was unblocked (a flush).
+    Unblocked,
+    /// The writer made no progress on this recording for the patience given (a disk that
+    /// does not answer): this many sample bytes were still waiting.
+    NoProgress { queued_bytes: u64 },
+}
+
 /// Counters of one recording's writer side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -244,6 +254,8 @@ struct Queue {
     dropped: u64,
     /// In the pool's ready list or being served by a thread.
     scheduled: bool,
+    /// Times a thread finished serving the recording: the writer's progress, for waits.
+    served: u64,
     /// Waiting for a retry timer: no thread may serve it before.
     parked: bool,
     /// The deadline of this recording's pending timer, if any.
@@ -472,6 +484,18 @@ impl Recording {
     /// Waits until the writer has carried out every submitted command and delivered its
     /// reports. With `interruptible`, returns `Err` as soon as the recording is unblocked.
     pub fn wait_idle(&self, interruptible: bool) -> Result<(), Unblocked> {
+        self.wait(interruptible, None).map_err(|_| Unblocked)
+    }
+
+    /// As [`Recording::wait_idle`], but gives up once the writer has made no progress on this
+    /// recording for `patience`: a slow disk is waited for as long as it moves, a hung one
+    /// is not. What is still queued stays queued, and is written if the disk answers while
+    /// the process lives.
+    pub fn wait_idle_within(&self, interruptible: bool, patience: Duration) -> Result<(), WaitEnd> {
+        self.wait(interruptible, Some(patience))
+    }
+
+    fn wait(&self, interruptible: bool, patience: Option<Duration>) -> Result<(), WaitEnd> {
         let mut queue = self.inbox.queue.lock();
         if !queue.scheduled && !queue.commands.is_empty() {
             // Queued audio waits for its timer: have it written now.
@@ -480,11 +504,28 @@ impl Recording {
             let inbox = self.inbox.clone();
             WRITERS.run(move || serve(inbox));
         }
+        let (mut served, mut since) = (queue.served, Instant::now());
         while queue.scheduled {
             if interruptible && queue.unblocked {
-                return Err(Unblocked);
+                return Err(WaitEnd::Unblocked);
             }
-            queue = queue.wait(&self.inbox.progress);
+            let Some(patience) = patience else {
+                queue = queue.wait(&self.inbox.progress);
+                continue;
+            };
+            if queue.served != served {
+                (served, since) = (queue.served, Instant::now());
+            }
+            match patience.checked_sub(since.elapsed()) {
+                Some(left) if !left.is_zero() => {
+                    queue = queue.wait_timeout(&self.inbox.progress, left);
+                }
+                _ => {
+                    return Err(WaitEnd::NoProgress {
+                        queued_bytes: queue.bytes as u64,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -571,6 +612,7 @@ fn serve(inbox: Arc<Inbox>) {
     let (more, arm_at) = {
         let mut queue = inbox.queue.lock();
         queue.bytes -= processed;
+        queue.served += 1;
         while queue.spare.len() < SPARE_VECTORS
             && let Some(v) = spare.pop()
         {
@@ -646,6 +688,7 @@ impl Drop for Serving<'_> {
         self.inbox.files.lock().abandon();
         let mut queue = self.inbox.queue.lock();
         queue.bytes = queue.commands.iter().map(Command::queued_bytes).sum();
+        queue.served += 1;
         queue.parked = false;
         queue.timer = None;
         queue.scheduled = !queue.commands.is_empty();
