@@ -262,15 +262,83 @@ fn starting_without_ids_fails_and_names_the_property() {
 }
 
 #[test]
-fn over_long_ids_are_refused_at_start() {
+fn ids_of_any_length_are_recorded_rebuilt_and_recovered() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), &"/".repeat(100), "stt", "PRE");
-    let text = start_error(&element, dir.path());
-    assert!(
-        text.contains("trace-id") && text.contains("300 bytes"),
-        "{text}"
+    let base = dir.path().join("rec");
+    // 1,000 characters escape to 1,154 bytes; 30 CJK characters to 270.
+    let trace: String = "sip:alice@example.com;tag="
+        .chars()
+        .cycle()
+        .take(1_000)
+        .collect();
+    let station: String = "语音识别".chars().cycle().take(30).collect();
+    let element = recorder(&base, &trace, &station, "POST");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, SEC, 7 * 16_000, 333, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let files = segments(&base);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let tap = files[0].parent().unwrap().to_owned();
+    let names: Vec<&str> = tap
+        .strip_prefix(&base)
+        .unwrap()
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!((names[0], names[3]), ("1970-01-01", "POST"));
+    assert!(names[1].starts_with("sip%3Aalice@example.com%3Btag=sip%3Aalice@"));
+    assert!(names[2].starts_with("%E8%AF%AD%E9%9F%B3%E8%AF%86%E5%88%AB%E8%AF%AD"));
+    for name in &names[1..3] {
+        assert!(name.len() <= 200 && name.contains('~'), "{name}");
+    }
+    let recorded: Vec<i16> = files.iter().flat_map(|f| read_wav(f).0).collect();
+    assert_eq!(recorded.len(), 2 * 80_000);
+    for (i, &s) in recorded.iter().enumerate() {
+        let n = i as u64;
+        let expect = if (16_000..8 * 16_000).contains(&n) {
+            signal(n - 16_000)
+        } else {
+            0
+        };
+        assert_eq!(s, expect, "sample {i}");
+    }
+    let messages = written_messages(&bus);
+    assert_eq!(messages.len(), 2);
+    for (m, file) in messages.iter().zip(&files) {
+        assert_eq!(m.get::<String>("trace-id").unwrap(), trace);
+        assert_eq!(m.get::<String>("station-key").unwrap(), station);
+        assert_eq!(m.get::<String>("location").unwrap(), file.to_str().unwrap());
+    }
+
+    // The rebuild tool finds the tap from the ids as given.
+    let rebuilt = dir.path().join("rebuilt.wav");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segmentrecorder-rebuild"))
+        .arg(&base)
+        .args([&trace, &station, "POST"])
+        .arg(&rebuilt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(read_wav(&rebuilt).0 == recorded);
+
+    // A `.part` left in that directory is recovered when the same ids start again.
+    element.set_state(gst::State::Null).unwrap();
+    drop(h);
+    std::fs::copy(&files[0], tap.join("segment_20000.wav.part")).unwrap();
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages = messages_of(&bus, gst::MessageType::Element);
+    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    assert_eq!(recovered.len(), 1, "{messages:?}");
+    let location = tap.join("segment_20000.wav");
+    assert_eq!(
+        recovered[0].get::<String>("location").unwrap(),
+        location.to_str().unwrap()
     );
+    assert!(read_wav(&location).0 == read_wav(&files[0]).0);
 }
 
 #[test]
