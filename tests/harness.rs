@@ -342,6 +342,34 @@ fn ids_of_any_length_are_recorded_rebuilt_and_recovered() {
 }
 
 #[test]
+fn an_empty_base_dir_is_refused_at_start() {
+    init();
+    let listing = || -> Vec<_> {
+        let mut names: Vec<_> = std::fs::read_dir(".")
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let element = recorder(Path::new(""), "call", "stt", "PRE");
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    assert!(element.set_state(gst::State::Paused).is_err());
+    let _ = element.set_state(gst::State::Null);
+    let errors = messages_of(&bus, gst::MessageType::Error);
+    let Some(gst::MessageView::Error(e)) = errors.first().map(|m| m.view()) else {
+        panic!("no error message")
+    };
+    assert!(e.error().matches(gst::ResourceError::Settings), "{e:?}");
+    let text = e.error().to_string();
+    assert!(text.contains("Property 'base-dir' is empty"), "{text}");
+    // Nothing was created in the working directory (the gst-launch test checks a fresh one).
+    assert_eq!(listing(), before);
+}
+
+#[test]
 fn an_unusable_base_dir_fails_with_the_os_error() {
     init();
     let dir = tempfile::tempdir().unwrap();

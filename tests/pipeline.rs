@@ -199,3 +199,21 @@ fn a_missing_trace_id_stops_gst_launch_with_a_clear_error() {
     );
     assert!(!base.exists());
 }
+
+#[test]
+fn an_empty_base_dir_stops_gst_launch_and_writes_nothing_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let out = launch_in(
+        "audiotestsrc num-buffers=10 ! audio/x-raw,format=S16LE,rate=16000,channels=1 \
+         ! segmentrecorder base-dir=\"\" trace-id=call-1 station-key=stt",
+        &dir.path().join("registry.bin"),
+        &cwd,
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Property 'base-dir' is empty"), "{stderr}");
+    assert_eq!(files_under(&cwd), Vec::<PathBuf>::new());
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0);
+}

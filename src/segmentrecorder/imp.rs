@@ -833,7 +833,7 @@ impl ObjectImpl for SegmentRecorder {
                     .blurb(
                         "Directory under which segments are written as \
                          YYYY-MM-DD/<trace-id>/<station-key>/<PRE|POST>/segment_<ms>.wav; \
-                         created if missing, must be writable",
+                         created if missing, must be writable and not empty",
                     )
                     .default_value(Some(DEFAULT_BASE_DIR))
                     .mutable_ready()
@@ -1196,6 +1196,14 @@ impl BaseSinkImpl for SegmentRecorder {
         let identity = settings
             .identity()
             .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
+        // An empty path would silently mean the working directory, wherever that is.
+        if settings.base_dir.is_empty() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("Property 'base-dir' is empty: set it to the directory to record into \
+                     ('.' for the working directory)")
+            ));
+        }
         let base_dir = Path::new(&settings.base_dir);
         writer::check_base_dir(base_dir).map_err(|e| {
             gst::error_msg!(
