@@ -17,7 +17,7 @@ use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    WriterStats,
+    WriterStats, size,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -40,6 +40,10 @@ const DEFAULT_RECORD: bool = true;
 const DEFAULT_SILENCE_THRESHOLD: f64 = -60.0;
 const DEFAULT_SILENCE_SEGMENTS: u32 = 6;
 const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
+/// The highest sample rate accepted: that of the fastest audio interfaces and formats (DXD and
+/// beyond run at 352.8 and 384 kHz). With segments of at most an hour it keeps every file within
+/// what a WAV header can describe.
+const MAX_RATE: i32 = 384_000;
 
 /// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
 const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
@@ -1175,6 +1179,7 @@ impl ElementImpl for SegmentRecorder {
             let caps = gst_audio::AudioCapsBuilder::new_interleaved()
                 .format(gst_audio::AudioFormat::S16le)
                 .channels(1)
+                .rate_range(1..=MAX_RATE)
                 .build();
             vec![
                 gst::PadTemplate::new(
@@ -1288,6 +1293,34 @@ impl BaseSinkImpl for SegmentRecorder {
         let info = gst_audio::AudioInfo::from_caps(caps)
             .map_err(|_| gst::loggable_error!(CAT, "Cannot parse caps {}", caps))?;
         gst::debug!(CAT, imp = self, "Caps {caps}: {} Hz", info.rate());
+        let segment_duration = lock(&self.state)
+            .as_ref()
+            .map(|s| s.segment_duration)
+            .ok_or_else(|| gst::loggable_error!(CAT, "Caps before start"))?;
+        // A WAV header counts bytes in 32 bits: a larger file would claim a fraction of its size.
+        let file_bytes = size::segment_file_bytes(info.rate(), segment_duration.nseconds());
+        if file_bytes > size::MAX_WAV_FILE_BYTES {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Cannot record {} Hz in segments of {}: each file would be {} bytes, more \
+                     than the {} a WAV header can describe. Shorten 'segment-duration' (at most \
+                     {} s at this rate)",
+                    info.rate(),
+                    segment_duration,
+                    file_bytes,
+                    size::MAX_WAV_FILE_BYTES,
+                    size::max_segment_seconds(info.rate())
+                )
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "{} Hz in segments of {} does not fit in a WAV file",
+                info.rate(),
+                segment_duration
+            ));
+        }
         let (recording, batch) = {
             let mut state = lock(&self.state);
             let state = state

@@ -21,6 +21,7 @@ mod files;
 pub mod layout;
 pub mod levels;
 pub mod recover;
+pub mod size;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
