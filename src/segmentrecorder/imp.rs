@@ -17,7 +17,7 @@ use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    WriterStats, size,
+    Submitted, WriterStats, size,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -269,7 +269,7 @@ pub struct SegmentRecorder {
     /// `LIVE_UNKNOWN`, `LIVE` or `NOT_LIVE`; outside `state` to keep the streaming thread's
     /// locking to one lock per buffer.
     live: AtomicU8,
-    /// Samples dropped since the last buffer that was queued whole.
+    /// Samples dropped on overflow since the writer last kept up.
     dropping: AtomicU64,
     silence: Mutex<SilenceWatch>,
     /// The statistics of the last recording, kept after it stopped.
@@ -326,15 +326,24 @@ impl SegmentRecorder {
         if steps.is_empty() {
             return;
         }
-        let dropped = recording.submit(&mut steps, data, overflow);
-        self.count_dropped(dropped, overflow);
+        let submitted = recording.submit(&mut steps, data, overflow);
+        self.count_dropped(submitted, overflow);
     }
 
-    /// Warns once per episode of samples dropped on overflow.
-    fn count_dropped(&self, dropped: u64, overflow: Overflow) {
+    /// Warns once per episode of samples dropped on overflow. An episode ends when the writer
+    /// keeps up again, not at the first buffer that drops nothing: drop-oldest makes room a
+    /// whole queued piece at a time, so the buffers that follow fit while the writer is as far
+    /// behind as before.
+    fn count_dropped(&self, submitted: Submitted, overflow: Overflow) {
+        let dropped = submitted.dropped;
         if dropped == 0 {
-            if self.dropping.load(Ordering::Relaxed) != 0 {
-                self.dropping.store(0, Ordering::Relaxed);
+            if submitted.keeping_up && self.dropping.load(Ordering::Relaxed) != 0 {
+                let total = self.dropping.swap(0, Ordering::Relaxed);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "The writer keeps up again after {total} samples were dropped"
+                );
             }
             return;
         }
@@ -1422,13 +1431,14 @@ impl BaseSinkImpl for SegmentRecorder {
             self.submit(&recording, steps, &map, overflow);
         } else {
             // Queued without waiting: the steps' allocation stays for the next buffer.
-            let dropped = if state.steps.is_empty() {
-                0
+            let submitted = if state.steps.is_empty() {
+                // Nothing submitted, nothing learnt of the writer: an episode goes on.
+                Submitted::default()
             } else {
                 state.recording.submit(&mut state.steps, &map, overflow)
             };
             drop(guard);
-            self.count_dropped(dropped, overflow);
+            self.count_dropped(submitted, overflow);
         }
         Ok(gst::FlowSuccess::Ok)
     }
