@@ -262,15 +262,111 @@ fn starting_without_ids_fails_and_names_the_property() {
 }
 
 #[test]
-fn over_long_ids_are_refused_at_start() {
+fn ids_of_any_length_are_recorded_rebuilt_and_recovered() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), &"/".repeat(100), "stt", "PRE");
-    let text = start_error(&element, dir.path());
-    assert!(
-        text.contains("trace-id") && text.contains("300 bytes"),
-        "{text}"
+    let base = dir.path().join("rec");
+    // 1,000 characters escape to 1,154 bytes; 30 CJK characters to 270.
+    let trace: String = "sip:alice@example.com;tag="
+        .chars()
+        .cycle()
+        .take(1_000)
+        .collect();
+    let station: String = "语音识别".chars().cycle().take(30).collect();
+    let element = recorder(&base, &trace, &station, "POST");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, SEC, 7 * 16_000, 333, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let files = segments(&base);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let tap = files[0].parent().unwrap().to_owned();
+    let names: Vec<&str> = tap
+        .strip_prefix(&base)
+        .unwrap()
+        .iter()
+        .map(|c| c.to_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!((names[0], names[3]), ("1970-01-01", "POST"));
+    assert!(names[1].starts_with("sip%3Aalice@example.com%3Btag=sip%3Aalice@"));
+    assert!(names[2].starts_with("%E8%AF%AD%E9%9F%B3%E8%AF%86%E5%88%AB%E8%AF%AD"));
+    for name in &names[1..3] {
+        assert!(name.len() <= 200 && name.contains('~'), "{name}");
+    }
+    let recorded: Vec<i16> = files.iter().flat_map(|f| read_wav(f).0).collect();
+    assert_eq!(recorded.len(), 2 * 80_000);
+    for (i, &s) in recorded.iter().enumerate() {
+        let n = i as u64;
+        let expect = if (16_000..8 * 16_000).contains(&n) {
+            signal(n - 16_000)
+        } else {
+            0
+        };
+        assert_eq!(s, expect, "sample {i}");
+    }
+    let messages = written_messages(&bus);
+    assert_eq!(messages.len(), 2);
+    for (m, file) in messages.iter().zip(&files) {
+        assert_eq!(m.get::<String>("trace-id").unwrap(), trace);
+        assert_eq!(m.get::<String>("station-key").unwrap(), station);
+        assert_eq!(m.get::<String>("location").unwrap(), file.to_str().unwrap());
+    }
+
+    // The rebuild tool finds the tap from the ids as given.
+    let rebuilt = dir.path().join("rebuilt.wav");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segmentrecorder-rebuild"))
+        .arg(&base)
+        .args([&trace, &station, "POST"])
+        .arg(&rebuilt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(read_wav(&rebuilt).0 == recorded);
+
+    // A `.part` left in that directory is recovered when the same ids start again.
+    element.set_state(gst::State::Null).unwrap();
+    drop(h);
+    std::fs::copy(&files[0], tap.join("segment_20000.wav.part")).unwrap();
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages = messages_of(&bus, gst::MessageType::Element);
+    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    assert_eq!(recovered.len(), 1, "{messages:?}");
+    let location = tap.join("segment_20000.wav");
+    assert_eq!(
+        recovered[0].get::<String>("location").unwrap(),
+        location.to_str().unwrap()
     );
+    assert!(read_wav(&location).0 == read_wav(&files[0]).0);
+}
+
+#[test]
+fn an_empty_base_dir_is_refused_at_start() {
+    init();
+    let listing = || -> Vec<_> {
+        let mut names: Vec<_> = std::fs::read_dir(".")
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let element = recorder(Path::new(""), "call", "stt", "PRE");
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    assert!(element.set_state(gst::State::Paused).is_err());
+    let _ = element.set_state(gst::State::Null);
+    let errors = messages_of(&bus, gst::MessageType::Error);
+    let Some(gst::MessageView::Error(e)) = errors.first().map(|m| m.view()) else {
+        panic!("no error message")
+    };
+    assert!(e.error().matches(gst::ResourceError::Settings), "{e:?}");
+    let text = e.error().to_string();
+    assert!(text.contains("Property 'base-dir' is empty"), "{text}");
+    // Nothing was created in the working directory (the gst-launch test checks a fresh one).
+    assert_eq!(listing(), before);
 }
 
 #[test]
@@ -296,6 +392,8 @@ fn wrong_caps_are_refused_and_nothing_is_written() {
         "audio/x-raw,format=F32LE,layout=interleaved,channels=1,rate=16000",
         "audio/x-raw,format=S16LE,layout=non-interleaved,channels=1,rate=16000",
         "audio/x-alaw,channels=1,rate=8000",
+        // Faster than any audio hardware: long segments would not fit in a WAV file.
+        "audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=768000",
     ] {
         let dir = tempfile::tempdir().unwrap();
         let element = recorder(dir.path(), "call", "stt", "PRE");

@@ -177,6 +177,7 @@ fn gst_inspect_lists_the_element_and_its_properties() {
         assert!(text.contains(&format!("  {property} ")), "{property}");
     }
     assert!(text.contains("format: S16LE") && text.contains("channels: 1"));
+    assert!(text.contains("rate: [ 1, 384000 ]"), "{text}");
 }
 
 #[test]
@@ -195,6 +196,46 @@ fn a_missing_trace_id_stops_gst_launch_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("Property 'trace-id' is not set"),
+        "{stderr}"
+    );
+    assert!(!base.exists());
+}
+
+#[test]
+fn an_empty_base_dir_stops_gst_launch_and_writes_nothing_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let out = launch_in(
+        "audiotestsrc num-buffers=10 ! audio/x-raw,format=S16LE,rate=16000,channels=1 \
+         ! segmentrecorder base-dir=\"\" trace-id=call-1 station-key=stt",
+        &dir.path().join("registry.bin"),
+        &cwd,
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Property 'base-dir' is empty"), "{stderr}");
+    assert_eq!(files_under(&cwd), Vec::<PathBuf>::new());
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0);
+}
+
+#[test]
+fn a_rate_beyond_any_audio_hardware_stops_gst_launch_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    let out = launch(
+        &format!(
+            "audiotestsrc num-buffers=10 ! audio/x-raw,format=S16LE,rate=768000,channels=1 \
+             ! segmentrecorder base-dir={} trace-id=call-1 station-key=stt",
+            base.display()
+        ),
+        &dir.path().join("registry.bin"),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("segmentrecorder0 can't handle caps")
+            && stderr.contains("rate=(int)768000"),
         "{stderr}"
     );
     assert!(!base.exists());

@@ -23,6 +23,18 @@ impl Stalled {
     }
 }
 
+impl Stalled {
+    /// Lets the writer run, the other tests still kept out.
+    fn release(&self) {
+        stall_writer_for_tests(false);
+    }
+
+    /// Stalls the writer again.
+    fn stall(&self) {
+        stall_writer_for_tests(true);
+    }
+}
+
 impl Drop for Stalled {
     fn drop(&mut self) {
         stall_writer_for_tests(false);
@@ -299,4 +311,54 @@ fn stopping_does_not_wait_forever_for_a_disk_that_does_not_answer() {
     let (samples, _) = read_wav(&segments(dir.path())[0]);
     assert!((0..16_000).all(|i| samples[i as usize] == signal(i)));
     drop(h);
+}
+
+/// The overflow warnings waiting on `bus`.
+fn overflow_warnings(bus: &gst::Bus) -> usize {
+    warning_texts(&messages_of(bus, gst::MessageType::Warning))
+        .iter()
+        .filter(|t| t.contains("dropping samples"))
+        .count()
+}
+
+#[test]
+fn drop_oldest_warns_once_per_episode() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = small_queue_recorder(dir.path());
+    element.set_property_from_str("overflow-policy", "drop-oldest");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.set_live(true);
+    let episode = 8 * 16_000;
+    let stalled = Stalled::new();
+    // 8 s into a 2 s queue in 20 ms buffers: the oldest pieces go one at a time, and the
+    // buffers that fit in between do not mean the writer caught up.
+    push_signal(&mut h, gst::ClockTime::ZERO, episode, 320, 16_000);
+    assert_eq!(overflow_warnings(&bus), 1);
+
+    stalled.release();
+    let stat = |name: &str| {
+        element
+            .property::<gst::Structure>("recording-stats")
+            .get::<u64>(name)
+            .unwrap()
+    };
+    let dropped = stat("samples-dropped-overflow");
+    assert!(dropped >= episode - QUEUE_SAMPLES, "{dropped}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stat("queue-bytes") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never drained"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    // The writer caught up: the next overflow is a new episode, warned about again.
+    stalled.stall();
+    push_signal(&mut h, 8 * gst::ClockTime::SECOND, episode, 320, 16_000);
+    assert_eq!(overflow_warnings(&bus), 1);
+    assert!(stat("samples-dropped-overflow") >= dropped + episode - QUEUE_SAMPLES);
+    drop(stalled);
+    assert!(h.push_event(gst::event::Eos::new()));
 }

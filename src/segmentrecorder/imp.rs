@@ -17,7 +17,7 @@ use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    WaitEnd, WriterStats,
+    Submitted, WaitEnd, WriterStats, size,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -43,6 +43,10 @@ const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
 /// How much longer than `write-retry-time` EOS and stopping wait for a writer making no
 /// progress.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+/// The highest sample rate accepted: that of the fastest audio interfaces and formats (DXD and
+/// beyond run at 352.8 and 384 kHz). With segments of at most an hour it keeps every file within
+/// what a WAV header can describe.
+const MAX_RATE: i32 = 384_000;
 
 /// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
 const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
@@ -268,7 +272,7 @@ pub struct SegmentRecorder {
     /// `LIVE_UNKNOWN`, `LIVE` or `NOT_LIVE`; outside `state` to keep the streaming thread's
     /// locking to one lock per buffer.
     live: AtomicU8,
-    /// Samples dropped since the last buffer that was queued whole.
+    /// Samples dropped on overflow since the writer last kept up.
     dropping: AtomicU64,
     silence: Mutex<SilenceWatch>,
     /// The statistics of the last recording, kept after it stopped.
@@ -325,15 +329,24 @@ impl SegmentRecorder {
         if steps.is_empty() {
             return;
         }
-        let dropped = recording.submit(&mut steps, data, overflow);
-        self.count_dropped(dropped, overflow);
+        let submitted = recording.submit(&mut steps, data, overflow);
+        self.count_dropped(submitted, overflow);
     }
 
-    /// Warns once per episode of samples dropped on overflow.
-    fn count_dropped(&self, dropped: u64, overflow: Overflow) {
+    /// Warns once per episode of samples dropped on overflow. An episode ends when the writer
+    /// keeps up again, not at the first buffer that drops nothing: drop-oldest makes room a
+    /// whole queued piece at a time, so the buffers that follow fit while the writer is as far
+    /// behind as before.
+    fn count_dropped(&self, submitted: Submitted, overflow: Overflow) {
+        let dropped = submitted.dropped;
         if dropped == 0 {
-            if self.dropping.load(Ordering::Relaxed) != 0 {
-                self.dropping.store(0, Ordering::Relaxed);
+            if submitted.keeping_up && self.dropping.load(Ordering::Relaxed) != 0 {
+                let total = self.dropping.swap(0, Ordering::Relaxed);
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "The writer keeps up again after {total} samples were dropped"
+                );
             }
             return;
         }
@@ -875,7 +888,7 @@ impl ObjectImpl for SegmentRecorder {
                     .blurb(
                         "Directory under which segments are written as \
                          YYYY-MM-DD/<trace-id>/<station-key>/<PRE|POST>/segment_<ms>.wav; \
-                         created if missing, must be writable",
+                         created if missing, must be writable and not empty",
                     )
                     .default_value(Some(DEFAULT_BASE_DIR))
                     .mutable_ready()
@@ -1217,6 +1230,7 @@ impl ElementImpl for SegmentRecorder {
             let caps = gst_audio::AudioCapsBuilder::new_interleaved()
                 .format(gst_audio::AudioFormat::S16le)
                 .channels(1)
+                .rate_range(1..=MAX_RATE)
                 .build();
             vec![
                 gst::PadTemplate::new(
@@ -1238,6 +1252,14 @@ impl BaseSinkImpl for SegmentRecorder {
         let identity = settings
             .identity()
             .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
+        // An empty path would silently mean the working directory, wherever that is.
+        if settings.base_dir.is_empty() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("Property 'base-dir' is empty: set it to the directory to record into \
+                     ('.' for the working directory)")
+            ));
+        }
         let base_dir = Path::new(&settings.base_dir);
         writer::check_base_dir(base_dir).map_err(|e| {
             gst::error_msg!(
@@ -1330,6 +1352,34 @@ impl BaseSinkImpl for SegmentRecorder {
         let info = gst_audio::AudioInfo::from_caps(caps)
             .map_err(|_| gst::loggable_error!(CAT, "Cannot parse caps {}", caps))?;
         gst::debug!(CAT, imp = self, "Caps {caps}: {} Hz", info.rate());
+        let segment_duration = lock(&self.state)
+            .as_ref()
+            .map(|s| s.segment_duration)
+            .ok_or_else(|| gst::loggable_error!(CAT, "Caps before start"))?;
+        // A WAV header counts bytes in 32 bits: a larger file would claim a fraction of its size.
+        let file_bytes = size::segment_file_bytes(info.rate(), segment_duration.nseconds());
+        if file_bytes > size::MAX_WAV_FILE_BYTES {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Cannot record {} Hz in segments of {}: each file would be {} bytes, more \
+                     than the {} a WAV header can describe. Shorten 'segment-duration' (at most \
+                     {} s at this rate)",
+                    info.rate(),
+                    segment_duration,
+                    file_bytes,
+                    size::MAX_WAV_FILE_BYTES,
+                    size::max_segment_seconds(info.rate())
+                )
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "{} Hz in segments of {} does not fit in a WAV file",
+                info.rate(),
+                segment_duration
+            ));
+        }
         let (recording, batch) = {
             let mut state = lock(&self.state);
             let state = state
@@ -1429,13 +1479,14 @@ impl BaseSinkImpl for SegmentRecorder {
             self.submit(&recording, steps, &map, overflow);
         } else {
             // Queued without waiting: the steps' allocation stays for the next buffer.
-            let dropped = if state.steps.is_empty() {
-                0
+            let submitted = if state.steps.is_empty() {
+                // Nothing submitted, nothing learnt of the writer: an episode goes on.
+                Submitted::default()
             } else {
                 state.recording.submit(&mut state.steps, &map, overflow)
             };
             drop(guard);
-            self.count_dropped(dropped, overflow);
+            self.count_dropped(submitted, overflow);
         }
         Ok(gst::FlowSuccess::Ok)
     }

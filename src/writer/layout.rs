@@ -7,50 +7,60 @@
 //!
 //! Identifiers come from outside (call ids, SIP URIs, user input), so each is turned into exactly
 //! one safe path component: ASCII letters, digits and `- _ . @ + =` stay as they are, every other
-//! byte of the UTF-8 text becomes `%XX` (upper-case hex), `%` included, and so does a leading `.`
-//! (no `.`, `..` or hidden names). The escaping can be undone, so two different identifiers never
-//! share a directory. An identifier must not be empty, and its escaped form must not exceed
-//! [`MAX_COMPONENT_LEN`] bytes: longer ones are refused rather than cut, since a cut could make
-//! two calls share a directory.
+//! byte of the UTF-8 text becomes `%XX` (upper-case hex), `%` and `~` included, and so does a
+//! leading `.` (no `.`, `..` or hidden names). The escaping can be undone, so two different
+//! identifiers never share a directory. An identifier whose escaped form is longer than
+//! [`MAX_COMPONENT_LEN`] bytes is named by as many of its first characters, escaped, as fit,
+//! then `~` and the first 32 hex digits of the SHA-256 of the identifier's UTF-8 bytes: the name
+//! stays recognisable and within what file systems allow, the digest keeps long identifiers
+//! apart however much of them they share, and since the escaping never leaves a `~`, such a name
+//! is never the escaped form of another identifier. An empty identifier cannot name a directory
+//! and is refused.
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-/// Longest escaped identifier accepted, in bytes; file systems allow 255 per component.
+use sha2::{Digest as _, Sha256};
+
+/// Longest identifier directory name, in bytes; file systems allow 255 per component.
 pub const MAX_COMPONENT_LEN: usize = 200;
+
+/// Between the readable part of a long identifier's name and its digest; never left by the
+/// escaping, which turns it into `%7E`.
+const DIGEST_SEPARATOR: char = '~';
+
+/// Hex digits of the identifier's SHA-256 that end a long identifier's name (128 bits).
+const DIGEST_HEX_LEN: usize = 32;
 
 /// Why an identifier cannot name a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentifierError {
     /// The identifier is empty.
     Empty,
-    /// The escaped identifier is longer than [`MAX_COMPONENT_LEN`].
-    TooLong { escaped_len: usize },
 }
 
 impl fmt::Display for IdentifierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdentifierError::Empty => f.write_str("it is empty"),
-            IdentifierError::TooLong { escaped_len } => write!(
-                f,
-                "it is {escaped_len} bytes long once escaped for the file system, \
-                 at most {MAX_COMPONENT_LEN} are allowed"
-            ),
         }
     }
 }
 
 impl std::error::Error for IdentifierError {}
 
-/// Escapes `value` into one safe path component (see the module documentation).
+/// Whether byte `byte`, at `index` in an identifier, is kept as it is by the escaping.
+fn is_plain(byte: u8, index: usize) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(byte, b'-' | b'_' | b'@' | b'+' | b'=')
+        || (byte == b'.' && index > 0)
+}
+
+/// Escapes `value` into one safe path component (see the module documentation), however long.
 pub fn escape_component(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for (i, byte) in value.bytes().enumerate() {
-        let plain = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'_' | b'@' | b'+' | b'=')
-            || (byte == b'.' && i > 0);
-        if plain {
+        if is_plain(byte, i) {
             out.push(char::from(byte));
         } else {
             let _ = write!(out, "%{byte:02X}");
@@ -59,18 +69,38 @@ pub fn escape_component(value: &str) -> String {
     out
 }
 
-/// Escapes and checks one identifier.
+/// The directory name of one identifier: its escaped form, or for a long one, a readable
+/// prefix of it and a digest of the whole identifier (see the module documentation).
 pub fn identifier_component(value: &str) -> Result<String, IdentifierError> {
     if value.is_empty() {
         return Err(IdentifierError::Empty);
     }
     let escaped = escape_component(value);
-    if escaped.len() > MAX_COMPONENT_LEN {
-        return Err(IdentifierError::TooLong {
-            escaped_len: escaped.len(),
-        });
+    if escaped.len() <= MAX_COMPONENT_LEN {
+        return Ok(escaped);
     }
-    Ok(escaped)
+    // Cut after the last whole character that fits: never inside a `%XX`, and the prefix
+    // unescapes to the start of the identifier.
+    let room = MAX_COMPONENT_LEN - DIGEST_SEPARATOR.len_utf8() - DIGEST_HEX_LEN;
+    let mut prefix_len = 0;
+    for (i, c) in value.char_indices() {
+        let escaped_len: usize = value.as_bytes()[i..i + c.len_utf8()]
+            .iter()
+            .zip(i..)
+            .map(|(&byte, j)| if is_plain(byte, j) { 1 } else { 3 })
+            .sum();
+        if prefix_len + escaped_len > room {
+            break;
+        }
+        prefix_len += escaped_len;
+    }
+    let mut name = escaped;
+    name.truncate(prefix_len);
+    name.push(DIGEST_SEPARATOR);
+    for byte in &Sha256::digest(value.as_bytes())[..DIGEST_HEX_LEN / 2] {
+        let _ = write!(name, "{byte:02x}");
+    }
+    Ok(name)
 }
 
 /// Who a stream belongs to: the call, the processing stage and the tap.
@@ -84,7 +114,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Checks and escapes the identifiers. `tap` is the tap directory's name (`PRE`, `POST`).
+    /// Checks the identifiers and names their directories. `tap` is the tap directory's name (`PRE`, `POST`).
     ///
     /// On error, says which of the two identifiers is unusable.
     pub fn new(
@@ -177,6 +207,7 @@ pub fn part_file_name(file_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::collections::HashSet;
     use std::path::Component;
 
@@ -244,19 +275,105 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_over_long_identifiers_are_refused() {
+    fn empty_identifiers_are_refused() {
         assert_eq!(identifier_component(""), Err(IdentifierError::Empty));
-        assert!(identifier_component(&"a".repeat(MAX_COMPONENT_LEN)).is_ok());
-        assert_eq!(
-            identifier_component(&"a".repeat(MAX_COMPONENT_LEN + 1)),
-            Err(IdentifierError::TooLong {
-                escaped_len: MAX_COMPONENT_LEN + 1
-            })
-        );
-        // 70 slashes escape to 210 bytes.
-        assert!(identifier_component(&"/".repeat(70)).is_err());
         let err = Identity::new("ok", "", "PRE").unwrap_err();
-        assert_eq!(err.0, "station-key");
+        assert_eq!(err, ("station-key", IdentifierError::Empty));
+    }
+
+    /// Checks the name of a long identifier: one component of at most `MAX_COMPONENT_LEN`
+    /// bytes, a prefix of the escaped form cut between characters, then `~` and 32 hex digits.
+    fn assert_digested(value: &str) -> String {
+        let c = identifier_component(value).unwrap();
+        assert!(c.len() <= MAX_COMPONENT_LEN, "{} bytes: {c}", c.len());
+        let (prefix, digest) = c.rsplit_once('~').unwrap();
+        assert_eq!(digest.len(), 32, "{c}");
+        assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{c}");
+        assert!(escape_component(value).starts_with(prefix), "{c}");
+        assert!(!prefix.contains('~'));
+        let unescaped = String::from_utf8(unescape(prefix)).expect("cut between characters");
+        assert!(value.starts_with(&unescaped), "{c}");
+        // As long as the room allows: the next character would not have fitted.
+        let next = value[unescaped.len()..].chars().next().unwrap();
+        let next_len = escape_component(&value[..unescaped.len() + next.len_utf8()]).len();
+        assert!(next_len > MAX_COMPONENT_LEN - 33, "{c}");
+        let path = Path::new("/base").join(&c);
+        assert_eq!(path.components().count(), 3, "{c}");
+        c
+    }
+
+    #[test]
+    fn long_identifiers_get_a_readable_prefix_and_a_digest() {
+        // The longest plain names are kept as they are.
+        let a200 = "a".repeat(MAX_COMPONENT_LEN);
+        assert_eq!(identifier_component(&a200).unwrap(), a200);
+        let cjk22 = "通".repeat(22);
+        assert_eq!(identifier_component(&cjk22).unwrap().len(), 198);
+        assert!(!identifier_component(&cjk22).unwrap().contains('~'));
+
+        let a201 = assert_digested(&"a".repeat(MAX_COMPONENT_LEN + 1));
+        assert!(a201.starts_with(&"a".repeat(MAX_COMPONENT_LEN - 33)));
+        assert_eq!(a201.len(), MAX_COMPONENT_LEN);
+        // 23 characters of 3 bytes escape to 207 bytes; 18 whole ones fit before the digest.
+        let cjk23 = assert_digested(&"通".repeat(23));
+        assert!(cjk23.starts_with(&"%E9%80%9A".repeat(18)));
+        assert_eq!(cjk23.len(), 18 * 9 + 33);
+        assert_digested(&"x".repeat(10_000));
+        // A leading dot stays escaped in the prefix.
+        assert!(assert_digested(&".".repeat(300)).starts_with("%2E.."));
+        // A cut that would fall inside a `%XX` falls before it.
+        let mixed = format!("{}/{}", "a".repeat(MAX_COMPONENT_LEN - 34), "b".repeat(100));
+        assert!(assert_digested(&mixed).starts_with(&format!("{}~", "a".repeat(166))));
+        // The digest is SHA-256 of the identifier's bytes.
+        assert_eq!(
+            identifier_component(&"a".repeat(1_000)).unwrap()[MAX_COMPONENT_LEN - 32..],
+            "41edece42d63e8d9bf515a9ba6932e1c"[..]
+        );
+    }
+
+    #[test]
+    fn long_identifiers_sharing_a_prefix_stay_apart() {
+        let shared = "sip:alice@example.com;".repeat(25);
+        assert!(shared.len() >= 500);
+        let names: HashSet<String> = ["a", "b", "", "aa", "\u{0}", "通"]
+            .iter()
+            .map(|tail| assert_digested(&format!("{shared}{tail}")))
+            .collect();
+        assert_eq!(names.len(), 6);
+    }
+
+    #[test]
+    fn a_digested_name_is_never_a_plain_name() {
+        let digested = assert_digested(&"z".repeat(MAX_COMPONENT_LEN + 1));
+        let (prefix, digest) = digested.rsplit_once('~').unwrap();
+        // Identifiers that look like a digested name: their `~` is escaped.
+        let short = format!("{}~{digest}", &prefix[..10]);
+        assert_eq!(
+            identifier_component(&short).unwrap(),
+            format!("{}%7E{digest}", &prefix[..10])
+        );
+        for lookalike in [short, digested.clone()] {
+            let c = identifier_component(&lookalike).unwrap();
+            assert_ne!(c, lookalike);
+            assert_ne!(c, digested);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn names_are_one_component_and_only_long_ones_hold_a_tilde(value in ".{1,120}") {
+            let c = identifier_component(&value).unwrap();
+            prop_assert!(c.len() <= MAX_COMPONENT_LEN);
+            prop_assert_eq!(Path::new("/base").join(&c).components().count(), 3);
+            prop_assert!(c.bytes().all(|b| b.is_ascii_graphic()));
+            let plain = escape_component(&value);
+            if plain.len() <= MAX_COMPONENT_LEN {
+                prop_assert!(!c.contains('~'));
+                prop_assert_eq!(unescape(&c), value.as_bytes());
+            } else {
+                prop_assert_eq!(c.matches('~').count(), 1);
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod files;
 pub mod layout;
 pub mod levels;
 pub mod recover;
+pub mod size;
 
 use std::collections::VecDeque;
 use std::fs;
@@ -201,6 +202,15 @@ pub enum Overflow {
     DropOldest,
     /// Wait until the writer has made room.
     Wait,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Submitted {
+    /// Samples dropped because the queue was full.
+    pub dropped: u64,
+    /// At most half the queue's limit waits for the writer now: it is keeping up.
+    pub keeping_up: bool,
 }
 
 /// A wait was interrupted by [`Recording::set_unblocked`].
@@ -386,8 +396,8 @@ impl Recording {
     /// Steps that hold no samples are always accepted at once. Otherwise, if the queue would
     /// exceed its limit, `overflow` decides; a wait ends early when the recording is unblocked,
     /// and the steps are queued all the same so that no segment loses its open or close.
-    /// Returns how many samples were dropped.
-    pub fn submit(&self, steps: &mut Vec<Step>, data: &[u8], overflow: Overflow) -> u64 {
+    /// Tells how many samples were dropped, and whether the writer is keeping up.
+    pub fn submit(&self, steps: &mut Vec<Step>, data: &[u8], overflow: Overflow) -> Submitted {
         let bytes: usize = steps
             .iter()
             .map(|s| match s {
@@ -453,6 +463,7 @@ impl Recording {
         }
         queue.high_water = queue.high_water.max(queue.bytes);
         queue.dropped += dropped;
+        let keeping_up = queue.bytes <= queue.limit / 2;
         // A thread is woken when much audio waits or a recovery is asked for; otherwise a
         // timer brings it after the flush interval, so that a thread writes a recording's audio
         // in a few calls a second instead of one per buffer.
@@ -478,7 +489,10 @@ impl Recording {
             Wake::At(at) => arm(&self.inbox, at),
             Wake::No => (),
         }
-        dropped
+        Submitted {
+            dropped,
+            keeping_up,
+        }
     }
 
     /// Waits until the writer has carried out every submitted command and delivered its
@@ -949,12 +963,19 @@ mod tests {
         queue.bytes = 8;
         queue.scheduled = true;
         drop(queue);
-        let dropped = rec.submit(
+        let submitted = rec.submit(
             &mut vec![Step::Data { offset: 0, len: 2 }],
             &le(&[3, 3]),
             Overflow::DropOldest,
         );
-        assert_eq!(dropped, 2);
+        // Room was made, but the queue is still full: the writer is not keeping up.
+        assert_eq!(
+            submitted,
+            Submitted {
+                dropped: 2,
+                keeping_up: false
+            }
+        );
         let queue = rec.inbox.queue.lock();
         assert!(matches!(queue.commands[0], Command::Overflowed(2)));
         // The new samples join the queued ones they follow.

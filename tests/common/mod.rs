@@ -195,20 +195,41 @@ pub fn plugin_dir() -> &'static Path {
     .path()
 }
 
-/// Runs a GStreamer tool with only the built plugin added, and a registry of its own.
-pub fn gst_tool(tool: &str, args: &[&str], registry: &Path) -> Output {
-    Command::new(tool)
+/// A GStreamer tool with only the built plugin added, and a registry of its own.
+fn gst_command(tool: &str, args: &[&str], registry: &Path) -> Command {
+    let mut command = Command::new(tool);
+    command
         .args(args)
         .env("GST_PLUGIN_PATH", plugin_dir())
-        .env("GST_REGISTRY", registry)
+        .env("GST_REGISTRY", registry);
+    command
+}
+
+fn output(mut command: Command, tool: &str) -> Output {
+    command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {tool} (install gstreamer1.0-tools): {e}"))
 }
 
+/// Runs a GStreamer tool with only the built plugin added, and a registry of its own.
+pub fn gst_tool(tool: &str, args: &[&str], registry: &Path) -> Output {
+    output(gst_command(tool, args, registry), tool)
+}
+
+fn launch_args(pipeline: &str) -> Vec<&str> {
+    std::iter::once("-q")
+        .chain(pipeline.split_whitespace())
+        .collect()
+}
+
 /// Runs `gst-launch-1.0 -q` on `pipeline` with the built plugin.
 pub fn launch(pipeline: &str, registry: &Path) -> Output {
-    let args: Vec<&str> = std::iter::once("-q")
-        .chain(pipeline.split_whitespace())
-        .collect();
-    gst_tool("gst-launch-1.0", &args, registry)
+    gst_tool("gst-launch-1.0", &launch_args(pipeline), registry)
+}
+
+/// Runs `gst-launch-1.0 -q` on `pipeline` with the built plugin, in the working directory `cwd`.
+pub fn launch_in(pipeline: &str, registry: &Path, cwd: &Path) -> Output {
+    let mut command = gst_command("gst-launch-1.0", &launch_args(pipeline), registry);
+    command.current_dir(cwd);
+    output(command, "gst-launch-1.0")
 }
