@@ -1,6 +1,6 @@
 //! Mutexes that know their place in the crate's lock order, and check it.
 //!
-//! Every lock of the writer, the uploader and the pool has a [`Level`]. A thread may take a lock
+//! Every lock of the element, the writer, the uploader and the pool has a [`Level`]. A thread may take a lock
 //! only while every lock it holds has a lower level, so two threads can never wait for each
 //! other's locks. In debug builds (every test run) each thread keeps the levels it holds and
 //! taking a lock out of order panics at once, naming both locks, instead of deadlocking once in
@@ -15,6 +15,18 @@ use std::time::Duration;
 /// The crate's lock order: a lock may be taken while holding only locks of lower levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// An element's settings.
+    ElementSettings,
+    /// An element's running state.
+    ElementState,
+    /// The process-wide running time → UTC mappings.
+    WallClock,
+    /// An element's silence watch.
+    ElementSilence,
+    /// An element's statistics of its last recording.
+    ElementLastStats,
+    /// An element's connection to the uploader.
+    ElementUploads,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.

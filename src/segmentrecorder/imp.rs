@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use gst::glib;
@@ -14,6 +14,7 @@ use gst_base::subclass::prelude::*;
 
 use super::wallclock::WallClock;
 use super::{OverflowPolicy, Tap, TimestampMode};
+use crate::lock_order::{Guard, Level, OrderedMutex};
 use crate::timeline::{Grid, Piece, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
@@ -265,22 +266,41 @@ const LIVE_UNKNOWN: u8 = 0;
 const LIVE: u8 = 1;
 const NOT_LIVE: u8 = 2;
 
-#[derive(Default)]
+// Mutex order: `settings`, `state`, `silence`, `last_stats`, `uploads`, each of them before
+// every lock of the writer and the uploader (crate::lock_order::Level). In practice the
+// element's locks are taken one at a time; `state` is held while the recording's queue is
+// locked and while the wall-clock mapping is looked up, `uploads` while the uploader's counters
+// are read. Debug builds check the order.
 pub struct SegmentRecorder {
-    settings: Mutex<Settings>,
-    state: Mutex<Option<State>>,
+    settings: OrderedMutex<Settings>,
+    state: OrderedMutex<Option<State>>,
     /// `LIVE_UNKNOWN`, `LIVE` or `NOT_LIVE`; outside `state` to keep the streaming thread's
     /// locking to one lock per buffer.
     live: AtomicU8,
     /// Samples dropped on overflow since the writer last kept up.
     dropping: AtomicU64,
-    silence: Mutex<SilenceWatch>,
+    silence: OrderedMutex<SilenceWatch>,
     /// The statistics of the last recording, kept after it stopped.
-    last_stats: Mutex<Option<gst::Structure>>,
+    last_stats: OrderedMutex<Option<gst::Structure>>,
     /// Where finished segments are uploaded, and the base directory their keys are taken
     /// from; outside `state`, for the writer threads.
     #[cfg(feature = "s3")]
-    uploads: Mutex<Option<(Arc<crate::uploader::Uploads>, std::path::PathBuf)>>,
+    uploads: OrderedMutex<Option<(Arc<crate::uploader::Uploads>, std::path::PathBuf)>>,
+}
+
+impl Default for SegmentRecorder {
+    fn default() -> Self {
+        SegmentRecorder {
+            settings: OrderedMutex::new(Level::ElementSettings, Settings::default()),
+            state: OrderedMutex::new(Level::ElementState, None),
+            live: AtomicU8::new(LIVE_UNKNOWN),
+            dropping: AtomicU64::new(0),
+            silence: OrderedMutex::new(Level::ElementSilence, SilenceWatch::default()),
+            last_stats: OrderedMutex::new(Level::ElementLastStats, None),
+            #[cfg(feature = "s3")]
+            uploads: OrderedMutex::new(Level::ElementUploads, None),
+        }
+    }
 }
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -291,8 +311,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(m: &OrderedMutex<T>) -> Guard<'_, T> {
+    m.lock()
 }
 
 fn duration(t: gst::ClockTime) -> Duration {

@@ -5,7 +5,7 @@
 //! shared, so every recorder of a pipeline (two branches of one `tee`, say) maps running time to
 //! exactly the same UTC time, to the nanosecond, and their files pair up by name.
 
-use std::sync::{Mutex, PoisonError};
+use crate::lock_order::{Level, OrderedMutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gst::glib;
@@ -20,7 +20,7 @@ struct Mapping {
     offset: i128,
 }
 
-static MAPPINGS: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
+static MAPPINGS: OrderedMutex<Vec<Mapping>> = OrderedMutex::new(Level::WallClock, Vec::new());
 
 fn utc_now_ns() -> i128 {
     SystemTime::now()
@@ -39,7 +39,7 @@ pub struct WallClock {
 impl WallClock {
     /// The process-wide mapping of `clock` at `base_time`, measured on first use.
     pub fn shared(clock: &gst::Clock, base_time: gst::ClockTime) -> Self {
-        let mut mappings = MAPPINGS.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut mappings = MAPPINGS.lock();
         mappings.retain(|m| m.clock.upgrade().is_some());
         let known = mappings
             .iter()
