@@ -181,6 +181,154 @@ fn leftovers_of_a_dead_process_are_recovered_when_recording_starts() {
     assert_eq!(stat(&element, "segments-recovered"), 1);
 }
 
+/// A command that runs a program under `strace`, which kills it (SIGKILL, so nothing gets to
+/// clean up) as it enters the `unlink` of `path` (the call `std::fs::remove_file` makes): the
+/// unlink is never carried out. Or why it cannot.
+fn killed_at_unlink_of(path: &Path) -> Result<Command, String> {
+    let probe = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .map_err(|e| format!("cannot run strace: {e}"))?;
+    if !probe.status.success() {
+        return Err(String::from_utf8_lossy(&probe.stderr).trim().to_owned());
+    }
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=unlink"])
+        .args(["-e", "inject=unlink:signal=KILL", "-P"])
+        .arg(path)
+        .arg("--");
+    Ok(command)
+}
+
+/// Waits for `child` for at most 30 s.
+fn wait_with_deadline(child: &mut std::process::Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not end");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a recorder of `trace`/`stt`/`PRE` on `base`, which recovers what is left there, and
+/// records 1 s in bucket 60,000. Returns the `segmentrecorder-segment-recovered` messages.
+fn start_recorder_on(base: &Path, trace: &str) -> Vec<gst::Structure> {
+    let element = recorder(base, trace, "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, ms(60_000), 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(warning_texts(&messages).is_empty());
+    element_messages(&messages, "segmentrecorder-segment-recovered")
+}
+
+/// The files in `tap` other than bucket 60,000's.
+fn left_in(tap: &Path) -> Vec<String> {
+    files_under(tap)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .filter(|n| n != "segment_60000.wav")
+        .collect()
+}
+
+#[test]
+fn a_writer_killed_between_publishing_and_removing_the_part_is_published_once() {
+    init();
+    for at_start in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tap = dir.path().join("1970-01-01/crash/stt/PRE");
+        let part = tap.join("segment_0.wav.part");
+        let segment = tap.join("segment_0.wav");
+        let mut child = match killed_at_unlink_of(&part) {
+            Ok(command) => command,
+            Err(why) => {
+                println!("skipped: cannot kill at a system call ({why})");
+                return;
+            }
+        };
+        // A live recording: bucket 0 is published when 5 s of audio have arrived.
+        let mut child = child
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+            .env("SEGREC_CRASH_DIR", dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_with_deadline(&mut child, "the recording child");
+        // Killed between the link and the unlink: both names lead to the finished segment.
+        assert!(part.exists() && segment.exists(), "{:?}", left_in(&tap));
+        let published = std::fs::read(&segment).unwrap();
+        assert_eq!(read_wav(&segment).0.len(), 80_000);
+
+        if at_start {
+            let recovered = start_recorder_on(dir.path(), "crash");
+            assert!(recovered.is_empty(), "{recovered:?}");
+        } else {
+            let recovered = recover_tree(dir.path(), false);
+            assert!(recovered.is_empty(), "{recovered:?}");
+        }
+        assert_eq!(left_in(&tap), ["segment_0.wav"]);
+        assert_eq!(std::fs::read(&segment).unwrap(), published);
+    }
+}
+
+/// A `.part` as a writer killed while recording leaves it: a header that counts no samples,
+/// then the samples.
+fn dead_writer_part(path: &Path, samples: &[i16]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut file = std::fs::File::create(path).unwrap();
+    drop(hound::WavWriter::new(&mut file, spec).unwrap());
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::io::Write::write_all(&mut file, &bytes).unwrap();
+}
+
+#[test]
+fn a_recovery_killed_between_publishing_and_removing_the_part_is_published_once() {
+    init();
+    let samples: Vec<i16> = (0..16_000).map(signal).collect();
+    for at_start in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tap = dir.path().join("1970-01-01/dead/stt/PRE");
+        let part = tap.join("segment_5000.wav.part");
+        let segment = tap.join("segment_5000.wav");
+        dead_writer_part(&part, &samples);
+        let mut child = match killed_at_unlink_of(&part) {
+            Ok(command) => command,
+            Err(why) => {
+                println!("skipped: cannot kill at a system call ({why})");
+                return;
+            }
+        };
+        let mut child = child
+            .arg(env!("CARGO_BIN_EXE_segmentrecorder-recover"))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_with_deadline(&mut child, "the recovery");
+        assert!(part.exists() && segment.exists(), "{:?}", left_in(&tap));
+
+        if at_start {
+            let recovered = start_recorder_on(dir.path(), "dead");
+            assert!(recovered.is_empty(), "{recovered:?}");
+        } else {
+            let recovered = recover_tree(dir.path(), false);
+            assert!(recovered.is_empty(), "{recovered:?}");
+        }
+        assert_eq!(left_in(&tap), ["segment_5000.wav"]);
+        assert_eq!(read_wav(&segment).0, samples);
+    }
+}
+
 /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
 fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     let out = Command::new("mount")

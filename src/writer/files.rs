@@ -414,9 +414,15 @@ impl Files {
                 }
                 publish(&s.part, &s.dir, s.spec.bucket_ms, s.suffix)
             })();
-            let (location, suffix) = result.map_err(|e| (s.part.clone(), e))?;
-            s.published = Some(location);
-            s.suffix = suffix;
+            let published = result.map_err(|e| (s.part.clone(), e))?;
+            if let Some(e) = published.leftover {
+                // Published all the same: the `.part` left is a second link of the segment,
+                // which recovery removes; publishing again would make a copy.
+                self.stats.write_errors += 1;
+                self.stats.last_error = Some(format!("{}: {e}", s.part.display()));
+            }
+            s.published = Some(published.location);
+            s.suffix = published.file_index;
         }
         if fsync {
             File::open(&s.dir)
@@ -470,26 +476,48 @@ fn too_many_files() -> io::Error {
     )
 }
 
+/// A file given its segment name by [`publish`].
+pub(super) struct Published {
+    /// The segment's file.
+    pub(super) location: PathBuf,
+    /// Its file index.
+    pub(super) file_index: u32,
+    /// Why the file's former name could not be removed, if it could not. That name is then a
+    /// second link of the segment, which recovery removes.
+    pub(super) leftover: Option<io::Error>,
+}
+
 /// Gives `from` the first free name of bucket `bucket_ms` in `dir`, from file index `suffix`
 /// on, never replacing an existing file: a hard link (or, where links are not supported, a
 /// rename after checking the name is free), then `from` is removed.
+///
+/// Once the link is made the segment is published, whatever comes next: a process killed
+/// before `from` is removed leaves `from` as a second link of the segment, which recovery
+/// tells apart from audio still to be published and removes.
 pub(super) fn publish(
     from: &Path,
     dir: &Path,
     bucket_ms: u64,
     mut suffix: u32,
-) -> io::Result<(PathBuf, u32)> {
+) -> io::Result<Published> {
     loop {
         let target = dir.join(segment_file_name(bucket_ms, suffix));
         match fs::hard_link(from, &target) {
             Ok(()) => {
-                fs::remove_file(from)?;
-                return Ok((target, suffix));
+                return Ok(Published {
+                    location: target,
+                    file_index: suffix,
+                    leftover: fs::remove_file(from).err(),
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(_) if !target.try_exists()? => {
                 fs::rename(from, &target)?;
-                return Ok((target, suffix));
+                return Ok(Published {
+                    location: target,
+                    file_index: suffix,
+                    leftover: None,
+                });
             }
             Err(_) => {}
         }
