@@ -4,9 +4,10 @@
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::layout::{part_file_name, segment_dir, segment_file_name};
+use super::layout::{new_file_name, part_file_name, segment_dir, segment_file_name};
 use super::levels::Levels;
 use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
 
@@ -25,6 +26,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How many files one bucket may have before giving up (`segment_<ms>-<n>.wav`).
 const MAX_SUFFIX: u32 = 1_000;
+
+/// How many times a file being made for a `.part` may be taken by recoveries before giving up.
+const MAX_NEW_FILES: u32 = 100;
 
 type Wav = hound::WavWriter<File>;
 
@@ -326,41 +330,31 @@ impl Files {
             fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
             self.made_dir = Some(dir.clone());
         }
-        let (suffix, part, file) = match create_part(&dir, spec.bucket_ms) {
-            // The directory was removed under us: make it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.made_dir = None;
-                fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
-                self.made_dir = Some(dir.clone());
-                create_part(&dir, spec.bucket_ms)
-            }
-            other => other,
-        }
-        .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
-        let failed = |part: &Path, e: io::Error| {
-            let _ = fs::remove_file(part);
-            (part.to_owned(), e)
-        };
-        // Tells recovery that the file is being written; where locks are not supported,
-        // recovery can only be told apart by the process being gone.
-        let _ = file.try_lock();
-        let mut handle = file.try_clone().map_err(|e| failed(&part, e))?;
         let wav_spec = hound::WavSpec {
             channels: 1,
             sample_rate: spec.rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let wav = hound::WavWriter::new(file, wav_spec).map_err(|e| failed(&part, io_error(e)))?;
-        let data_start = handle.stream_position().map_err(|e| failed(&part, e))?;
+        let new = match create_part(&dir, spec.bucket_ms, wav_spec) {
+            // The directory was removed under us: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.made_dir = None;
+                fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+                self.made_dir = Some(dir.clone());
+                create_part(&dir, spec.bucket_ms, wav_spec)
+            }
+            other => other,
+        }
+        .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
         Ok(OpenSegment {
             spec: spec.clone(),
-            wav,
-            file: handle,
-            data_start,
+            wav: new.wav,
+            file: new.file,
+            data_start: new.data_start,
             dir,
-            suffix,
-            part,
+            suffix: new.suffix,
+            part: new.part,
             pending: Vec::new(),
             written: 0,
             data: 0,
@@ -447,26 +441,126 @@ impl Files {
     }
 }
 
-/// Creates the `.part` file of the first free name of bucket `bucket_ms` in `dir`.
-fn create_part(dir: &Path, bucket_ms: u64) -> io::Result<(u32, PathBuf, File)> {
+/// A `.part` ready for samples: locked, with its header.
+struct NewPart {
+    suffix: u32,
+    part: PathBuf,
+    wav: Wav,
+    /// The same open file as `wav`'s.
+    file: File,
+    data_start: u64,
+}
+
+/// Creates the `.part` of the first free name of bucket `bucket_ms` in `dir`.
+///
+/// The file is made under a name of its own ([`new_file_name`]), locked, given its header, and
+/// only then linked under its `.part` name, which never replaces a file. So no recovery (of a
+/// recorder of the same identity starting, or the offline tool) ever finds a live `.part`
+/// unlocked or without its header, which it would take for a dead writer's and remove. A
+/// recovery that takes the file under its first name in the moment before it is locked removes
+/// it: the file is then made again.
+fn create_part(dir: &Path, bucket_ms: u64, spec: hound::WavSpec) -> io::Result<NewPart> {
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let first_name = segment_file_name(bucket_ms, 0);
+    for _ in 0..MAX_NEW_FILES {
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        );
+        let new = dir.join(new_file_name(&first_name, &unique));
+        between_steps();
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&new)
+        {
+            Ok(file) => file,
+            // Left by a dead process that had our process id.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        match name_part(file, &new, dir, bucket_ms, spec) {
+            Ok(Some(part)) => return Ok(part),
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = fs::remove_file(&new);
+                return Err(e);
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "{MAX_NEW_FILES} new files in a row were removed by recoveries"
+    )))
+}
+
+/// Locks the file just made as `new`, writes its header and links it under the first free
+/// `.part` name. `None`: a recovery took it before it was locked.
+fn name_part(
+    file: File,
+    new: &Path,
+    dir: &Path,
+    bucket_ms: u64,
+    spec: hound::WavSpec,
+) -> io::Result<Option<NewPart>> {
+    between_steps();
+    match file.try_lock() {
+        Ok(()) => (),
+        // A recovery holds it, and removes it.
+        Err(fs::TryLockError::WouldBlock) => return Ok(None),
+        // Where locks are not supported, recovery can only tell a live file by its process
+        // being gone.
+        Err(fs::TryLockError::Error(_)) => (),
+    }
+    let mut handle = file.try_clone()?;
+    let wav = hound::WavWriter::new(file, spec).map_err(io_error)?;
+    let data_start = handle.stream_position()?;
+    between_steps();
     for suffix in 0..MAX_SUFFIX {
         let name = segment_file_name(bucket_ms, suffix);
         if dir.join(&name).try_exists()? {
             continue;
         }
         let part = dir.join(part_file_name(&name));
-        match File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&part)
-        {
-            Ok(file) => return Ok((suffix, part, file)),
+        match fs::hard_link(new, &part) {
+            Ok(()) => (),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            // A recovery removed it in the moment before it was locked.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(_) if !part.try_exists()? => fs::rename(new, &part)?,
+            Err(_) => continue,
         }
+        between_steps();
+        // Should this fail, the name stays locked while we write, then recovery removes it.
+        let _ = fs::remove_file(new);
+        between_steps();
+        return Ok(Some(NewPart {
+            suffix,
+            part,
+            wav,
+            file: handle,
+            data_start,
+        }));
     }
     Err(too_many_files())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Run between the steps of making a `.part`, by unit tests that check that a recovery at
+    /// any of these moments leaves the file alone.
+    static BETWEEN_STEPS: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn between_steps() {
+    #[cfg(test)]
+    BETWEEN_STEPS.with_borrow_mut(|step| {
+        if let Some(step) = step {
+            step();
+        }
+    });
 }
 
 fn too_many_files() -> io::Error {
@@ -524,6 +618,92 @@ pub(super) fn publish(
         suffix += 1;
         if suffix >= MAX_SUFFIX {
             return Err(too_many_files());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::Identity;
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    fn config(base: &Path) -> Config {
+        Config {
+            base_dir: base.to_owned(),
+            flush_interval: Duration::from_millis(200),
+            fsync: false,
+            retry_time: Duration::from_millis(300),
+            voice_threshold_dbfs: -45.0,
+        }
+    }
+
+    /// Opens bucket 0 of `identity`, while a second recorder of the same identity starts, and
+    /// so recovers its directory, at the `at`-th step of making the `.part` (never if `None`);
+    /// then writes three samples and closes. Returns the steps there were, what the first
+    /// recorder reported and what the second one recovered or failed to.
+    fn record_while_another_starts(
+        base: &Path,
+        at: Option<usize>,
+    ) -> (usize, Vec<Report>, Vec<Report>) {
+        let identity = Arc::new(Identity::new("call", "stt", "PRE").unwrap());
+        let steps = Rc::new(Cell::new(0));
+        let recovered = Rc::new(RefCell::new(Vec::new()));
+        let mut second = Files::new(config(base));
+        BETWEEN_STEPS.set(Some(Box::new({
+            let (steps, recovered, identity) = (steps.clone(), recovered.clone(), identity.clone());
+            move || {
+                if Some(steps.get()) == at {
+                    let mut reports = Vec::new();
+                    let recover = Command::Recover(identity.clone());
+                    assert!(second.apply(recover, &mut reports, &mut Vec::new()).is_ok());
+                    recovered.borrow_mut().extend(reports);
+                }
+                steps.set(steps.get() + 1);
+            }
+        })));
+        let mut first = Files::new(config(base));
+        let (mut reports, mut spare) = (Vec::new(), Vec::new());
+        let spec = SegmentSpec {
+            identity,
+            bucket_ms: 0,
+            rate: 8_000,
+            start_running_time_ns: None,
+            start_utc_ns: None,
+        };
+        let opened = first.apply(Command::Open(spec), &mut reports, &mut spare);
+        BETWEEN_STEPS.set(None);
+        assert!(opened.is_ok(), "{reports:?}");
+        for command in [Command::Samples(vec![1, 2, 3]), Command::Close] {
+            assert!(
+                first.apply(command, &mut reports, &mut spare).is_ok(),
+                "{reports:?}"
+            );
+        }
+        (steps.get(), reports, recovered.take())
+    }
+
+    #[test]
+    fn a_recorder_starting_at_any_step_of_making_a_part_leaves_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (steps, _, _) = record_while_another_starts(dir.path(), None);
+        assert!(steps >= 4, "{steps} steps");
+        for at in 0..steps {
+            let dir = tempfile::tempdir().unwrap();
+            let (_, reports, recovered) = record_while_another_starts(dir.path(), Some(at));
+            assert!(recovered.is_empty(), "step {at}: {recovered:?}");
+            let [Report::Written(w)] = reports.as_slice() else {
+                panic!("step {at}: {reports:?}")
+            };
+            let tap = dir.path().join("1970-01-01/call/stt/PRE");
+            assert_eq!(w.location, tap.join("segment_0.wav"));
+            let mut reader = hound::WavReader::open(&w.location).unwrap();
+            let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
+            assert_eq!(samples, [1, 2, 3], "step {at}");
+            // Nothing else is left: no `.part`, no file it was made under.
+            assert_eq!(fs::read_dir(&tap).unwrap().count(), 1, "step {at}");
         }
     }
 }

@@ -7,7 +7,8 @@
 //! further file index if that name is taken: nothing is ever replaced), then the `.part` is
 //! removed. Repairing in place needs no room on a full disk, and leaves no intermediate file.
 //!
-//! A `.part` that another writer or recovery holds locked is alive and left alone. A `.part`
+//! A `.part` that another writer or recovery holds locked is alive and left alone; so is a file a
+//! writer is making a `.part` under, which is removed once its writer is gone. A `.part`
 //! that is a second link of a published segment of its bucket was left by a process killed
 //! between publishing and removing it: it is removed, not published again. Every step can be
 //! cut short by a kill, and the next recovery ends the work: before the link the `.part` is
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::Identity;
 use super::files::{io_error, publish};
-use super::layout::{identity_dir, parse_segment_file_name};
+use super::layout::{identity_dir, is_new_file_name, parse_segment_file_name};
 
 /// A `.part` file made whole again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,24 +53,43 @@ pub fn identity_dirs(base: &Path, identity: &Identity) -> Vec<PathBuf> {
     dirs
 }
 
-/// Recovers every `.part` file directly in `dir`.
+/// Recovers every `.part` file directly in `dir`, and removes the files dead writers were
+/// making `.part`s under (see [`new_file_name`](super::layout::new_file_name)): they hold at
+/// most a header, or are a second link of a `.part` or a segment.
 pub fn recover_dir(dir: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, io::Error)>> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut parts: Vec<PathBuf> = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".wav.part")))
-        .collect();
+    let (mut parts, mut news) = (Vec::new(), Vec::new());
+    for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some(name) if name.ends_with(".wav.part") => parts.push(path),
+            Some(name) if is_new_file_name(name) => news.push(path),
+            _ => (),
+        }
+    }
     parts.sort();
-    parts
-        .into_iter()
-        .filter_map(|part| match recover_part(&part, fsync) {
-            Ok(Some(recovered)) => Some(Ok(recovered)),
-            Ok(None) => None,
-            Err(e) => Some(Err((part, e))),
-        })
-        .collect()
+    news.sort();
+    let mut results = Vec::new();
+    for new in news {
+        let removed = take(&new).and_then(|dead| match dead {
+            Some(_) => fs::remove_file(&new),
+            None => Ok(()),
+        });
+        if let Err(e) = removed {
+            results.push(Err((new, e)));
+        }
+    }
+    results.extend(
+        parts
+            .into_iter()
+            .filter_map(|part| match recover_part(&part, fsync) {
+                Ok(Some(recovered)) => Some(Ok(recovered)),
+                Ok(None) => None,
+                Err(e) => Some(Err((part, e))),
+            }),
+    );
+    results
 }
 
 /// Recovers every `.part` file anywhere under `base`.
@@ -299,6 +319,19 @@ mod tests {
         assert!(part.exists());
         drop(live);
         assert_eq!(recover_dir(dir.path(), true).len(), 1);
+    }
+
+    #[test]
+    fn files_dead_writers_were_making_parts_under_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("segment_0.wav.7-1.new");
+        leftover(&dead, &[]);
+        let alive = dir.path().join("segment_0.wav.7-2.new");
+        leftover(&alive, &[]);
+        let live = File::open(&alive).unwrap();
+        live.lock().unwrap();
+        assert!(recover_dir(dir.path(), false).is_empty());
+        assert!(!dead.exists() && alive.exists());
     }
 
     #[test]
