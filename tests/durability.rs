@@ -408,12 +408,148 @@ fn a_full_disk_warns_counts_and_recording_resumes_when_space_returns() {
     let files = segments(&disk);
     let last = files.iter().find(|p| bucket_ms(p) == 25_000).unwrap();
     assert_eq!(read_wav(last).0.len(), 80_000);
-    // No unfinished file is left behind.
+    // What reached the disk of the segment given up stays in its `.part`, for recovery, and is
+    // not counted lost: every stream sample (never 0) is either in a file or counted lost.
+    let parts: Vec<PathBuf> = files_under(&disk)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "part"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let recovered = recover_tree(&disk, false);
+    assert!(
+        recovered.len() == 1 && recovered[0].is_ok(),
+        "{recovered:?}"
+    );
+    let on_disk: u64 = segments(&disk)
+        .iter()
+        .map(|f| read_wav(f).0.iter().filter(|&&s| s != 0).count() as u64)
+        .sum();
+    assert_eq!(
+        stat(&element, "samples-lost-write-error"),
+        stat(&element, "samples-received") - on_disk
+    );
     assert!(
         files_under(&disk)
             .iter()
             .all(|f| f.extension().unwrap() == "wav")
     );
+}
+
+/// Pushes samples `from..to` of the test signal in buffers of 20 ms, stamped where they are.
+fn push_samples(h: &mut gst_check::Harness, from: u64, to: u64) {
+    for first in (from..to).step_by(320) {
+        let len = 320.min(to - first) as usize;
+        let pts = gst::ClockTime::from_nseconds(first * 1_000_000_000 / 16_000);
+        h.push(buffer(first, len, Some(pts), 16_000)).unwrap();
+    }
+}
+
+/// Whether a file can be created in `dir`.
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    let created = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    created
+}
+
+/// A directory made unwritable (no file can be made, linked or removed in it; those open can
+/// still be written) until dropped.
+struct Unwritable(PathBuf);
+
+impl Unwritable {
+    /// Takes the write permission away, and for root, whom that does not stop, sets the
+    /// immutable attribute. Or says why it cannot.
+    fn make(dir: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+            .map_err(|e| e.to_string())?;
+        let unwritable = Unwritable(dir.to_owned());
+        if writable(dir) {
+            let out = Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .output()
+                .map_err(|e| format!("cannot run chattr: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            }
+            if writable(dir) {
+                return Err("the directory stays writable".to_owned());
+            }
+        }
+        Ok(unwritable)
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn a_segment_given_up_in_an_unwritable_directory_stays_for_recovery_and_is_not_counted_lost() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property("write-retry-time", 300 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let tap = dir.path().join("1970-01-01/call/stt/PRE");
+    let part = tap.join("segment_0.wav.part");
+    push_samples(&mut h, 0, 32_000);
+    wait_for("2 s in the .part", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() >= 44 + 64_000)
+    });
+    let unwritable = match Unwritable::make(&tap) {
+        Ok(unwritable) => unwritable,
+        Err(why) => {
+            println!("skipped: cannot make a directory unwritable ({why})");
+            return;
+        }
+    };
+    // The rest of bucket 0 reaches its open `.part`, which cannot be published; bucket 5000
+    // cannot even be made.
+    push_samples(&mut h, 32_000, 112_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let stats = element.property::<gst::Structure>("recording-stats");
+    let get = |f: &str| stats.get::<u64>(f).unwrap();
+    assert_eq!(get("segments-failed"), 2);
+    assert_eq!(get("segments-written"), 0);
+    // Only bucket 5000's samples never reached the disk.
+    assert_eq!(get("samples-lost-write-error"), 32_000);
+    assert_eq!(get("samples-written"), 80_000);
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let texts = warning_texts(&messages);
+    let part_text = part.display().to_string();
+    assert!(
+        texts.iter().any(|t| t.contains("Gave up")
+            && t.contains(&format!(
+                "the 80000 samples that reached the disk stay in {part_text} for recovery"
+            ))),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Gave up") && t.contains("the segment is lost")),
+        "{texts:?}"
+    );
+    // Closed, so no longer locked: recovery can take it.
+    assert!(std::fs::File::open(&part).unwrap().try_lock().is_ok());
+
+    drop(unwritable);
+    let recovered = recover_tree(dir.path(), false);
+    let [Ok(recovered)] = recovered.as_slice() else {
+        panic!("{recovered:?}")
+    };
+    assert_eq!(recovered.location, tap.join("segment_0.wav"));
+    let (samples, _) = read_wav(&recovered.location);
+    assert!(samples.iter().copied().eq((0..80_000).map(signal)));
+    // Nothing else is left.
+    assert_eq!(files_under(dir.path()), [recovered.location.as_path()]);
 }
 
 #[test]
@@ -434,6 +570,7 @@ fn a_directory_removed_under_the_recorder_is_made_again() {
     let names: Vec<u64> = segments(dir.path()).iter().map(|p| bucket_ms(p)).collect();
     assert_eq!(names, [10_000, 15_000]);
     assert_eq!(stat(&element, "segments-failed"), 1);
+    assert_eq!(stat(&element, "samples-lost-write-error"), 80_000);
     assert!(!messages_of(&bus, gst::MessageType::Warning).is_empty());
 }
 

@@ -1,8 +1,10 @@
 //! The files of one recording: the open `.part`, its WAV encoding with `hound`, retries when
 //! the disk fails, and publishing under the final name. Runs on a writer thread only.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,14 +53,111 @@ struct OpenSegment {
     suffix: u32,
     part: PathBuf,
     /// Samples not written to the file yet.
-    pending: Vec<i16>,
+    pending: Pending,
     /// Samples in the file.
     written: u64,
+    /// Samples of the stream in the file.
+    data_written: u64,
+    /// Samples of the stream given to the segment.
     data: u64,
     silence: u64,
     levels: Levels,
     /// Set once the file has its final name (a retried close does not publish it twice).
     published: Option<PathBuf>,
+}
+
+impl OpenSegment {
+    /// Closes the segment's file as it is, which releases its lock, so that recovery can take
+    /// it. Returns how many samples of the stream did not reach the file, and the file with how
+    /// many samples it holds, unless it holds none and could be removed.
+    fn abandon(self) -> (u64, Option<(PathBuf, u64)>) {
+        if let Some(location) = self.published {
+            return (0, Some((location, self.written)));
+        }
+        // Claims nothing it cannot check.
+        let Ok(meta) = self.file.metadata() else {
+            return (self.data, None);
+        };
+        // Removed with its directory, say: nothing of it is left.
+        let named = fs::symlink_metadata(&self.part)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+        if !named {
+            return (self.data, None);
+        }
+        // A write that failed may have put some of its samples in the file: they are there.
+        let most = self.written + self.pending.len() as u64;
+        let in_file = (meta.len().saturating_sub(self.data_start) / 2).clamp(self.written, most);
+        let data = self.data_written + self.pending.data_in((in_file - self.written) as usize);
+        let lost = self.data - data;
+        if in_file == 0 && fs::remove_file(&self.part).is_ok() {
+            return (lost, None);
+        }
+        (lost, Some((self.part, in_file)))
+    }
+}
+
+/// Samples not written to the file yet, and which of them came from the stream.
+#[derive(Default)]
+struct Pending {
+    samples: Vec<i16>,
+    /// The runs of stream samples (`true`) and of silence (`false`) in `samples`, in order.
+    runs: VecDeque<(bool, usize)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    fn push(&mut self, samples: &[i16]) {
+        self.samples.extend_from_slice(samples);
+        self.add_run(true, samples.len());
+    }
+
+    fn push_silence(&mut self, n: usize) {
+        self.samples.resize(self.samples.len() + n, 0);
+        self.add_run(false, n);
+    }
+
+    fn add_run(&mut self, data: bool, n: usize) {
+        match self.runs.back_mut() {
+            _ if n == 0 => (),
+            Some((kind, len)) if *kind == data => *len += n,
+            _ => self.runs.push_back((data, n)),
+        }
+    }
+
+    /// How many of the first `n` samples came from the stream.
+    fn data_in(&self, mut n: usize) -> u64 {
+        let mut data = 0;
+        for &(kind, len) in &self.runs {
+            let k = len.min(n);
+            if kind {
+                data += k as u64;
+            }
+            n -= k;
+        }
+        data
+    }
+
+    /// Removes the first `n` samples.
+    fn drain(&mut self, mut n: usize) {
+        self.samples.drain(..n);
+        while let Some((_, len)) = self.runs.front_mut()
+            && n > 0
+        {
+            let k = (*len).min(n);
+            *len -= k;
+            n -= k;
+            if *len == 0 {
+                self.runs.pop_front();
+            }
+        }
+    }
 }
 
 enum Current {
@@ -136,7 +235,7 @@ impl Files {
                     Current::Open(s) => {
                         s.levels.add(&samples);
                         s.data += samples.len() as u64;
-                        s.pending.extend_from_slice(&samples);
+                        s.pending.push(&samples);
                     }
                     Current::Failed => self.stats.samples_lost += samples.len() as u64,
                     Current::Idle => (),
@@ -192,7 +291,7 @@ impl Files {
             let chunk = n.min(room);
             s.levels.add_silence(chunk);
             s.silence += chunk;
-            s.pending.resize(s.pending.len() + chunk as usize, 0);
+            s.pending.push_silence(chunk as usize);
             n -= chunk;
             self.flush_if_full(reports)?;
         }
@@ -284,31 +383,38 @@ impl Files {
                         Err(Stalled)
                     }
                     Some(_) => {
-                        let lost = match std::mem::replace(&mut self.current, Current::Failed) {
-                            Current::Open(s) => {
-                                // Its partial file would only hold on to space a full disk
-                                // needs for the next segments.
-                                if s.published.is_none() {
-                                    let _ = fs::remove_file(&s.part);
-                                }
-                                s.data
-                            }
-                            _ => 0,
-                        };
-                        self.stats.segments_failed += 1;
-                        self.stats.samples_lost += lost;
-                        reports.push(Report::Failed {
-                            spec,
-                            location,
-                            error,
-                        });
-                        if matches!(op, Op::Close) {
-                            self.current = Current::Idle;
-                        }
+                        self.give_up(&op, spec, location, error, reports);
                         Ok(())
                     }
                 }
             }
+        }
+    }
+
+    /// Gives the segment of `op` up: what reached its file stays there, for recovery, and only
+    /// the rest is lost.
+    fn give_up(
+        &mut self,
+        op: &Op,
+        spec: Option<SegmentSpec>,
+        location: PathBuf,
+        error: io::Error,
+        reports: &mut Vec<Report>,
+    ) {
+        let (samples_lost, kept) = match std::mem::replace(&mut self.current, Current::Failed) {
+            Current::Open(s) => s.abandon(),
+            _ => (0, None),
+        };
+        self.stats.segments_failed += 1;
+        self.stats.samples_lost += samples_lost;
+        reports.push(Report::Failed {
+            spec,
+            location,
+            error,
+            kept,
+        });
+        if matches!(op, Op::Close) {
+            self.current = Current::Idle;
         }
     }
 
@@ -355,8 +461,9 @@ impl Files {
             dir,
             suffix: new.suffix,
             part: new.part,
-            pending: Vec::new(),
+            pending: Pending::default(),
             written: 0,
+            data_written: 0,
             data: 0,
             silence: 0,
             levels: Levels::new(spec.rate, self.config.voice_threshold_dbfs),
@@ -378,15 +485,16 @@ impl Files {
                 }
                 let n = s.pending.len().min(WRITE_CHUNK);
                 let mut writer = s.wav.get_i16_writer(n as u32);
-                for &sample in &s.pending[..n] {
+                for &sample in &s.pending.samples[..n] {
                     writer.write_sample(sample);
                 }
                 writer.flush().map_err(io_error)?;
                 s.written += n as u64;
+                s.data_written += s.pending.data_in(n);
                 self.stats.bytes_written += n as u64 * 2;
-                s.pending.drain(..n);
+                s.pending.drain(n);
             }
-            s.pending.shrink_to(KEEP_PENDING);
+            s.pending.samples.shrink_to(KEEP_PENDING);
             Ok(())
         })();
         result.map_err(|e| (s.part.clone(), e))
@@ -683,6 +791,24 @@ mod tests {
             );
         }
         (steps.get(), reports, recovered.take())
+    }
+
+    #[test]
+    fn pending_samples_tell_how_many_of_any_first_ones_came_from_the_stream() {
+        let mut pending = Pending::default();
+        pending.push(&[1, 2]);
+        pending.push_silence(3);
+        pending.push(&[3]);
+        pending.push(&[4]);
+        pending.push_silence(0);
+        assert_eq!(pending.samples, [1, 2, 0, 0, 0, 3, 4]);
+        let firsts: Vec<u64> = (0..=7).map(|n| pending.data_in(n)).collect();
+        assert_eq!(firsts, [0, 1, 2, 2, 2, 2, 3, 4]);
+        pending.drain(3);
+        assert_eq!(pending.samples, [0, 0, 3, 4]);
+        assert_eq!((pending.data_in(2), pending.data_in(3)), (0, 1));
+        pending.drain(4);
+        assert!(pending.is_empty() && pending.runs.is_empty());
     }
 
     #[test]

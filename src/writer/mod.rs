@@ -168,6 +168,10 @@ pub enum Report {
         location: PathBuf,
         /// What the operating system said.
         error: io::Error,
+        /// The file left with what did reach the disk, and how many samples it holds: its
+        /// `.part`, closed and unlocked for recovery (or, should only the sync of its
+        /// directory have failed, the published file).
+        kept: Option<(PathBuf, u64)>,
     },
     /// A `.part` left by a dead process was made whole and published.
     Recovered(Recovered),
@@ -207,7 +211,7 @@ pub struct WriterStats {
     pub segments_recovered: u64,
     /// Sample bytes written to segment files.
     pub bytes_written: u64,
-    /// Samples of the stream in segments that were given up.
+    /// Samples of the stream in segments that were given up that never reached the disk.
     pub samples_lost: u64,
     /// Operations that failed, retries included.
     pub write_errors: u64,
