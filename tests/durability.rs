@@ -39,7 +39,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 /// Run by the crash test in a child process: records live audio until killed, printing the
 /// running time up to which audio has reached the recorder.
 #[test]
-#[ignore = "run by sigkill_loses_at_most_the_flush_interval in a child process"]
+#[ignore = "run in a child process by the tests that kill a recording"]
 fn crash_child() {
     let Ok(base) = std::env::var("SEGREC_CRASH_DIR") else {
         return;
@@ -550,6 +550,140 @@ fn a_segment_given_up_in_an_unwritable_directory_stays_for_recovery_and_is_not_c
     assert!(samples.iter().copied().eq((0..80_000).map(signal)));
     // Nothing else is left.
     assert_eq!(files_under(dir.path()), [recovered.location.as_path()]);
+}
+
+/// Fills the file system of `dir` to its last byte with a file, and returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    while std::io::Write::write_all(&mut file, &[0]).is_ok() {}
+    filler
+}
+
+/// Runs `f` on a thread of its own and returns what it returns, failing if that takes more than
+/// `limit` from `since`.
+fn within<T: Send + 'static>(
+    since: Instant,
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let result = rx.recv_timeout(limit.saturating_sub(since.elapsed()));
+    result.unwrap_or_else(|_| panic!("{what} took more than {limit:?}"))
+}
+
+#[test]
+fn a_full_disk_holds_eos_and_stop_up_for_the_retry_time_whatever_is_queued() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    if let Err(why) = mount_tmpfs(&disk, "4m") {
+        println!("skipped: cannot mount a small tmpfs to fill ({why})");
+        return;
+    }
+    let _mounted = Mounted(disk.clone());
+    let filler = fill(&disk);
+
+    const RETRY_MS: u64 = 1_000;
+    let bound = Duration::from_millis(RETRY_MS + 2_000);
+    let element = recorder(&disk, "call", "stt", "PRE");
+    element.set_property("segment-duration", 500 * MS);
+    element.set_property("write-retry-time", RETRY_MS * MS);
+    element.set_property("max-queue-time", 60_000 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let tap = disk.join("1970-01-01/call/stt/PRE");
+    let warnings = |bus: &gst::Bus| warning_texts(&messages_of(bus, gst::MessageType::Warning));
+    let stats = |element: &gst::Element| {
+        let s = element.property::<gst::Structure>("recording-stats");
+        ["segments-failed", "segments-written", "samples-received"]
+            .into_iter()
+            .chain(["samples-written", "samples-lost-write-error"])
+            .map(|f| s.get::<u64>(f).unwrap())
+            .collect::<Vec<u64>>()
+    };
+
+    // 20 s of audio as fast as the element takes it: 40 segments queue up for a full disk.
+    let started = Instant::now();
+    push_samples(&mut h, 0, 320_000);
+    let (mut h, eos) = within(started, bound, "EOS", move || {
+        let eos = h.push_event(gst::event::Eos::new());
+        (h, eos)
+    });
+    assert!(eos);
+    println!(
+        "EOS returned {:?} after the first failure",
+        started.elapsed()
+    );
+    // Nothing reached the disk, and all of it is counted lost, segment by segment.
+    assert_eq!(stats(&element), [40, 0, 320_000, 0, 320_000]);
+    assert!(files_under(&disk).iter().all(|f| f == &filler));
+    let texts = warnings(&bus);
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("Cannot write")).count(),
+        1,
+        "one failure episode: {texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("Gave up") && t.contains("No space left on device"))
+            .count(),
+        40,
+        "{texts:?}"
+    );
+
+    // Space returns: the next segments are written.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    push_samples(&mut h, 320_000, 352_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let names: Vec<String> = files_under(&tap)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [20_000, 20_500, 21_000, 21_500].map(|ms| format!("segment_{ms}.wav"))
+    );
+    for (i, f) in segments(&tap).iter().enumerate() {
+        let (samples, _) = read_wav(f);
+        let first = 320_000 + i as u64 * 8_000;
+        assert!(
+            samples
+                .iter()
+                .copied()
+                .eq((first..first + 8_000).map(signal))
+        );
+    }
+    assert_eq!(stats(&element), [40, 4, 352_000, 32_000, 320_000]);
+    let infos = messages_of(&bus, gst::MessageType::Info);
+    assert!(!infos.is_empty(), "no message that writing works again");
+
+    // Full again, then the element is stopped with 20 s waiting: as quick.
+    let filler = fill(&disk);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    let started = Instant::now();
+    push_samples(&mut h, 352_000, 672_000);
+    let stopping = element.clone();
+    within(started, bound, "stopping", move || {
+        stopping.set_state(gst::State::Null).unwrap()
+    });
+    println!("stopped {:?} after the first failure", started.elapsed());
+    assert_eq!(stats(&element), [80, 4, 672_000, 32_000, 640_000]);
+    assert!(files_under(&tap).len() == 4 && files_under(&disk).contains(&filler));
+    drop(h);
 }
 
 #[test]

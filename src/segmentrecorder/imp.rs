@@ -972,8 +972,9 @@ impl ObjectImpl for SegmentRecorder {
                 glib::ParamSpecUInt64::builder("write-retry-time")
                     .nick("Write retry time")
                     .blurb(
-                        "Nanoseconds a failing write (full disk, I/O error, removed directory) \
-                         is retried with backoff before its segment is given up",
+                        "Nanoseconds failing writes (full disk, I/O error, removed directory) \
+                         are retried with backoff, per failure episode, before segments are \
+                         given up; also bounds how long EOS and stopping wait for the disk",
                     )
                     .maximum(MAX_WRITE_RETRY_TIME.nseconds())
                     .default_value(DEFAULT_WRITE_RETRY_TIME.nseconds())

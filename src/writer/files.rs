@@ -177,7 +177,6 @@ enum Op {
 
 struct Retry {
     op: Op,
-    since: Instant,
     backoff: Duration,
     next: Instant,
 }
@@ -193,6 +192,9 @@ pub(super) struct Files {
     made_dir: Option<PathBuf>,
     current: Current,
     retry: Option<Retry>,
+    /// When the failure episode under way began: the first failure since writing last worked
+    /// (a retried operation succeeded, or a segment was published).
+    failing_since: Option<Instant>,
     /// Samples dropped since the last segment was reported.
     dropped: u64,
     pub(super) stats: WriterStats,
@@ -205,6 +207,7 @@ impl Files {
             made_dir: None,
             current: Current::Idle,
             retry: None,
+            failing_since: None,
             dropped: 0,
             stats: WriterStats::default(),
         }
@@ -326,8 +329,13 @@ impl Files {
         self.run(op, reports)
     }
 
-    /// Runs `op`; a failure starts or continues its retries, and past the retry time gives the
-    /// segment up.
+    /// Runs `op`. A failure is tried again with a growing backoff, as long as the failure
+    /// episode it belongs to has lasted less than the retry time; past it the segment is given
+    /// up at once. The retry time is the episode's, not each segment's: however many segments
+    /// wait, a failing disk holds a recording up for the retry time, not that many times over.
+    /// The episode ends when writing works again: a retried operation succeeds, or a segment is
+    /// published. (Not any operation: where a segment given up leaves a little room, the next
+    /// one's opening succeeds, which says nothing of the disk.)
     fn run(&mut self, op: Op, reports: &mut Vec<Report>) -> Result<(), Stalled> {
         let result = match &op {
             Op::Open(spec) => self.open(spec).map(|s| {
@@ -339,10 +347,16 @@ impl Files {
         };
         match result {
             Ok(written) => {
-                if let Some(retry) = self.retry.take() {
+                let retried = self.retry.take().is_some();
+                if (retried || written.is_some())
+                    && let Some(since) = self.failing_since.take()
+                {
                     reports.push(Report::Resumed {
-                        spec: self.spec_of(&op),
-                        after: retry.since.elapsed(),
+                        spec: written
+                            .as_ref()
+                            .map(|w| w.spec.clone())
+                            .or_else(|| self.spec_of(&op)),
+                        after: since.elapsed(),
                     });
                 }
                 if let Some(mut written) = written {
@@ -357,35 +371,38 @@ impl Files {
                 self.note_error(&location, &error);
                 let spec = self.spec_of(&op);
                 let now = Instant::now();
-                match self.retry.take() {
-                    None => {
-                        reports.push(Report::Retrying {
-                            spec,
-                            location,
-                            error,
-                            retry_for: self.config.retry_time,
-                        });
-                        self.retry = Some(Retry {
-                            op,
-                            since: now,
-                            backoff: FIRST_BACKOFF,
-                            next: now + FIRST_BACKOFF,
-                        });
-                        Err(Stalled)
-                    }
-                    Some(retry) if retry.since.elapsed() < self.config.retry_time => {
-                        let backoff = (retry.backoff * 2).min(MAX_BACKOFF);
-                        self.retry = Some(Retry {
-                            backoff,
-                            next: now + backoff,
-                            ..retry
-                        });
-                        Err(Stalled)
-                    }
-                    Some(_) => {
-                        self.give_up(&op, spec, location, error, reports);
-                        Ok(())
-                    }
+                let retry_time = self.config.retry_time;
+                let Some(since) = self.failing_since else {
+                    self.failing_since = Some(now);
+                    self.retry = Some(Retry {
+                        op,
+                        backoff: FIRST_BACKOFF,
+                        next: now + FIRST_BACKOFF.min(retry_time),
+                    });
+                    reports.push(Report::Retrying {
+                        spec,
+                        location,
+                        error,
+                        retry_for: retry_time,
+                    });
+                    return Err(Stalled);
+                };
+                if now < since + retry_time {
+                    let backoff = self
+                        .retry
+                        .as_ref()
+                        .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
+                    // The last try is when the episode has lasted the retry time.
+                    self.retry = Some(Retry {
+                        op,
+                        backoff,
+                        next: (now + backoff).min(since + retry_time),
+                    });
+                    Err(Stalled)
+                } else {
+                    self.retry = None;
+                    self.give_up(&op, spec, location, error, reports);
+                    Ok(())
                 }
             }
         }
