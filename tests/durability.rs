@@ -39,7 +39,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 /// Run by the crash test in a child process: records live audio until killed, printing the
 /// running time up to which audio has reached the recorder.
 #[test]
-#[ignore = "run by sigkill_loses_at_most_the_flush_interval in a child process"]
+#[ignore = "run in a child process by the tests that kill a recording"]
 fn crash_child() {
     let Ok(base) = std::env::var("SEGREC_CRASH_DIR") else {
         return;
@@ -181,6 +181,154 @@ fn leftovers_of_a_dead_process_are_recovered_when_recording_starts() {
     assert_eq!(stat(&element, "segments-recovered"), 1);
 }
 
+/// A command that runs a program under `strace`, which kills it (SIGKILL, so nothing gets to
+/// clean up) as it enters the `unlink` of `path` (the call `std::fs::remove_file` makes): the
+/// unlink is never carried out. Or why it cannot.
+fn killed_at_unlink_of(path: &Path) -> Result<Command, String> {
+    let probe = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .map_err(|e| format!("cannot run strace: {e}"))?;
+    if !probe.status.success() {
+        return Err(String::from_utf8_lossy(&probe.stderr).trim().to_owned());
+    }
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=unlink"])
+        .args(["-e", "inject=unlink:signal=KILL", "-P"])
+        .arg(path)
+        .arg("--");
+    Ok(command)
+}
+
+/// Waits for `child` for at most 30 s.
+fn wait_with_deadline(child: &mut std::process::Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not end");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts a recorder of `trace`/`stt`/`PRE` on `base`, which recovers what is left there, and
+/// records 1 s in bucket 60,000. Returns the `segmentrecorder-segment-recovered` messages.
+fn start_recorder_on(base: &Path, trace: &str) -> Vec<gst::Structure> {
+    let element = recorder(base, trace, "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, ms(60_000), 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(warning_texts(&messages).is_empty());
+    element_messages(&messages, "segmentrecorder-segment-recovered")
+}
+
+/// The files in `tap` other than bucket 60,000's.
+fn left_in(tap: &Path) -> Vec<String> {
+    files_under(tap)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .filter(|n| n != "segment_60000.wav")
+        .collect()
+}
+
+#[test]
+fn a_writer_killed_between_publishing_and_removing_the_part_is_published_once() {
+    init();
+    for at_start in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tap = dir.path().join("1970-01-01/crash/stt/PRE");
+        let part = tap.join("segment_0.wav.part");
+        let segment = tap.join("segment_0.wav");
+        let mut child = match killed_at_unlink_of(&part) {
+            Ok(command) => command,
+            Err(why) => {
+                println!("skipped: cannot kill at a system call ({why})");
+                return;
+            }
+        };
+        // A live recording: bucket 0 is published when 5 s of audio have arrived.
+        let mut child = child
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+            .env("SEGREC_CRASH_DIR", dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_with_deadline(&mut child, "the recording child");
+        // Killed between the link and the unlink: both names lead to the finished segment.
+        assert!(part.exists() && segment.exists(), "{:?}", left_in(&tap));
+        let published = std::fs::read(&segment).unwrap();
+        assert_eq!(read_wav(&segment).0.len(), 80_000);
+
+        if at_start {
+            let recovered = start_recorder_on(dir.path(), "crash");
+            assert!(recovered.is_empty(), "{recovered:?}");
+        } else {
+            let recovered = recover_tree(dir.path(), false);
+            assert!(recovered.is_empty(), "{recovered:?}");
+        }
+        assert_eq!(left_in(&tap), ["segment_0.wav"]);
+        assert_eq!(std::fs::read(&segment).unwrap(), published);
+    }
+}
+
+/// A `.part` as a writer killed while recording leaves it: a header that counts no samples,
+/// then the samples.
+fn dead_writer_part(path: &Path, samples: &[i16]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut file = std::fs::File::create(path).unwrap();
+    drop(hound::WavWriter::new(&mut file, spec).unwrap());
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::io::Write::write_all(&mut file, &bytes).unwrap();
+}
+
+#[test]
+fn a_recovery_killed_between_publishing_and_removing_the_part_is_published_once() {
+    init();
+    let samples: Vec<i16> = (0..16_000).map(signal).collect();
+    for at_start in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tap = dir.path().join("1970-01-01/dead/stt/PRE");
+        let part = tap.join("segment_5000.wav.part");
+        let segment = tap.join("segment_5000.wav");
+        dead_writer_part(&part, &samples);
+        let mut child = match killed_at_unlink_of(&part) {
+            Ok(command) => command,
+            Err(why) => {
+                println!("skipped: cannot kill at a system call ({why})");
+                return;
+            }
+        };
+        let mut child = child
+            .arg(env!("CARGO_BIN_EXE_segmentrecorder-recover"))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_with_deadline(&mut child, "the recovery");
+        assert!(part.exists() && segment.exists(), "{:?}", left_in(&tap));
+
+        if at_start {
+            let recovered = start_recorder_on(dir.path(), "dead");
+            assert!(recovered.is_empty(), "{recovered:?}");
+        } else {
+            let recovered = recover_tree(dir.path(), false);
+            assert!(recovered.is_empty(), "{recovered:?}");
+        }
+        assert_eq!(left_in(&tap), ["segment_5000.wav"]);
+        assert_eq!(read_wav(&segment).0, samples);
+    }
+}
+
 /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
 fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     let out = Command::new("mount")
@@ -260,12 +408,282 @@ fn a_full_disk_warns_counts_and_recording_resumes_when_space_returns() {
     let files = segments(&disk);
     let last = files.iter().find(|p| bucket_ms(p) == 25_000).unwrap();
     assert_eq!(read_wav(last).0.len(), 80_000);
-    // No unfinished file is left behind.
+    // What reached the disk of the segment given up stays in its `.part`, for recovery, and is
+    // not counted lost: every stream sample (never 0) is either in a file or counted lost.
+    let parts: Vec<PathBuf> = files_under(&disk)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "part"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
+    let recovered = recover_tree(&disk, false);
+    assert!(
+        recovered.len() == 1 && recovered[0].is_ok(),
+        "{recovered:?}"
+    );
+    let on_disk: u64 = segments(&disk)
+        .iter()
+        .map(|f| read_wav(f).0.iter().filter(|&&s| s != 0).count() as u64)
+        .sum();
+    assert_eq!(
+        stat(&element, "samples-lost-write-error"),
+        stat(&element, "samples-received") - on_disk
+    );
     assert!(
         files_under(&disk)
             .iter()
             .all(|f| f.extension().unwrap() == "wav")
     );
+}
+
+/// Pushes samples `from..to` of the test signal in buffers of 20 ms, stamped where they are.
+fn push_samples(h: &mut gst_check::Harness, from: u64, to: u64) {
+    for first in (from..to).step_by(320) {
+        let len = 320.min(to - first) as usize;
+        let pts = gst::ClockTime::from_nseconds(first * 1_000_000_000 / 16_000);
+        h.push(buffer(first, len, Some(pts), 16_000)).unwrap();
+    }
+}
+
+/// Whether a file can be created in `dir`.
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    let created = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    created
+}
+
+/// A directory made unwritable (no file can be made, linked or removed in it; those open can
+/// still be written) until dropped.
+struct Unwritable(PathBuf);
+
+impl Unwritable {
+    /// Takes the write permission away, and for root, whom that does not stop, sets the
+    /// immutable attribute. Or says why it cannot.
+    fn make(dir: &Path) -> Result<Self, String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))
+            .map_err(|e| e.to_string())?;
+        let unwritable = Unwritable(dir.to_owned());
+        if writable(dir) {
+            let out = Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .output()
+                .map_err(|e| format!("cannot run chattr: {e}"))?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            }
+            if writable(dir) {
+                return Err("the directory stays writable".to_owned());
+            }
+        }
+        Ok(unwritable)
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+#[test]
+fn a_segment_given_up_in_an_unwritable_directory_stays_for_recovery_and_is_not_counted_lost() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property("write-retry-time", 300 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let tap = dir.path().join("1970-01-01/call/stt/PRE");
+    let part = tap.join("segment_0.wav.part");
+    push_samples(&mut h, 0, 32_000);
+    wait_for("2 s in the .part", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() >= 44 + 64_000)
+    });
+    let unwritable = match Unwritable::make(&tap) {
+        Ok(unwritable) => unwritable,
+        Err(why) => {
+            println!("skipped: cannot make a directory unwritable ({why})");
+            return;
+        }
+    };
+    // The rest of bucket 0 reaches its open `.part`, which cannot be published; bucket 5000
+    // cannot even be made.
+    push_samples(&mut h, 32_000, 112_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let stats = element.property::<gst::Structure>("recording-stats");
+    let get = |f: &str| stats.get::<u64>(f).unwrap();
+    assert_eq!(get("segments-failed"), 2);
+    assert_eq!(get("segments-written"), 0);
+    // Only bucket 5000's samples never reached the disk.
+    assert_eq!(get("samples-lost-write-error"), 32_000);
+    assert_eq!(get("samples-written"), 80_000);
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let texts = warning_texts(&messages);
+    let part_text = part.display().to_string();
+    assert!(
+        texts.iter().any(|t| t.contains("Gave up")
+            && t.contains(&format!(
+                "the 80000 samples that reached the disk stay in {part_text} for recovery"
+            ))),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Gave up") && t.contains("the segment is lost")),
+        "{texts:?}"
+    );
+    // Closed, so no longer locked: recovery can take it.
+    assert!(std::fs::File::open(&part).unwrap().try_lock().is_ok());
+
+    drop(unwritable);
+    let recovered = recover_tree(dir.path(), false);
+    let [Ok(recovered)] = recovered.as_slice() else {
+        panic!("{recovered:?}")
+    };
+    assert_eq!(recovered.location, tap.join("segment_0.wav"));
+    let (samples, _) = read_wav(&recovered.location);
+    assert!(samples.iter().copied().eq((0..80_000).map(signal)));
+    // Nothing else is left.
+    assert_eq!(files_under(dir.path()), [recovered.location.as_path()]);
+}
+
+/// Fills the file system of `dir` to its last byte with a file, and returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    while std::io::Write::write_all(&mut file, &[0]).is_ok() {}
+    filler
+}
+
+/// Runs `f` on a thread of its own and returns what it returns, failing if that takes more than
+/// `limit` from `since`.
+fn within<T: Send + 'static>(
+    since: Instant,
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let result = rx.recv_timeout(limit.saturating_sub(since.elapsed()));
+    result.unwrap_or_else(|_| panic!("{what} took more than {limit:?}"))
+}
+
+#[test]
+fn a_full_disk_holds_eos_and_stop_up_for_the_retry_time_whatever_is_queued() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    if let Err(why) = mount_tmpfs(&disk, "4m") {
+        println!("skipped: cannot mount a small tmpfs to fill ({why})");
+        return;
+    }
+    let _mounted = Mounted(disk.clone());
+    let filler = fill(&disk);
+
+    const RETRY_MS: u64 = 1_000;
+    let bound = Duration::from_millis(RETRY_MS + 2_000);
+    let element = recorder(&disk, "call", "stt", "PRE");
+    element.set_property("segment-duration", 500 * MS);
+    element.set_property("write-retry-time", RETRY_MS * MS);
+    element.set_property("max-queue-time", 60_000 * MS);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let tap = disk.join("1970-01-01/call/stt/PRE");
+    let warnings = |bus: &gst::Bus| warning_texts(&messages_of(bus, gst::MessageType::Warning));
+    let stats = |element: &gst::Element| {
+        let s = element.property::<gst::Structure>("recording-stats");
+        ["segments-failed", "segments-written", "samples-received"]
+            .into_iter()
+            .chain(["samples-written", "samples-lost-write-error"])
+            .map(|f| s.get::<u64>(f).unwrap())
+            .collect::<Vec<u64>>()
+    };
+
+    // 20 s of audio as fast as the element takes it: 40 segments queue up for a full disk.
+    let started = Instant::now();
+    push_samples(&mut h, 0, 320_000);
+    let (mut h, eos) = within(started, bound, "EOS", move || {
+        let eos = h.push_event(gst::event::Eos::new());
+        (h, eos)
+    });
+    assert!(eos);
+    println!(
+        "EOS returned {:?} after the first failure",
+        started.elapsed()
+    );
+    // Nothing reached the disk, and all of it is counted lost, segment by segment.
+    assert_eq!(stats(&element), [40, 0, 320_000, 0, 320_000]);
+    assert!(files_under(&disk).iter().all(|f| f == &filler));
+    let texts = warnings(&bus);
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("Cannot write")).count(),
+        1,
+        "one failure episode: {texts:?}"
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("Gave up") && t.contains("No space left on device"))
+            .count(),
+        40,
+        "{texts:?}"
+    );
+
+    // Space returns: the next segments are written.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    push_samples(&mut h, 320_000, 352_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let names: Vec<String> = files_under(&tap)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [20_000, 20_500, 21_000, 21_500].map(|ms| format!("segment_{ms}.wav"))
+    );
+    for (i, f) in segments(&tap).iter().enumerate() {
+        let (samples, _) = read_wav(f);
+        let first = 320_000 + i as u64 * 8_000;
+        assert!(
+            samples
+                .iter()
+                .copied()
+                .eq((first..first + 8_000).map(signal))
+        );
+    }
+    assert_eq!(stats(&element), [40, 4, 352_000, 32_000, 320_000]);
+    let infos = messages_of(&bus, gst::MessageType::Info);
+    assert!(!infos.is_empty(), "no message that writing works again");
+
+    // Full again, then the element is stopped with 20 s waiting: as quick.
+    let filler = fill(&disk);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    let started = Instant::now();
+    push_samples(&mut h, 352_000, 672_000);
+    let stopping = element.clone();
+    within(started, bound, "stopping", move || {
+        stopping.set_state(gst::State::Null).unwrap()
+    });
+    println!("stopped {:?} after the first failure", started.elapsed());
+    assert_eq!(stats(&element), [80, 4, 672_000, 32_000, 640_000]);
+    assert!(files_under(&tap).len() == 4 && files_under(&disk).contains(&filler));
+    drop(h);
 }
 
 #[test]
@@ -286,6 +704,7 @@ fn a_directory_removed_under_the_recorder_is_made_again() {
     let names: Vec<u64> = segments(dir.path()).iter().map(|p| bucket_ms(p)).collect();
     assert_eq!(names, [10_000, 15_000]);
     assert_eq!(stat(&element, "segments-failed"), 1);
+    assert_eq!(stat(&element, "samples-lost-write-error"), 80_000);
     assert!(!messages_of(&bus, gst::MessageType::Warning).is_empty());
 }
 

@@ -37,7 +37,20 @@ fn one_stream(base: &std::path::Path, name: &str, random: &mut Random) {
     let rec = recorder(base, name, "stt", "PRE");
     rec.set_property("flush-interval", 10_000_000u64);
     rec.set_property("segment-duration", 100_000_000u64);
-    let (mut h, _bus) = harness(&rec, CAPS_16K);
+    let bus = gst::Bus::new();
+    rec.set_bus(Some(&bus));
+    let mut h = gst_check::Harness::with_element(&rec, Some("sink"), None);
+    h.set_src_caps_str(CAPS_16K);
+    if rec.set_state(gst::State::Playing).is_err() {
+        let errors: Vec<String> = messages_of(&bus, gst::MessageType::Error)
+            .iter()
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+                _ => None,
+            })
+            .collect();
+        panic!("a recorder failed to start: {errors:?}");
+    }
     let buffers = 1 + random.below(12);
     push_signal(&mut h, gst::ClockTime::ZERO, buffers * 160, 160, 16_000);
     thread::sleep(Duration::from_micros(5_000 + random.below(10_000)));

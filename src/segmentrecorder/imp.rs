@@ -758,17 +758,33 @@ impl SegmentRecorder {
                 spec,
                 location,
                 error,
+                kept,
             } => {
+                let what = match &kept {
+                    None => "the segment is lost".to_owned(),
+                    Some((file, samples)) => format!(
+                        "the {samples} samples that reached the disk stay in {}{}, the rest of \
+                         the segment is lost",
+                        file.display(),
+                        if file.extension().is_some_and(|e| e == "part") {
+                            " for recovery"
+                        } else {
+                            ""
+                        }
+                    ),
+                };
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Write,
                     (
-                        "Gave up writing {}: {}; the segment is lost, recording goes on",
+                        "Gave up writing {}: {}; {}, recording goes on",
                         location.display(),
-                        error
+                        error,
+                        what
                     ),
                     [
-                        "Trace '{}', bucket {} ms",
+                        "Trace '{}', bucket {} ms. A .part is recovered when a recorder of \
+                         this call starts, or by segmentrecorder-recover",
                         spec.as_ref()
                             .map_or_else(String::new, |s| s.identity.trace_id().to_owned()),
                         spec.as_ref().map_or(0, |s| s.bucket_ms)
@@ -1031,8 +1047,9 @@ impl ObjectImpl for SegmentRecorder {
                 glib::ParamSpecUInt64::builder("write-retry-time")
                     .nick("Write retry time")
                     .blurb(
-                        "Nanoseconds a failing write (full disk, I/O error, removed directory) \
-                         is retried with backoff before its segment is given up",
+                        "Nanoseconds failing writes (full disk, I/O error, removed directory) \
+                         are retried with backoff, per failure episode, before segments are \
+                         given up; also bounds how long EOS and stopping wait for the disk",
                     )
                     .maximum(MAX_WRITE_RETRY_TIME.nseconds())
                     .default_value(DEFAULT_WRITE_RETRY_TIME.nseconds())

@@ -1,12 +1,15 @@
 //! The files of one recording: the open `.part`, its WAV encoding with `hound`, retries when
 //! the disk fails, and publishing under the final name. Runs on a writer thread only.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::layout::{part_file_name, segment_dir, segment_file_name};
+use super::layout::{new_file_name, part_file_name, segment_dir, segment_file_name};
 use super::levels::Levels;
 use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
 
@@ -25,6 +28,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How many files one bucket may have before giving up (`segment_<ms>-<n>.wav`).
 const MAX_SUFFIX: u32 = 1_000;
+
+/// How many times a file being made for a `.part` may be taken by recoveries before giving up.
+const MAX_NEW_FILES: u32 = 100;
 
 type Wav = hound::WavWriter<File>;
 
@@ -47,14 +53,111 @@ struct OpenSegment {
     suffix: u32,
     part: PathBuf,
     /// Samples not written to the file yet.
-    pending: Vec<i16>,
+    pending: Pending,
     /// Samples in the file.
     written: u64,
+    /// Samples of the stream in the file.
+    data_written: u64,
+    /// Samples of the stream given to the segment.
     data: u64,
     silence: u64,
     levels: Levels,
     /// Set once the file has its final name (a retried close does not publish it twice).
     published: Option<PathBuf>,
+}
+
+impl OpenSegment {
+    /// Closes the segment's file as it is, which releases its lock, so that recovery can take
+    /// it. Returns how many samples of the stream did not reach the file, and the file with how
+    /// many samples it holds, unless it holds none and could be removed.
+    fn abandon(self) -> (u64, Option<(PathBuf, u64)>) {
+        if let Some(location) = self.published {
+            return (0, Some((location, self.written)));
+        }
+        // Claims nothing it cannot check.
+        let Ok(meta) = self.file.metadata() else {
+            return (self.data, None);
+        };
+        // Removed with its directory, say: nothing of it is left.
+        let named = fs::symlink_metadata(&self.part)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+        if !named {
+            return (self.data, None);
+        }
+        // A write that failed may have put some of its samples in the file: they are there.
+        let most = self.written + self.pending.len() as u64;
+        let in_file = (meta.len().saturating_sub(self.data_start) / 2).clamp(self.written, most);
+        let data = self.data_written + self.pending.data_in((in_file - self.written) as usize);
+        let lost = self.data - data;
+        if in_file == 0 && fs::remove_file(&self.part).is_ok() {
+            return (lost, None);
+        }
+        (lost, Some((self.part, in_file)))
+    }
+}
+
+/// Samples not written to the file yet, and which of them came from the stream.
+#[derive(Default)]
+struct Pending {
+    samples: Vec<i16>,
+    /// The runs of stream samples (`true`) and of silence (`false`) in `samples`, in order.
+    runs: VecDeque<(bool, usize)>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    fn push(&mut self, samples: &[i16]) {
+        self.samples.extend_from_slice(samples);
+        self.add_run(true, samples.len());
+    }
+
+    fn push_silence(&mut self, n: usize) {
+        self.samples.resize(self.samples.len() + n, 0);
+        self.add_run(false, n);
+    }
+
+    fn add_run(&mut self, data: bool, n: usize) {
+        match self.runs.back_mut() {
+            _ if n == 0 => (),
+            Some((kind, len)) if *kind == data => *len += n,
+            _ => self.runs.push_back((data, n)),
+        }
+    }
+
+    /// How many of the first `n` samples came from the stream.
+    fn data_in(&self, mut n: usize) -> u64 {
+        let mut data = 0;
+        for &(kind, len) in &self.runs {
+            let k = len.min(n);
+            if kind {
+                data += k as u64;
+            }
+            n -= k;
+        }
+        data
+    }
+
+    /// Removes the first `n` samples.
+    fn drain(&mut self, mut n: usize) {
+        self.samples.drain(..n);
+        while let Some((_, len)) = self.runs.front_mut()
+            && n > 0
+        {
+            let k = (*len).min(n);
+            *len -= k;
+            n -= k;
+            if *len == 0 {
+                self.runs.pop_front();
+            }
+        }
+    }
 }
 
 enum Current {
@@ -74,7 +177,6 @@ enum Op {
 
 struct Retry {
     op: Op,
-    since: Instant,
     backoff: Duration,
     next: Instant,
 }
@@ -90,6 +192,9 @@ pub(super) struct Files {
     made_dir: Option<PathBuf>,
     current: Current,
     retry: Option<Retry>,
+    /// When the failure episode under way began: the first failure since writing last worked
+    /// (a retried operation succeeded, or a segment was published).
+    failing_since: Option<Instant>,
     /// Samples dropped since the last segment was reported.
     dropped: u64,
     pub(super) stats: WriterStats,
@@ -102,6 +207,7 @@ impl Files {
             made_dir: None,
             current: Current::Idle,
             retry: None,
+            failing_since: None,
             dropped: 0,
             stats: WriterStats::default(),
         }
@@ -142,7 +248,7 @@ impl Files {
                     Current::Open(s) => {
                         s.levels.add(&samples);
                         s.data += samples.len() as u64;
-                        s.pending.extend_from_slice(&samples);
+                        s.pending.push(&samples);
                     }
                     Current::Failed => self.stats.samples_lost += samples.len() as u64,
                     Current::Idle => (),
@@ -198,7 +304,7 @@ impl Files {
             let chunk = n.min(room);
             s.levels.add_silence(chunk);
             s.silence += chunk;
-            s.pending.resize(s.pending.len() + chunk as usize, 0);
+            s.pending.push_silence(chunk as usize);
             n -= chunk;
             self.flush_if_full(reports)?;
         }
@@ -233,8 +339,13 @@ impl Files {
         self.run(op, reports)
     }
 
-    /// Runs `op`; a failure starts or continues its retries, and past the retry time gives the
-    /// segment up.
+    /// Runs `op`. A failure is tried again with a growing backoff, as long as the failure
+    /// episode it belongs to has lasted less than the retry time; past it the segment is given
+    /// up at once. The retry time is the episode's, not each segment's: however many segments
+    /// wait, a failing disk holds a recording up for the retry time, not that many times over.
+    /// The episode ends when writing works again: a retried operation succeeds, or a segment is
+    /// published. (Not any operation: where a segment given up leaves a little room, the next
+    /// one's opening succeeds, which says nothing of the disk.)
     fn run(&mut self, op: Op, reports: &mut Vec<Report>) -> Result<(), Stalled> {
         let result = match &op {
             Op::Open(spec) => self.open(spec).map(|s| {
@@ -246,10 +357,16 @@ impl Files {
         };
         match result {
             Ok(written) => {
-                if let Some(retry) = self.retry.take() {
+                let retried = self.retry.take().is_some();
+                if (retried || written.is_some())
+                    && let Some(since) = self.failing_since.take()
+                {
                     reports.push(Report::Resumed {
-                        spec: self.spec_of(&op),
-                        after: retry.since.elapsed(),
+                        spec: written
+                            .as_ref()
+                            .map(|w| w.spec.clone())
+                            .or_else(|| self.spec_of(&op)),
+                        after: since.elapsed(),
                     });
                 }
                 if let Some(mut written) = written {
@@ -264,57 +381,67 @@ impl Files {
                 self.note_error(&location, &error);
                 let spec = self.spec_of(&op);
                 let now = Instant::now();
-                match self.retry.take() {
-                    None => {
-                        reports.push(Report::Retrying {
-                            spec,
-                            location,
-                            error,
-                            retry_for: self.config.retry_time,
-                        });
-                        self.retry = Some(Retry {
-                            op,
-                            since: now,
-                            backoff: FIRST_BACKOFF,
-                            next: now + FIRST_BACKOFF,
-                        });
-                        Err(Stalled)
-                    }
-                    Some(retry) if retry.since.elapsed() < self.config.retry_time => {
-                        let backoff = (retry.backoff * 2).min(MAX_BACKOFF);
-                        self.retry = Some(Retry {
-                            backoff,
-                            next: now + backoff,
-                            ..retry
-                        });
-                        Err(Stalled)
-                    }
-                    Some(_) => {
-                        let lost = match std::mem::replace(&mut self.current, Current::Failed) {
-                            Current::Open(s) => {
-                                // Its partial file would only hold on to space a full disk
-                                // needs for the next segments.
-                                if s.published.is_none() {
-                                    let _ = fs::remove_file(&s.part);
-                                }
-                                s.data
-                            }
-                            _ => 0,
-                        };
-                        self.stats.segments_failed += 1;
-                        self.stats.samples_lost += lost;
-                        reports.push(Report::Failed {
-                            spec,
-                            location,
-                            error,
-                        });
-                        if matches!(op, Op::Close) {
-                            self.current = Current::Idle;
-                        }
-                        Ok(())
-                    }
+                let retry_time = self.config.retry_time;
+                let Some(since) = self.failing_since else {
+                    self.failing_since = Some(now);
+                    self.retry = Some(Retry {
+                        op,
+                        backoff: FIRST_BACKOFF,
+                        next: now + FIRST_BACKOFF.min(retry_time),
+                    });
+                    reports.push(Report::Retrying {
+                        spec,
+                        location,
+                        error,
+                        retry_for: retry_time,
+                    });
+                    return Err(Stalled);
+                };
+                if now < since + retry_time {
+                    let backoff = self
+                        .retry
+                        .as_ref()
+                        .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
+                    // The last try is when the episode has lasted the retry time.
+                    self.retry = Some(Retry {
+                        op,
+                        backoff,
+                        next: (now + backoff).min(since + retry_time),
+                    });
+                    Err(Stalled)
+                } else {
+                    self.retry = None;
+                    self.give_up(&op, spec, location, error, reports);
+                    Ok(())
                 }
             }
+        }
+    }
+
+    /// Gives the segment of `op` up: what reached its file stays there, for recovery, and only
+    /// the rest is lost.
+    fn give_up(
+        &mut self,
+        op: &Op,
+        spec: Option<SegmentSpec>,
+        location: PathBuf,
+        error: io::Error,
+        reports: &mut Vec<Report>,
+    ) {
+        let (samples_lost, kept) = match std::mem::replace(&mut self.current, Current::Failed) {
+            Current::Open(s) => s.abandon(),
+            _ => (0, None),
+        };
+        self.stats.segments_failed += 1;
+        self.stats.samples_lost += samples_lost;
+        reports.push(Report::Failed {
+            spec,
+            location,
+            error,
+            kept,
+        });
+        if matches!(op, Op::Close) {
+            self.current = Current::Idle;
         }
     }
 
@@ -336,43 +463,34 @@ impl Files {
             fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
             self.made_dir = Some(dir.clone());
         }
-        let (suffix, part, file) = match create_part(&dir, spec.bucket_ms) {
-            // The directory was removed under us: make it again.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.made_dir = None;
-                fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
-                self.made_dir = Some(dir.clone());
-                create_part(&dir, spec.bucket_ms)
-            }
-            other => other,
-        }
-        .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
-        let failed = |part: &Path, e: io::Error| {
-            let _ = fs::remove_file(part);
-            (part.to_owned(), e)
-        };
-        // Tells recovery that the file is being written; where locks are not supported,
-        // recovery can only be told apart by the process being gone.
-        let _ = file.try_lock();
-        let mut handle = file.try_clone().map_err(|e| failed(&part, e))?;
         let wav_spec = hound::WavSpec {
             channels: 1,
             sample_rate: spec.rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let wav = hound::WavWriter::new(file, wav_spec).map_err(|e| failed(&part, io_error(e)))?;
-        let data_start = handle.stream_position().map_err(|e| failed(&part, e))?;
+        let new = match create_part(&dir, spec.bucket_ms, wav_spec) {
+            // The directory was removed under us: make it again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.made_dir = None;
+                fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
+                self.made_dir = Some(dir.clone());
+                create_part(&dir, spec.bucket_ms, wav_spec)
+            }
+            other => other,
+        }
+        .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
         Ok(OpenSegment {
             spec: spec.clone(),
-            wav,
-            file: handle,
-            data_start,
+            wav: new.wav,
+            file: new.file,
+            data_start: new.data_start,
             dir,
-            suffix,
-            part,
-            pending: Vec::new(),
+            suffix: new.suffix,
+            part: new.part,
+            pending: Pending::default(),
             written: 0,
+            data_written: 0,
             data: 0,
             silence: 0,
             levels: Levels::new(spec.rate, self.config.voice_threshold_dbfs),
@@ -394,15 +512,16 @@ impl Files {
                 }
                 let n = s.pending.len().min(WRITE_CHUNK);
                 let mut writer = s.wav.get_i16_writer(n as u32);
-                for &sample in &s.pending[..n] {
+                for &sample in &s.pending.samples[..n] {
                     writer.write_sample(sample);
                 }
                 writer.flush().map_err(io_error)?;
                 s.written += n as u64;
+                s.data_written += s.pending.data_in(n);
                 self.stats.bytes_written += n as u64 * 2;
-                s.pending.drain(..n);
+                s.pending.drain(n);
             }
-            s.pending.shrink_to(KEEP_PENDING);
+            s.pending.samples.shrink_to(KEEP_PENDING);
             Ok(())
         })();
         result.map_err(|e| (s.part.clone(), e))
@@ -424,9 +543,15 @@ impl Files {
                 }
                 publish(&s.part, &s.dir, s.spec.bucket_ms, s.suffix)
             })();
-            let (location, suffix) = result.map_err(|e| (s.part.clone(), e))?;
-            s.published = Some(location);
-            s.suffix = suffix;
+            let published = result.map_err(|e| (s.part.clone(), e))?;
+            if let Some(e) = published.leftover {
+                // Published all the same: the `.part` left is a second link of the segment,
+                // which recovery removes; publishing again would make a copy.
+                self.stats.write_errors += 1;
+                self.stats.last_error = Some(format!("{}: {e}", s.part.display()));
+            }
+            s.published = Some(published.location);
+            s.suffix = published.file_index;
         }
         if fsync {
             File::open(&s.dir)
@@ -451,26 +576,126 @@ impl Files {
     }
 }
 
-/// Creates the `.part` file of the first free name of bucket `bucket_ms` in `dir`.
-fn create_part(dir: &Path, bucket_ms: u64) -> io::Result<(u32, PathBuf, File)> {
+/// A `.part` ready for samples: locked, with its header.
+struct NewPart {
+    suffix: u32,
+    part: PathBuf,
+    wav: Wav,
+    /// The same open file as `wav`'s.
+    file: File,
+    data_start: u64,
+}
+
+/// Creates the `.part` of the first free name of bucket `bucket_ms` in `dir`.
+///
+/// The file is made under a name of its own ([`new_file_name`]), locked, given its header, and
+/// only then linked under its `.part` name, which never replaces a file. So no recovery (of a
+/// recorder of the same identity starting, or the offline tool) ever finds a live `.part`
+/// unlocked or without its header, which it would take for a dead writer's and remove. A
+/// recovery that takes the file under its first name in the moment before it is locked removes
+/// it: the file is then made again.
+fn create_part(dir: &Path, bucket_ms: u64, spec: hound::WavSpec) -> io::Result<NewPart> {
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let first_name = segment_file_name(bucket_ms, 0);
+    for _ in 0..MAX_NEW_FILES {
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        );
+        let new = dir.join(new_file_name(&first_name, &unique));
+        between_steps();
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&new)
+        {
+            Ok(file) => file,
+            // Left by a dead process that had our process id.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        match name_part(file, &new, dir, bucket_ms, spec) {
+            Ok(Some(part)) => return Ok(part),
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = fs::remove_file(&new);
+                return Err(e);
+            }
+        }
+    }
+    Err(io::Error::other(format!(
+        "{MAX_NEW_FILES} new files in a row were removed by recoveries"
+    )))
+}
+
+/// Locks the file just made as `new`, writes its header and links it under the first free
+/// `.part` name. `None`: a recovery took it before it was locked.
+fn name_part(
+    file: File,
+    new: &Path,
+    dir: &Path,
+    bucket_ms: u64,
+    spec: hound::WavSpec,
+) -> io::Result<Option<NewPart>> {
+    between_steps();
+    match file.try_lock() {
+        Ok(()) => (),
+        // A recovery holds it, and removes it.
+        Err(fs::TryLockError::WouldBlock) => return Ok(None),
+        // Where locks are not supported, recovery can only tell a live file by its process
+        // being gone.
+        Err(fs::TryLockError::Error(_)) => (),
+    }
+    let mut handle = file.try_clone()?;
+    let wav = hound::WavWriter::new(file, spec).map_err(io_error)?;
+    let data_start = handle.stream_position()?;
+    between_steps();
     for suffix in 0..MAX_SUFFIX {
         let name = segment_file_name(bucket_ms, suffix);
         if dir.join(&name).try_exists()? {
             continue;
         }
         let part = dir.join(part_file_name(&name));
-        match File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&part)
-        {
-            Ok(file) => return Ok((suffix, part, file)),
+        match fs::hard_link(new, &part) {
+            Ok(()) => (),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            // A recovery removed it in the moment before it was locked.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(_) if !part.try_exists()? => fs::rename(new, &part)?,
+            Err(_) => continue,
         }
+        between_steps();
+        // Should this fail, the name stays locked while we write, then recovery removes it.
+        let _ = fs::remove_file(new);
+        between_steps();
+        return Ok(Some(NewPart {
+            suffix,
+            part,
+            wav,
+            file: handle,
+            data_start,
+        }));
     }
     Err(too_many_files())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Run between the steps of making a `.part`, by unit tests that check that a recovery at
+    /// any of these moments leaves the file alone.
+    static BETWEEN_STEPS: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn between_steps() {
+    #[cfg(test)]
+    BETWEEN_STEPS.with_borrow_mut(|step| {
+        if let Some(step) = step {
+            step();
+        }
+    });
 }
 
 fn too_many_files() -> io::Error {
@@ -480,32 +705,158 @@ fn too_many_files() -> io::Error {
     )
 }
 
+/// A file given its segment name by [`publish`].
+pub(super) struct Published {
+    /// The segment's file.
+    pub(super) location: PathBuf,
+    /// Its file index.
+    pub(super) file_index: u32,
+    /// Why the file's former name could not be removed, if it could not. That name is then a
+    /// second link of the segment, which recovery removes.
+    pub(super) leftover: Option<io::Error>,
+}
+
 /// Gives `from` the first free name of bucket `bucket_ms` in `dir`, from file index `suffix`
 /// on, never replacing an existing file: a hard link (or, where links are not supported, a
 /// rename after checking the name is free), then `from` is removed.
+///
+/// Once the link is made the segment is published, whatever comes next: a process killed
+/// before `from` is removed leaves `from` as a second link of the segment, which recovery
+/// tells apart from audio still to be published and removes.
 pub(super) fn publish(
     from: &Path,
     dir: &Path,
     bucket_ms: u64,
     mut suffix: u32,
-) -> io::Result<(PathBuf, u32)> {
+) -> io::Result<Published> {
     loop {
         let target = dir.join(segment_file_name(bucket_ms, suffix));
         match fs::hard_link(from, &target) {
             Ok(()) => {
-                fs::remove_file(from)?;
-                return Ok((target, suffix));
+                return Ok(Published {
+                    location: target,
+                    file_index: suffix,
+                    leftover: fs::remove_file(from).err(),
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(_) if !target.try_exists()? => {
                 fs::rename(from, &target)?;
-                return Ok((target, suffix));
+                return Ok(Published {
+                    location: target,
+                    file_index: suffix,
+                    leftover: None,
+                });
             }
             Err(_) => {}
         }
         suffix += 1;
         if suffix >= MAX_SUFFIX {
             return Err(too_many_files());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::Identity;
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    fn config(base: &Path) -> Config {
+        Config {
+            base_dir: base.to_owned(),
+            flush_interval: Duration::from_millis(200),
+            fsync: false,
+            retry_time: Duration::from_millis(300),
+            voice_threshold_dbfs: -45.0,
+        }
+    }
+
+    /// Opens bucket 0 of `identity`, while a second recorder of the same identity starts, and
+    /// so recovers its directory, at the `at`-th step of making the `.part` (never if `None`);
+    /// then writes three samples and closes. Returns the steps there were, what the first
+    /// recorder reported and what the second one recovered or failed to.
+    fn record_while_another_starts(
+        base: &Path,
+        at: Option<usize>,
+    ) -> (usize, Vec<Report>, Vec<Report>) {
+        let identity = Arc::new(Identity::new("call", "stt", "PRE").unwrap());
+        let steps = Rc::new(Cell::new(0));
+        let recovered = Rc::new(RefCell::new(Vec::new()));
+        let mut second = Files::new(config(base));
+        BETWEEN_STEPS.set(Some(Box::new({
+            let (steps, recovered, identity) = (steps.clone(), recovered.clone(), identity.clone());
+            move || {
+                if Some(steps.get()) == at {
+                    let mut reports = Vec::new();
+                    let recover = Command::Recover(identity.clone());
+                    assert!(second.apply(recover, &mut reports, &mut Vec::new()).is_ok());
+                    recovered.borrow_mut().extend(reports);
+                }
+                steps.set(steps.get() + 1);
+            }
+        })));
+        let mut first = Files::new(config(base));
+        let (mut reports, mut spare) = (Vec::new(), Vec::new());
+        let spec = SegmentSpec {
+            identity,
+            bucket_ms: 0,
+            rate: 8_000,
+            start_running_time_ns: None,
+            start_utc_ns: None,
+        };
+        let opened = first.apply(Command::Open(spec), &mut reports, &mut spare);
+        BETWEEN_STEPS.set(None);
+        assert!(opened.is_ok(), "{reports:?}");
+        for command in [Command::Samples(vec![1, 2, 3]), Command::Close] {
+            assert!(
+                first.apply(command, &mut reports, &mut spare).is_ok(),
+                "{reports:?}"
+            );
+        }
+        (steps.get(), reports, recovered.take())
+    }
+
+    #[test]
+    fn pending_samples_tell_how_many_of_any_first_ones_came_from_the_stream() {
+        let mut pending = Pending::default();
+        pending.push(&[1, 2]);
+        pending.push_silence(3);
+        pending.push(&[3]);
+        pending.push(&[4]);
+        pending.push_silence(0);
+        assert_eq!(pending.samples, [1, 2, 0, 0, 0, 3, 4]);
+        let firsts: Vec<u64> = (0..=7).map(|n| pending.data_in(n)).collect();
+        assert_eq!(firsts, [0, 1, 2, 2, 2, 2, 3, 4]);
+        pending.drain(3);
+        assert_eq!(pending.samples, [0, 0, 3, 4]);
+        assert_eq!((pending.data_in(2), pending.data_in(3)), (0, 1));
+        pending.drain(4);
+        assert!(pending.is_empty() && pending.runs.is_empty());
+    }
+
+    #[test]
+    fn a_recorder_starting_at_any_step_of_making_a_part_leaves_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (steps, _, _) = record_while_another_starts(dir.path(), None);
+        assert!(steps >= 4, "{steps} steps");
+        for at in 0..steps {
+            let dir = tempfile::tempdir().unwrap();
+            let (_, reports, recovered) = record_while_another_starts(dir.path(), Some(at));
+            assert!(recovered.is_empty(), "step {at}: {recovered:?}");
+            let [Report::Written(w)] = reports.as_slice() else {
+                panic!("step {at}: {reports:?}")
+            };
+            let tap = dir.path().join("1970-01-01/call/stt/PRE");
+            assert_eq!(w.location, tap.join("segment_0.wav"));
+            let mut reader = hound::WavReader::open(&w.location).unwrap();
+            let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
+            assert_eq!(samples, [1, 2, 3], "step {at}");
+            // Nothing else is left: no `.part`, no file it was made under.
+            assert_eq!(fs::read_dir(&tap).unwrap().count(), 1, "step {at}");
         }
     }
 }

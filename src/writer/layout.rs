@@ -204,6 +204,20 @@ pub fn part_file_name(file_name: &str) -> String {
     format!("{file_name}.part")
 }
 
+/// The name a `.part` of `file_name` is made under before it gets its own:
+/// `<name>.<unique>.new`, `unique` (without `.`) telling apart the writers of a directory.
+/// Recovery never takes such a file for a `.part`.
+pub fn new_file_name(file_name: &str, unique: &str) -> String {
+    format!("{file_name}.{unique}.new")
+}
+
+/// Whether `name` is one a `.part` is made under (see [`new_file_name`]).
+pub fn is_new_file_name(name: &str) -> bool {
+    name.strip_suffix(".new")
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(file_name, _)| parse_segment_file_name(file_name).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,5 +427,16 @@ mod tests {
             assert_eq!(parse_segment_file_name(other), None, "{other}");
         }
         assert_eq!(part_file_name("segment_5000.wav"), "segment_5000.wav.part");
+        let new = new_file_name("segment_5000.wav", "42-7");
+        assert_eq!(new, "segment_5000.wav.42-7.new");
+        assert!(is_new_file_name(&new));
+        for other in [
+            "segment_5000.wav.part",
+            "segment_5000.wav",
+            "a.wav.1.new",
+            "x.new",
+        ] {
+            assert!(!is_new_file_name(other), "{other}");
+        }
     }
 }

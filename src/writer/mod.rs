@@ -13,9 +13,10 @@
 //! interval; on close its header is finalised and it is published as `segment_<ms>.wav` with a
 //! hard link (or a rename where links are not supported), never replacing an existing file.
 //! When the disk fails, the failed operation is tried again with a growing backoff while the
-//! recording's later commands wait in its queue; past the retry time the segment is given up
-//! and the recording goes on with the next one. The threads keep timers for both: a due flush
-//! or retry brings the recording back to a thread even when no new command arrives.
+//! recording's later commands wait in its queue; once the failure episode has lasted the retry
+//! time, the segment is given up, and so is each further one that fails until writing works
+//! again, and the recording goes on with the next one. The threads keep timers for both: a due
+//! flush or retry brings the recording back to a thread even when no new command arrives.
 //!
 //! The threads are a [`Pool`]: a recording that has work becomes a task, and so does each of
 //! its timers. A panic while a recording is served (in a write or in its report callback) is
@@ -58,7 +59,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Sync file and directory to stable storage before a segment is reported.
     pub fsync: bool,
-    /// How long a failing operation is tried again before its segment is given up.
+    /// How long failing operations are tried again, from the first failure of an episode,
+    /// before segments are given up.
     pub retry_time: Duration,
     /// 10 ms frames above this RMS level count as voiced.
     pub voice_threshold_dbfs: f64,
@@ -180,6 +182,10 @@ pub enum Report {
         location: PathBuf,
         /// What the operating system said.
         error: io::Error,
+        /// The file left with what did reach the disk, and how many samples it holds: its
+        /// `.part`, closed and unlocked for recovery (or, should only the sync of its
+        /// directory have failed, the published file).
+        kept: Option<(PathBuf, u64)>,
     },
     /// A `.part` left by a dead process was made whole and published.
     Recovered(Recovered),
@@ -238,7 +244,7 @@ pub struct WriterStats {
     pub segments_recovered: u64,
     /// Sample bytes written to segment files.
     pub bytes_written: u64,
-    /// Samples of the stream in segments that were given up.
+    /// Samples of the stream in segments that were given up that never reached the disk.
     pub samples_lost: u64,
     /// Operations that failed, retries included.
     pub write_errors: u64,
@@ -871,27 +877,59 @@ mod tests {
         fs::write(dir.path().join("1970-01-01"), b"").unwrap();
         let (rec, rx) = recording(dir.path());
         let id = identity();
-        submit_segment(&rec, &id, 0, &[1]);
+        // The retry time (300 ms) is the failure episode's, not each segment's.
+        let started = Instant::now();
+        for bucket in 0..10 {
+            submit_segment(&rec, &id, bucket * 1_000, &[1]);
+        }
         rec.wait_idle(false).unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(300 + 700), "{took:?}");
         let reports: Vec<_> = rx.try_iter().collect();
         assert!(matches!(&reports[0], Report::Retrying { location, .. }
             if location.starts_with(dir.path().join("1970-01-01"))));
+        assert_eq!(reports.len(), 11, "{reports:?}");
         assert!(
-            matches!(reports.last(), Some(Report::Failed { .. })),
+            reports[1..]
+                .iter()
+                .all(|r| matches!(r, Report::Failed { kept: None, .. })),
             "{reports:?}"
         );
         let stats = rec.stats();
-        assert_eq!(stats.segments_failed, 1);
-        assert_eq!(stats.samples_lost, 1);
-        assert!(stats.write_errors >= 2);
+        assert_eq!(stats.segments_failed, 10);
+        assert_eq!(stats.samples_lost, 10);
+        assert!(stats.write_errors >= 11);
         assert!(stats.last_error.unwrap().contains("1970-01-01"));
 
-        // The disk recovers: the next segment is written.
+        // The disk recovers: the next segment is written, which ends the episode.
         fs::remove_file(dir.path().join("1970-01-01")).unwrap();
-        submit_segment(&rec, &id, 1_000, &[2]);
+        submit_segment(&rec, &id, 10_000, &[2]);
         rec.wait_idle(false).unwrap();
-        assert!(matches!(rx.try_recv(), Ok(Report::Written(_))));
+        let reports: Vec<_> = rx.try_iter().collect();
+        assert!(
+            matches!(
+                reports.as_slice(),
+                [Report::Resumed { .. }, Report::Written(_)]
+            ),
+            "{reports:?}"
+        );
         assert_eq!(rec.stats().segments_written, 1);
+
+        // A new failure starts a new episode, with the whole retry time.
+        fs::remove_dir_all(dir.path().join("1970-01-01")).unwrap();
+        fs::write(dir.path().join("1970-01-01"), b"").unwrap();
+        let started = Instant::now();
+        submit_segment(&rec, &id, 11_000, &[3]);
+        rec.wait_idle(false).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let reports: Vec<_> = rx.try_iter().collect();
+        assert!(
+            matches!(
+                reports.as_slice(),
+                [Report::Retrying { .. }, Report::Failed { .. }]
+            ),
+            "{reports:?}"
+        );
     }
 
     #[test]

@@ -2,21 +2,26 @@
 //!
 //! A `.part` holds a valid WAV header followed by every sample that reached the operating
 //! system (the writer appends at least every flush interval), but its header may not count them
-//! yet. Recovery copies those samples into a new file whose header `hound` writes, publishes it
-//! under the segment's name (a further file index if that name is taken: nothing is ever
-//! replaced) and removes the `.part`. A `.part` that another writer holds locked is alive and
-//! left alone.
+//! yet. Recovery repairs it in place (cuts off a torn last sample and writes the two sizes of the
+//! header), then publishes it like the writer does: a hard link under the segment's name (a
+//! further file index if that name is taken: nothing is ever replaced), then the `.part` is
+//! removed. Repairing in place needs no room on a full disk, and leaves no intermediate file.
+//!
+//! A `.part` that another writer or recovery holds locked is alive and left alone; so is a file a
+//! writer is making a `.part` under, which is removed once its writer is gone. A `.part`
+//! that is a second link of a published segment of its bucket was left by a process killed
+//! between publishing and removing it: it is removed, not published again. Every step can be
+//! cut short by a kill, and the next recovery ends the work: before the link the `.part` is
+//! only (again) repaired, after it the `.part` is such a second link.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufReader, Seek};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::Identity;
 use super::files::{io_error, publish};
-use super::layout::{identity_dir, parse_segment_file_name};
-
-/// Samples copied at a time.
-const CHUNK: usize = 65_536;
+use super::layout::{identity_dir, is_new_file_name, parse_segment_file_name};
 
 /// A `.part` file made whole again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,24 +53,43 @@ pub fn identity_dirs(base: &Path, identity: &Identity) -> Vec<PathBuf> {
     dirs
 }
 
-/// Recovers every `.part` file directly in `dir`.
+/// Recovers every `.part` file directly in `dir`, and removes the files dead writers were
+/// making `.part`s under (see [`new_file_name`](super::layout::new_file_name)): they hold at
+/// most a header, or are a second link of a `.part` or a segment.
 pub fn recover_dir(dir: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, io::Error)>> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut parts: Vec<PathBuf> = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.to_str().is_some_and(|s| s.ends_with(".wav.part")))
-        .collect();
+    let (mut parts, mut news) = (Vec::new(), Vec::new());
+    for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some(name) if name.ends_with(".wav.part") => parts.push(path),
+            Some(name) if is_new_file_name(name) => news.push(path),
+            _ => (),
+        }
+    }
     parts.sort();
-    parts
-        .into_iter()
-        .filter_map(|part| match recover_part(&part, fsync) {
-            Ok(Some(recovered)) => Some(Ok(recovered)),
-            Ok(None) => None,
-            Err(e) => Some(Err((part, e))),
-        })
-        .collect()
+    news.sort();
+    let mut results = Vec::new();
+    for new in news {
+        let removed = take(&new).and_then(|dead| match dead {
+            Some(_) => fs::remove_file(&new),
+            None => Ok(()),
+        });
+        if let Err(e) = removed {
+            results.push(Err((new, e)));
+        }
+    }
+    results.extend(
+        parts
+            .into_iter()
+            .filter_map(|part| match recover_part(&part, fsync) {
+                Ok(Some(recovered)) => Some(Ok(recovered)),
+                Ok(None) => None,
+                Err(e) => Some(Err((part, e))),
+            }),
+    );
+    results
 }
 
 /// Recovers every `.part` file anywhere under `base`.
@@ -85,8 +109,9 @@ pub fn recover_tree(base: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf,
     results
 }
 
-/// Recovers one `.part`. `Ok(None)`: it is being written by a live writer, or it holds no
-/// audio at all (then it is removed).
+/// Recovers one `.part`. `Ok(None)`: it is being written or recovered by someone else, it is
+/// gone, or it holds nothing to publish (then it is removed): no audio at all, or the audio of
+/// a segment already published.
 pub fn recover_part(part: &Path, fsync: bool) -> io::Result<Option<Recovered>> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let name = part
@@ -98,11 +123,15 @@ pub fn recover_part(part: &Path, fsync: bool) -> io::Result<Option<Recovered>> {
         parse_segment_file_name(name).ok_or_else(|| invalid("not a segment's .part file"))?;
     let dir = part.parent().ok_or_else(|| invalid("no directory"))?;
 
-    let file = File::open(part)?;
-    if file.try_lock().is_err() {
+    let Some(file) = take(part)? else {
+        return Ok(None);
+    };
+    let meta = file.metadata()?;
+    if is_published(dir, bucket_ms, &meta)? {
+        fs::remove_file(part)?;
         return Ok(None);
     }
-    let len = file.metadata()?.len();
+    let len = meta.len();
     let mut reader = BufReader::new(&file);
     let header = hound::WavReader::new(&mut reader).map(|wav| wav.spec());
     let spec = match header {
@@ -117,40 +146,81 @@ pub fn recover_part(part: &Path, fsync: bool) -> io::Result<Option<Recovered>> {
     };
     let data_start = reader.stream_position()?;
     let samples = len.saturating_sub(data_start) / 2;
-    reader.seek(SeekFrom::Start(data_start))?;
 
-    let repaired = dir.join(format!("{name}.recovering"));
-    let _ = fs::remove_file(&repaired);
-    let mut wav = hound::WavWriter::create(&repaired, spec).map_err(io_error)?;
-    let mut bytes = vec![0u8; CHUNK * 2];
-    let mut left = samples as usize;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        reader.read_exact(&mut bytes[..n * 2])?;
-        let mut writer = wav.get_i16_writer(n as u32);
-        for b in bytes[..n * 2].chunks_exact(2) {
-            writer.write_sample(i16::from_le_bytes([b[0], b[1]]));
-        }
-        writer.flush().map_err(io_error)?;
-        left -= n;
+    // The samples are the last chunk: their size is the 4 bytes after its id, and the file's
+    // is the 4 bytes after "RIFF".
+    let mut id = [0u8; 4];
+    file.read_exact_at(&mut id, data_start - 8)?;
+    if &id != b"data" {
+        return Err(invalid("the samples are not the last chunk"));
     }
-    wav.finalize().map_err(io_error)?;
+    let end = data_start + samples * 2;
+    let too_long = || invalid("too long for a WAV file");
+    let riff_size = u32::try_from(end - 8).map_err(|_| too_long())?;
+    let data_size = u32::try_from(samples * 2).map_err(|_| too_long())?;
+    if len != end {
+        file.set_len(end)?;
+    }
+    file.write_all_at(&riff_size.to_le_bytes(), 4)?;
+    file.write_all_at(&data_size.to_le_bytes(), data_start - 4)?;
     if fsync {
-        File::open(&repaired)?.sync_data()?;
+        file.sync_data()?;
     }
-    let (location, file_index) = publish(&repaired, dir, bucket_ms, file_index)?;
-    fs::remove_file(part)?;
+    // A leftover link cannot be removed now: the next recovery removes it (see above).
+    let published = publish(part, dir, bucket_ms, file_index)?;
     if fsync {
         File::open(dir)?.sync_all()?;
     }
     Ok(Some(Recovered {
         part: part.to_owned(),
-        location,
+        location: published.location,
         bucket_ms,
-        file_index,
+        file_index: published.file_index,
         rate: spec.sample_rate,
         samples,
     }))
+}
+
+/// Opens `path` for repair and takes its lock: `None` if someone holds it, or if the name no
+/// longer leads to the file locked (another recovery finished with it while we waited).
+fn take(path: &Path) -> io::Result<Option<File>> {
+    let file = match File::options().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if file.try_lock().is_err() {
+        return Ok(None);
+    }
+    match fs::symlink_metadata(path) {
+        Ok(named) if same_file(&named, &file.metadata()?) => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+/// Whether the file `meta` describes is also a segment file of bucket `bucket_ms` in `dir`.
+fn is_published(dir: &Path, bucket_ms: u64, meta: &Metadata) -> io::Result<bool> {
+    if meta.nlink() < 2 {
+        return Ok(false);
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let of_bucket = entry
+            .file_name()
+            .to_str()
+            .and_then(parse_segment_file_name)
+            .is_some_and(|(ms, _)| ms == bucket_ms);
+        if of_bucket && same_file(&fs::symlink_metadata(entry.path())?, meta) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -203,6 +273,42 @@ mod tests {
     }
 
     #[test]
+    fn a_part_that_is_a_second_link_of_its_segment_is_removed_not_published_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("segment_5000.wav.part");
+        leftover(&part, &[1, -2, 3]);
+        // Published as file index 1, then killed before the `.part` was removed.
+        fs::write(dir.path().join("segment_5000.wav"), b"keep").unwrap();
+        let published = dir.path().join("segment_5000-1.wav");
+        fs::hard_link(&part, &published).unwrap();
+        let before = fs::read(&published).unwrap();
+
+        assert!(recover_tree(dir.path(), false).is_empty());
+        assert!(!part.exists());
+        assert_eq!(fs::read(&published).unwrap(), before);
+        assert_eq!(
+            fs::read(dir.path().join("segment_5000.wav")).unwrap(),
+            b"keep"
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_part_with_a_link_that_is_no_segment_of_its_bucket_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("segment_5000.wav.part");
+        leftover(&part, &[4, 5]);
+        fs::hard_link(&part, dir.path().join("segment_10000.wav.other")).unwrap();
+        let results = recover_dir(dir.path(), false);
+        let r = results[0].as_ref().unwrap();
+        assert_eq!(r.location, dir.path().join("segment_5000.wav"));
+        let mut reader = hound::WavReader::open(&r.location).unwrap();
+        let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
+        assert_eq!(samples, [4, 5]);
+        assert!(!part.exists());
+    }
+
+    #[test]
     fn a_part_locked_by_a_live_writer_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let part = dir.path().join("segment_0.wav.part");
@@ -213,6 +319,19 @@ mod tests {
         assert!(part.exists());
         drop(live);
         assert_eq!(recover_dir(dir.path(), true).len(), 1);
+    }
+
+    #[test]
+    fn files_dead_writers_were_making_parts_under_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("segment_0.wav.7-1.new");
+        leftover(&dead, &[]);
+        let alive = dir.path().join("segment_0.wav.7-2.new");
+        leftover(&alive, &[]);
+        let live = File::open(&alive).unwrap();
+        live.lock().unwrap();
+        assert!(recover_dir(dir.path(), false).is_empty());
+        assert!(!dead.exists() && alive.exists());
     }
 
     #[test]
