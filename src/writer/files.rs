@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::layout::{new_file_name, part_file_name, segment_dir, segment_file_name};
+use super::layout::{
+    new_file_name, part_file_name, segment_dir, segment_file_name, uploaded_mark_name,
+};
 use super::levels::Levels;
 use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
 
@@ -654,7 +656,7 @@ fn name_part(
     between_steps();
     for suffix in 0..MAX_SUFFIX {
         let name = segment_file_name(bucket_ms, suffix);
-        if dir.join(&name).try_exists()? {
+        if name_taken(dir, &name)? {
             continue;
         }
         let part = dir.join(part_file_name(&name));
@@ -716,9 +718,15 @@ pub(super) struct Published {
     pub(super) leftover: Option<io::Error>,
 }
 
+/// Whether segment file `name` exists in `dir`, or did and was uploaded.
+fn name_taken(dir: &Path, name: &str) -> io::Result<bool> {
+    Ok(dir.join(name).try_exists()? || dir.join(uploaded_mark_name(name)).try_exists()?)
+}
+
 /// Gives `from` the first free name of bucket `bucket_ms` in `dir`, from file index `suffix`
-/// on, never replacing an existing file: a hard link (or, where links are not supported, a
-/// rename after checking the name is free), then `from` is removed.
+/// on, never replacing an existing file nor reusing the name of one that was uploaded and
+/// removed: a hard link (or, where links are not supported, a rename after checking the name is
+/// free), then `from` is removed.
 ///
 /// Once the link is made the segment is published, whatever comes next: a process killed
 /// before `from` is removed leaves `from` as a second link of the segment, which recovery
@@ -730,8 +738,15 @@ pub(super) fn publish(
     mut suffix: u32,
 ) -> io::Result<Published> {
     loop {
-        let target = dir.join(segment_file_name(bucket_ms, suffix));
+        let name = segment_file_name(bucket_ms, suffix);
+        let target = dir.join(&name);
         match fs::hard_link(from, &target) {
+            // The name's file was uploaded and removed, its mark remains: the name is taken.
+            // Looked at after the link, which only succeeds once that file is gone, and the
+            // uploader marks a file before it removes it.
+            Ok(()) if dir.join(uploaded_mark_name(&name)).try_exists()? => {
+                let _ = fs::remove_file(&target);
+            }
             Ok(()) => {
                 return Ok(Published {
                     location: target,
@@ -740,7 +755,7 @@ pub(super) fn publish(
                 });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(_) if !target.try_exists()? => {
+            Err(_) if !name_taken(dir, &name)? => {
                 fs::rename(from, &target)?;
                 return Ok(Published {
                     location: target,

@@ -204,6 +204,12 @@ pub fn part_file_name(file_name: &str) -> String {
     format!("{file_name}.part")
 }
 
+/// The name of the mark that tells `file_name` was uploaded (`<name>.uploaded`). It stays when
+/// the file itself is removed, so that the name is never given to another segment.
+pub fn uploaded_mark_name(file_name: &str) -> String {
+    format!("{file_name}.uploaded")
+}
+
 /// The name a `.part` of `file_name` is made under before it gets its own:
 /// `<name>.<unique>.new`, `unique` (without `.`) telling apart the writers of a directory.
 /// Recovery never takes such a file for a `.part`.

@@ -871,6 +871,43 @@ mod tests {
     }
 
     #[test]
+    fn the_name_of_a_segment_uploaded_and_removed_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rec, rx) = recording(dir.path());
+        let id = identity();
+        let tap = dir.path().join("1970-01-01/call/stt/PRE");
+        fs::create_dir_all(&tap).unwrap();
+        // Segment 0 of the bucket was uploaded and its file removed; -1 is still on disk.
+        fs::write(tap.join("segment_0.wav.uploaded"), b"").unwrap();
+        fs::write(tap.join("segment_0-1.wav"), b"keep").unwrap();
+        submit_segment(&rec, &id, 0, &[7]);
+        rec.wait_idle(false).unwrap();
+        let Ok(Report::Written(w)) = rx.try_recv() else {
+            panic!("not written")
+        };
+        assert_eq!(w.location, tap.join("segment_0-2.wav"));
+        assert_eq!(w.file_index, 2);
+        assert_eq!(read(&w.location), [0, 0, 0, 7]);
+        assert!(!tap.join("segment_0.wav").exists());
+        assert_eq!(fs::read(tap.join("segment_0-1.wav")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn publishing_skips_a_name_marked_uploaded_after_its_part_was_named() {
+        // The mark appears between the moment the `.part` got its name and the publish, as
+        // when the uploader confirms and removes a segment of that name meanwhile.
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("segment_0.wav.part");
+        fs::write(&part, b"audio").unwrap();
+        fs::write(dir.path().join("segment_0.wav.uploaded"), b"").unwrap();
+        let published = files::publish(&part, dir.path(), 0, 0).unwrap();
+        assert_eq!(published.location, dir.path().join("segment_0-1.wav"));
+        assert_eq!(published.file_index, 1);
+        assert!(!dir.path().join("segment_0.wav").exists());
+        assert!(!part.exists());
+    }
+
+    #[test]
     fn an_unwritable_directory_is_retried_then_given_up_and_recording_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         // A file where the date directory should be.
