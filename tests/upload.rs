@@ -267,12 +267,19 @@ fn segments_are_uploaded_and_removed_only_after_confirmation() {
         let object = get(endpoint, &key).expect("object");
         assert_eq!(samples_of_wav(&object), expected_bucket(k, total));
     }
-    // Confirmed, so removed: no file and no mark are left.
-    assert!(
-        files_under(dir.path()).is_empty(),
-        "{:?}",
-        files_under(dir.path())
-    );
+    // Confirmed, so removed; the marks stay, as tombstones of the names, each saying what
+    // went where.
+    assert!(segments(dir.path()).is_empty());
+    let marks = files_under(dir.path());
+    assert_eq!(marks.len(), 3, "{marks:?}");
+    for mark in &marks {
+        let name = mark.file_name().unwrap().to_str().unwrap();
+        let wav = name.strip_suffix(".uploaded").expect("a mark");
+        let text = std::fs::read_to_string(mark).unwrap();
+        let (md5, key) = text.trim_end().split_once("  ").unwrap();
+        assert_eq!(md5.len(), 32, "{text}");
+        assert_eq!(key, format!("t1/1970-01-01/call-up/stt/PRE/{wav}"));
+    }
     assert_eq!(stat(&element, "uploads-done"), 3);
     assert_eq!(stat(&element, "upload-bytes"), 3 * (44 + 160_000));
     assert_eq!(stat(&element, "uploads-failed"), 0);
@@ -521,5 +528,7 @@ fn segmentrecorder_upload_pushes_a_whole_base_directory() {
             80_000
         );
     }
-    assert!(files_under(dir.path()).is_empty());
+    // Only the marks are left.
+    assert!(segments(dir.path()).is_empty());
+    assert_eq!(files_under(dir.path()).len(), 2);
 }

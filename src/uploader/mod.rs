@@ -4,12 +4,14 @@
 //! A recorder opens [`Uploads`] and hands it each segment once the writer has published it.
 //! A thread reads the file, PUTs it under the key that mirrors the local layout (so a retry or a
 //! re-upload of the same file is idempotent), and once the store confirmed it (status, Content-
-//! MD5 and ETag) records the fact next to the file as `segment_<ms>.wav.uploaded`; then, unless
-//! the local file is to be kept, removes the file and the mark. A file is thus never removed
-//! before its upload is confirmed, and a mark found without its file, or with it, tells a later
-//! start what was already done. Failures that may pass (server down, timeouts, 5xx, throttling)
-//! are retried with a growing backoff up to a limit; after it, or at once for wrong credentials
-//! or a missing bucket, the file stays on disk for the next start to upload.
+//! MD5 and ETag) records the fact next to the file in the mark `segment_<ms>.wav.uploaded`
+//! (the file's MD5 and the key it went to); then, unless the local file is to be kept, removes
+//! the file. The mark stays: a tombstone telling that the name was published, so that the name
+//! is never given to another recording, and that what it held is in the bucket. A file is thus
+//! never removed before its upload is confirmed, and a file found with a mark whose MD5 is its
+//! own needs no upload. Failures that may pass (server down, timeouts, 5xx, throttling) are
+//! retried with a growing backoff up to a limit; after it, or at once for wrong credentials or a
+//! missing bucket, the file stays on disk for the next start to upload.
 
 mod s3;
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use rusty_s3::Credentials;
 pub use s3::{Destination, PutError};
+use s3::{hex, md5};
 
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
@@ -134,6 +137,33 @@ fn mark_of(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Writes the mark of the file at `path`: one line, `<md5 hex>  <key>`, as `md5sum` prints.
+fn write_mark(path: &Path, digest: &[u8; 16], key: &str) -> io::Result<()> {
+    fs::write(mark_of(path), format!("{}  {key}\n", hex(digest)))
+}
+
+/// The MD5 and key the mark of the file at `path` records, if it has a readable one.
+fn read_mark(path: &Path) -> Option<([u8; 16], String)> {
+    let text = fs::read_to_string(mark_of(path)).ok()?;
+    let (hex, key) = text.trim_end().split_once("  ")?;
+    if hex.len() != 32 || key.is_empty() {
+        return None;
+    }
+    let mut digest = [0u8; 16];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((digest, key.to_owned()))
+}
+
+/// Removes a file; one already gone (another uploader of it removed it) is fine.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Uploads {
     /// Uploads as `config` says, telling what happened to `reports` (on an uploader thread).
     /// Starts uploader threads up to `config.workers`: an error if the system refuses one.
@@ -203,22 +233,14 @@ impl Uploads {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(wav) = name.strip_suffix(".uploaded") {
-                // A mark whose file is gone: the upload was confirmed and the file removed.
-                if !dir.join(wav).exists() {
-                    let _ = fs::remove_file(&path);
-                }
-                continue;
-            }
+            // Marks (tombstones included), `.part` and `.recovering` files are not segments.
             if parse_segment_file_name(name).is_none() {
                 continue;
             }
-            if mark_of(&path).exists() {
-                if !self.inner.config.keep_local {
-                    // Confirmed before the process died, not yet removed.
-                    let _ = fs::remove_file(&path);
-                    let _ = fs::remove_file(mark_of(&path));
-                }
+            // A kept file with a mark was uploaded. Without `keep_local`, a file with a mark was
+            // confirmed by a process that died before removing it: its job checks that the mark
+            // is the file's own and removes it.
+            if self.inner.config.keep_local && mark_of(&path).exists() {
                 continue;
             }
             if let Ok(relative) = path.strip_prefix(base)
@@ -272,10 +294,40 @@ impl Job {
                 return None;
             }
         };
+        let digest = md5(&data);
+        if self.attempts == 1
+            && let Some(key) = read_mark(&self.path).filter(|m| m.0 == digest).map(|m| m.1)
+        {
+            // Confirmed before: only the removal is left to do.
+            self.key = key;
+            let mut reports = Vec::new();
+            if !inner.config.keep_local
+                && let Err(error) = remove_if_there(&self.path)
+            {
+                reports.push(UploadReport::LocalError {
+                    location: self.path.clone(),
+                    error,
+                });
+            }
+            reports.push(UploadReport::Uploaded {
+                location: self.path.clone(),
+                key: self.key.clone(),
+                size: data.len() as u64,
+                attempts: 0,
+            });
+            self.finish(
+                |s| {
+                    s.uploaded += 1;
+                    s.bytes += data.len() as u64;
+                },
+                reports,
+            );
+            return None;
+        }
         match inner.config.destination.put(&self.key, &data) {
             Ok(()) => {
                 let mut reports = Vec::new();
-                if let Err(error) = self.confirm() {
+                if let Err(error) = self.confirm(&digest) {
                     reports.push(UploadReport::LocalError {
                         location: mark_of(&self.path),
                         error,
@@ -319,13 +371,12 @@ impl Job {
         }
     }
 
-    /// Records the confirmed upload next to the file, then removes the file unless it is kept.
-    fn confirm(&self) -> io::Result<()> {
-        let mark = mark_of(&self.path);
-        fs::File::create(&mark)?;
+    /// Records the confirmed upload of the file whose MD5 is `digest` in its mark, then removes
+    /// the file unless it is kept. The mark stays.
+    fn confirm(&self, digest: &[u8; 16]) -> io::Result<()> {
+        write_mark(&self.path, digest, &self.key)?;
         if !self.inbox.config.keep_local {
-            fs::remove_file(&self.path)?;
-            fs::remove_file(&mark)?;
+            remove_if_there(&self.path)?;
         }
         Ok(())
     }
@@ -366,5 +417,31 @@ fn attempt(job: Job) {
     if let Some(job) = job.run() {
         let at = Instant::now() + job.backoff();
         UPLOADERS.run_at(at, move || attempt(job));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_records_the_md5_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("segment_0.wav");
+        let digest = md5(b"audio");
+        write_mark(&file, &digest, "p/1970-01-01/c/s/PRE/segment_0-1.wav").unwrap();
+        assert_eq!(
+            fs::read_to_string(mark_of(&file)).unwrap(),
+            format!("{}  p/1970-01-01/c/s/PRE/segment_0-1.wav\n", hex(&digest))
+        );
+        assert_eq!(
+            read_mark(&file),
+            Some((digest, "p/1970-01-01/c/s/PRE/segment_0-1.wav".to_owned()))
+        );
+        // An empty or damaged mark proves nothing: the file is uploaded again (harmlessly).
+        for damaged in ["", "0123", "zz  key\n", &format!("{}  \n", hex(&digest))] {
+            fs::write(mark_of(&file), damaged).unwrap();
+            assert_eq!(read_mark(&file), None, "{damaged:?}");
+        }
     }
 }

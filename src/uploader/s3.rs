@@ -130,6 +130,16 @@ impl Destination {
     }
 }
 
+/// Lower-case hex of an MD5.
+pub(super) fn hex(digest: &[u8; 16]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MD5 of `data`.
+pub(super) fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
 /// The `<Code>` of an S3 error document.
 fn xml_code(body: &str) -> Option<String> {
     let start = body.find("<Code>")? + "<Code>".len();
