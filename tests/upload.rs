@@ -532,3 +532,148 @@ fn segmentrecorder_upload_pushes_a_whole_base_directory() {
     assert!(segments(dir.path()).is_empty());
     assert_eq!(files_under(dir.path()).len(), 2);
 }
+
+/// Pushes `total` samples of the test signal from its sample `first` on, stamped from 0, in
+/// 320-sample buffers: recordings of the same moment with different audio.
+fn push_from(h: &mut gst_check::Harness, first: u64, total: u64) {
+    let mut done = 0u64;
+    while done < total {
+        let len = 320.min(total - done);
+        let pts = gst::ClockTime::from_nseconds(done * 1_000_000_000 / 16_000);
+        h.push(buffer(first + done, len as usize, Some(pts), 16_000))
+            .unwrap();
+        done += len;
+    }
+}
+
+/// Bucket 0 of a stream of `total` test-signal samples from sample `first` on, padded.
+fn expected_from(first: u64, total: u64) -> Vec<i16> {
+    (0..80_000u64)
+        .map(|n| if n < total { signal(first + n) } else { 0 })
+        .collect()
+}
+
+/// Records `total` samples from sample `first` into bucket 0 and waits for the uploads; the
+/// keys the store confirmed.
+fn record_and_upload(
+    base: &Path,
+    trace: &str,
+    endpoint: &str,
+    prefix: &str,
+    first: u64,
+) -> Vec<String> {
+    let element = uploading_recorder(base, trace, endpoint, prefix);
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_from(&mut h, first, 32_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(
+        warning_texts(&messages).is_empty(),
+        "{:?}",
+        warning_texts(&messages)
+    );
+    element.set_state(gst::State::Null).unwrap();
+    element_messages(&messages, "segmentrecorder-segment-uploaded")
+        .iter()
+        .map(|m| m.get::<String>("key").unwrap())
+        .collect()
+}
+
+#[test]
+fn a_restart_in_the_same_bucket_keeps_both_recordings() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| format!("t8/1970-01-01/call-again/stt/PRE/{name}");
+    // The first run is uploaded and its file removed; the second records the same bucket.
+    let first = record_and_upload(dir.path(), "call-again", endpoint, "t8", 0);
+    assert_eq!(first, [key("segment_0.wav")]);
+    assert!(segments(dir.path()).is_empty());
+    let second = record_and_upload(dir.path(), "call-again", endpoint, "t8", 40_000);
+    assert_eq!(second, [key("segment_0-1.wav")]);
+
+    // Two objects, each holding its own recording.
+    let one = get(endpoint, &key("segment_0.wav")).expect("first object");
+    assert_eq!(samples_of_wav(&one), expected_from(0, 32_000));
+    let two = get(endpoint, &key("segment_0-1.wav")).expect("second object");
+    assert_eq!(samples_of_wav(&two), expected_from(40_000, 32_000));
+}
+
+#[test]
+fn a_crash_then_a_restart_in_the_same_bucket_keeps_both_recordings() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // A recording process killed in the middle of bucket 0.
+    let mut child = Command::new("gst-launch-1.0")
+        .args(["-q", "audiotestsrc", "is-live=true", "samplesperbuffer=320"])
+        .args(["!", "audio/x-raw,format=S16LE,rate=16000,channels=1"])
+        .args(["!", "segmentrecorder"])
+        .arg(format!("base-dir={}", base.display()))
+        .args([
+            "trace-id=call-crash",
+            "station-key=stt",
+            "timestamp-mode=running-time",
+        ])
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_REGISTRY", dir.path().join("registry.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = base.join("1970-01-01/call-crash/stt/PRE/segment_0.wav.part");
+    wait_for("half a second of audio", 30, || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 44 + 16_000)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The restart recovers the .part and uploads it before recording the same bucket again.
+    let element = uploading_recorder(&base, "call-crash", endpoint, "t9");
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    wait_for("the recovered upload", 60, || {
+        stat(&element, "uploads-done") == 1 && segments(&base).is_empty()
+    });
+    push_from(&mut h, 0, 32_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&element, "uploads-done"), 2);
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    assert_eq!(recovered.len(), 1);
+    let recovered_samples = recovered[0].get::<u64>("samples").unwrap();
+
+    let key = |name: &str| format!("t9/1970-01-01/call-crash/stt/PRE/{name}");
+    let old = samples_of_wav(&get(endpoint, &key("segment_0.wav")).expect("recovered object"));
+    assert_eq!(old.len() as u64, recovered_samples);
+    assert!(old.iter().any(|&s| s != 0));
+    let new = get(endpoint, &key("segment_0-1.wav")).expect("new object");
+    assert_eq!(samples_of_wav(&new), expected_from(0, 32_000));
+}
+
+#[test]
+fn a_foreign_object_at_the_key_is_left_alone() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| format!("t10/1970-01-01/call-foreign/stt/PRE/{name}");
+    put(endpoint, &key("segment_0.wav"), b"someone else's object").unwrap();
+
+    let keys = record_and_upload(dir.path(), "call-foreign", endpoint, "t10", 0);
+    assert_eq!(keys, [key("segment_0-1.wav")]);
+    assert_eq!(
+        get(endpoint, &key("segment_0.wav")).unwrap(),
+        b"someone else's object"
+    );
+    let ours = get(endpoint, &key("segment_0-1.wav")).expect("our object");
+    assert_eq!(samples_of_wav(&ours), expected_from(0, 32_000));
+    // The mark says where the file went.
+    let mark = std::fs::read_to_string(
+        dir.path()
+            .join("1970-01-01/call-foreign/stt/PRE/segment_0.wav.uploaded"),
+    )
+    .unwrap();
+    assert!(mark.trim_end().ends_with(&key("segment_0-1.wav")), "{mark}");
+}

@@ -2,9 +2,11 @@
 //! shared by the process, never from a streaming or writer thread.
 //!
 //! A recorder opens [`Uploads`] and hands it each segment once the writer has published it.
-//! A thread reads the file, PUTs it under the key that mirrors the local layout (so a retry or a
-//! re-upload of the same file is idempotent), and once the store confirmed it (status, Content-
-//! MD5 and ETag) records the fact next to the file in the mark `segment_<ms>.wav.uploaded`
+//! A thread reads the file, PUTs it under the key that mirrors the local layout, never replacing
+//! an object (a conditional PUT: an object with the same MD5 at the key means the upload was
+//! done already, another object stays and the file goes to the next free key of its bucket,
+//! `segment_<ms>-<n>.wav`), and once the store confirmed it (status, Content-MD5 and ETag)
+//! records the fact next to the file in the mark `segment_<ms>.wav.uploaded`
 //! (the file's MD5 and the key it went to); then, unless the local file is to be kept, removes
 //! the file. The mark stays: a tombstone telling that the name was published, so that the name
 //! is never given to another recording, and that what it held is in the bucket. A file is thus
@@ -23,12 +25,16 @@ use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
 pub use rusty_s3::Credentials;
-pub use s3::{Destination, PutError};
+pub use s3::{Destination, PutError, Stored};
 use s3::{hex, md5};
 
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
-use crate::writer::layout::parse_segment_file_name;
+use crate::writer::layout::{parse_segment_file_name, segment_file_name};
+
+/// Files a bucket may have in the store: `segment_<ms>.wav` to `segment_<ms>-999.wav`, as on
+/// disk.
+const MAX_KEY_INDEX: u32 = 1_000;
 
 /// Most uploader threads in a process.
 pub const MAX_WORKERS: usize = 16;
@@ -154,6 +160,20 @@ fn read_mark(path: &Path) -> Option<([u8; 16], String)> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some((digest, key.to_owned()))
+}
+
+/// The key after `key` in its bucket: `…/segment_<ms>-<n + 1>.wav`; `None` past the last.
+fn next_key(key: &str) -> Option<String> {
+    let (dir, name) = match key.rsplit_once('/') {
+        Some((dir, name)) => (Some(dir), name),
+        None => (None, key),
+    };
+    let (bucket_ms, index) = parse_segment_file_name(name)?;
+    let next = segment_file_name(bucket_ms, Some(index + 1).filter(|&n| n < MAX_KEY_INDEX)?);
+    Some(match dir {
+        Some(dir) => format!("{dir}/{next}"),
+        None => next,
+    })
 }
 
 /// Removes a file; one already gone (another uploader of it removed it) is fine.
@@ -300,75 +320,79 @@ impl Job {
         {
             // Confirmed before: only the removal is left to do.
             self.key = key;
-            let mut reports = Vec::new();
-            if !inner.config.keep_local
-                && let Err(error) = remove_if_there(&self.path)
-            {
-                reports.push(UploadReport::LocalError {
-                    location: self.path.clone(),
-                    error,
-                });
-            }
-            reports.push(UploadReport::Uploaded {
-                location: self.path.clone(),
-                key: self.key.clone(),
-                size: data.len() as u64,
-                attempts: 0,
-            });
-            self.finish(
-                |s| {
-                    s.uploaded += 1;
-                    s.bytes += data.len() as u64;
-                },
-                reports,
-            );
+            let removed = match inner.config.keep_local {
+                true => Ok(()),
+                false => remove_if_there(&self.path),
+            };
+            self.uploaded(data.len() as u64, 0, removed.err());
             return None;
         }
-        match inner.config.destination.put(&self.key, &data) {
-            Ok(()) => {
-                let mut reports = Vec::new();
-                if let Err(error) = self.confirm(&digest) {
-                    reports.push(UploadReport::LocalError {
-                        location: mark_of(&self.path),
-                        error,
-                    });
+        loop {
+            match inner.config.destination.put_new(&self.key, &data, &digest) {
+                Ok(Stored::Created | Stored::AlreadyThere) => {
+                    let confirmed = self.confirm(&digest);
+                    self.uploaded(data.len() as u64, self.attempts, confirmed.err());
+                    return None;
                 }
-                reports.push(UploadReport::Uploaded {
-                    location: self.path.clone(),
-                    key: self.key.clone(),
-                    size: data.len() as u64,
-                    attempts: self.attempts,
-                });
-                self.finish(
-                    |s| {
-                        s.uploaded += 1;
-                        s.bytes += data.len() as u64;
-                    },
-                    reports,
-                );
-                None
-            }
-            Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
-                inner.state.lock().stats.retried += 1;
-                Some(self)
-            }
-            Err(error) if error.is_transient() => {
-                let report = UploadReport::Failed {
-                    location: self.path.clone(),
-                    key: self.key.clone(),
-                    error,
-                    attempts: self.attempts,
-                };
-                self.finish(|s| s.failed += 1, [report]);
-                None
-            }
-            Err(error) => {
-                let first = inner.state.lock().refused.insert(format!("{error:?}"));
-                let report = first.then_some(UploadReport::Refused { error });
-                self.finish(|s| s.failed += 1, report);
-                None
+                // Someone else's object: it stays, ours goes to the next free key.
+                Ok(Stored::Taken) => match next_key(&self.key) {
+                    Some(key) => self.key = key,
+                    None => {
+                        self.failed(PutError::NoFreeKey);
+                        return None;
+                    }
+                },
+                Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
+                    inner.state.lock().stats.retried += 1;
+                    return Some(self);
+                }
+                Err(error) if !error.is_store_wide() => {
+                    self.failed(error);
+                    return None;
+                }
+                Err(error) => {
+                    let first = inner.state.lock().refused.insert(format!("{error:?}"));
+                    let report = first.then_some(UploadReport::Refused { error });
+                    self.finish(|s| s.failed += 1, report);
+                    return None;
+                }
             }
         }
+    }
+
+    /// Ends the job as uploaded (`size` bytes), with the local step that failed, if any.
+    fn uploaded(&self, size: u64, attempts: u32, local_error: Option<io::Error>) {
+        let mut reports = Vec::new();
+        if let Some(error) = local_error {
+            reports.push(UploadReport::LocalError {
+                location: self.path.clone(),
+                error,
+            });
+        }
+        reports.push(UploadReport::Uploaded {
+            location: self.path.clone(),
+            key: self.key.clone(),
+            size,
+            attempts,
+        });
+        self.finish(
+            |s| {
+                s.uploaded += 1;
+                s.bytes += size;
+            },
+            reports,
+        );
+    }
+
+    /// Ends the job as failed: the file stays for a later start.
+    fn failed(&self, error: PutError) {
+        let report = UploadReport::Failed {
+            location: self.path.clone(),
+            key: self.key.clone(),
+            error,
+            attempts: self.attempts,
+        };
+        self.finish(|s| s.failed += 1, [report]);
     }
 
     /// Records the confirmed upload of the file whose MD5 is `digest` in its mark, then removes
@@ -423,6 +447,24 @@ fn attempt(job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_key_gives_way_to_the_next_file_index() {
+        assert_eq!(
+            next_key("p/1970-01-01/c/s/PRE/segment_5000.wav").as_deref(),
+            Some("p/1970-01-01/c/s/PRE/segment_5000-1.wav")
+        );
+        assert_eq!(
+            next_key("1970-01-01/c/s/PRE/segment_5000-1.wav").as_deref(),
+            Some("1970-01-01/c/s/PRE/segment_5000-2.wav")
+        );
+        assert_eq!(
+            next_key("segment_0-998.wav").as_deref(),
+            Some("segment_0-999.wav")
+        );
+        assert_eq!(next_key("segment_0-999.wav"), None);
+        assert_eq!(next_key("p/notes.txt"), None);
+    }
 
     #[test]
     fn a_mark_records_the_md5_and_the_key() {
