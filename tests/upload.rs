@@ -677,3 +677,85 @@ fn a_foreign_object_at_the_key_is_left_alone() {
     .unwrap();
     assert!(mark.trim_end().ends_with(&key("segment_0-1.wav")), "{mark}");
 }
+
+/// Runs `f` on a thread; its result if it returns within `seconds`.
+fn within<T: Send + 'static>(
+    seconds: f64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs_f64(seconds))
+        .map_err(|_| format!("still running after {seconds} s"))
+}
+
+#[test]
+fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
+    init();
+    for release in ["state change to NULL", "flush"] {
+        let dir = tempfile::tempdir().unwrap();
+        // A store that is down for longer than the test: uploads keep retrying.
+        let unreachable = format!("http://127.0.0.1:{}", free_port());
+        let element = uploading_recorder(dir.path(), "call-stuck", &unreachable, "t11");
+        element.set_property("upload-retries", 30u32);
+        element.set_property("upload-wait-eos", true);
+        let (mut h, _bus) = harness(&element, CAPS_16K);
+        push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+        // Dropped only once released: a test that fails must not then hang in the harness's
+        // own state change.
+        let h = std::mem::ManuallyDrop::new(h);
+        let pad = element.static_pad("sink").unwrap();
+
+        let eos = {
+            let pad = pad.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                pad.send_event(gst::event::Eos::new());
+                let _ = tx.send(());
+            });
+            rx
+        };
+        assert!(
+            eos.recv_timeout(Duration::from_millis(500)).is_err(),
+            "EOS did not wait for the uploads"
+        );
+        if release == "flush" {
+            assert!(pad.send_event(gst::event::FlushStart::new()));
+            eos.recv_timeout(Duration::from_secs(2))
+                .expect("flush-start released EOS");
+            assert!(pad.send_event(gst::event::FlushStop::new(false)));
+            // Flushing is over: the next EOS waits again, until the state change down.
+            let again = {
+                let pad = pad.clone();
+                let (tx, rx) = std::sync::mpsc::channel();
+                thread::spawn(move || {
+                    pad.send_event(gst::event::Eos::new());
+                    let _ = tx.send(());
+                });
+                rx
+            };
+            assert!(
+                again.recv_timeout(Duration::from_millis(500)).is_err(),
+                "unlock_stop did not re-arm the wait"
+            );
+            let e = element.clone();
+            within(2.0, move || e.set_state(gst::State::Null))
+                .unwrap()
+                .unwrap();
+            again
+                .recv_timeout(Duration::from_secs(2))
+                .expect("NULL released the second EOS");
+        } else {
+            let e = element.clone();
+            within(2.0, move || e.set_state(gst::State::Null))
+                .unwrap_or_else(|e| panic!("set_state(NULL) {e}"))
+                .unwrap();
+            eos.recv_timeout(Duration::from_secs(2))
+                .expect("NULL released EOS");
+        }
+        assert_eq!(stat(&element, "uploads-done"), 0, "{release}");
+        drop(std::mem::ManuallyDrop::into_inner(h));
+    }
+}

@@ -507,7 +507,7 @@ impl SegmentRecorder {
         #[allow(unused_mut)]
         let mut s = stats_structure(totals, &writer);
         #[cfg(feature = "s3")]
-        if let Some((uploads, _)) = lock(&self.uploads).as_ref() {
+        if let Some(uploads) = self.uploads() {
             super::upload::add_stats(&mut s, &uploads.stats());
         }
         s
@@ -516,8 +516,9 @@ impl SegmentRecorder {
     /// Hands a published segment to the uploader, if uploads are configured.
     #[cfg(feature = "s3")]
     fn upload(&self, location: &Path) {
-        if let Some((uploads, base)) = lock(&self.uploads).as_ref()
-            && let Some(relative) = location.strip_prefix(base).ok().and_then(Path::to_str)
+        let uploads = lock(&self.uploads).clone();
+        if let Some((uploads, base)) = uploads
+            && let Some(relative) = location.strip_prefix(&base).ok().and_then(Path::to_str)
         {
             uploads.enqueue(location.to_owned(), relative);
         }
@@ -562,16 +563,24 @@ impl SegmentRecorder {
         Ok(())
     }
 
-    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up.
+    /// The uploads of the current (or last) recording, if it uploads.
+    #[cfg(feature = "s3")]
+    fn uploads(&self) -> Option<Arc<crate::uploader::Uploads>> {
+        lock(&self.uploads).as_ref().map(|(u, _)| u.clone())
+    }
+
+    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up, or
+    /// `unlock()` ends the wait (a flush, a state change down).
     #[cfg(feature = "s3")]
     fn wait_for_uploads(&self) {
         if !lock(&self.settings).upload.wait_eos {
             return;
         }
-        let uploads = lock(&self.uploads).as_ref().map(|(u, _)| u.clone());
-        if let Some(uploads) = uploads {
+        if let Some(uploads) = self.uploads() {
             gst::debug!(CAT, imp = self, "Waiting for uploads before EOS");
-            uploads.wait_idle();
+            if !uploads.wait_idle() {
+                gst::debug!(CAT, imp = self, "Unlocked while waiting for uploads");
+            }
         }
     }
 
@@ -1412,12 +1421,20 @@ impl BaseSinkImpl for SegmentRecorder {
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(true);
         }
+        #[cfg(feature = "s3")]
+        if let Some(uploads) = self.uploads() {
+            uploads.set_unblocked(true);
+        }
         Ok(())
     }
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(false);
+        }
+        #[cfg(feature = "s3")]
+        if let Some(uploads) = self.uploads() {
+            uploads.set_unblocked(false);
         }
         Ok(())
     }

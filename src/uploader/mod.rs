@@ -129,6 +129,8 @@ struct RecorderState {
     in_flight: HashSet<PathBuf>,
     /// Reasons already reported by a `Refused`.
     refused: HashSet<String>,
+    /// Waits return at once (the element is flushing or stopping).
+    unblocked: bool,
 }
 
 /// A recorder's connection to the uploader.
@@ -271,12 +273,26 @@ impl Uploads {
         }
     }
 
-    /// Waits until every queued upload of this recorder succeeded or gave up.
-    pub fn wait_idle(&self) {
+    /// Waits until every queued upload of this recorder succeeded or gave up; false if
+    /// [`Uploads::set_unblocked`] ended the wait first.
+    pub fn wait_idle(&self) -> bool {
         let mut state = self.inner.state.lock();
-        while state.stats.queued > 0 {
+        loop {
+            if state.stats.queued == 0 {
+                return true;
+            }
+            if state.unblocked {
+                return false;
+            }
             state = state.wait(&self.inner.idle);
         }
+    }
+
+    /// While `unblocked`, waits return at once: a flushing or stopping element must not wait
+    /// for a store that may not answer for minutes.
+    pub fn set_unblocked(&self, unblocked: bool) {
+        self.inner.state.lock().unblocked = unblocked;
+        self.inner.idle.notify_all();
     }
 
     /// The bucket uploads go to.
