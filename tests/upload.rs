@@ -759,3 +759,97 @@ fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
         drop(std::mem::ManuallyDrop::into_inner(h));
     }
 }
+
+#[test]
+fn every_outcome_is_told_after_the_pipeline_stopped() {
+    if shared().is_none() {
+        return;
+    }
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(&dir.path().join("server"));
+    let base = dir.path().join("rec");
+    let element = uploading_recorder(&base, "call-late", &server.endpoint(), "t12");
+    element.set_property("upload-retries", 30u32);
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        element.connect("upload-done", false, move |args| {
+            let s = args[1].get::<gst::Structure>().unwrap();
+            outcomes.lock().unwrap().push(s);
+            None
+        });
+    }
+    // Recorded while the store is down, then the pipeline stops.
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 12 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    element.set_state(gst::State::Null).unwrap();
+    drop(h);
+    assert_eq!(stat(&element, "uploads-enqueued"), 3);
+    assert_eq!(stat(&element, "uploads-done"), 0);
+
+    // The store comes up: the stopped element tells every outcome, and counts it.
+    let mut child = server.start();
+    wait_for("every outcome", 120, || outcomes.lock().unwrap().len() == 3);
+    let mut keys: Vec<String> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.name(), "segmentrecorder-upload-done");
+            assert_eq!(s.get::<&str>("outcome").unwrap(), "uploaded", "{s}");
+            assert_eq!(s.get::<&str>("bucket").unwrap(), BUCKET);
+            assert_eq!(s.get::<u64>("size").unwrap(), 44 + 160_000);
+            assert!(s.get::<u32>("attempts").unwrap() > 1);
+            assert!(!s.get::<String>("location").unwrap().is_empty());
+            s.get::<String>("key").unwrap()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [0, 10_000, 5_000].map(|ms| format!("t12/1970-01-01/call-late/stt/PRE/segment_{ms}.wav"))
+    );
+    assert_eq!(stat(&element, "uploads-done"), 3);
+    assert_eq!(stat(&element, "upload-queue"), 0);
+    // The writer's counters stay those of the recording.
+    assert_eq!(stat(&element, "segments-written"), 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_refused_upload_is_an_outcome_too() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = uploading_recorder(dir.path(), "call-refused", endpoint, "t13");
+    element.set_property("upload-secret-key", "not-the-secret");
+    element.set_property("upload-wait-eos", true);
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        element.connect("upload-done", false, move |args| {
+            outcomes
+                .lock()
+                .unwrap()
+                .push(args[1].get::<gst::Structure>().unwrap());
+            None
+        });
+    }
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 7 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let outcomes = outcomes.lock().unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for s in outcomes.iter() {
+        assert_eq!(s.get::<&str>("outcome").unwrap(), "refused", "{s}");
+        assert!(
+            s.get::<&str>("error")
+                .unwrap()
+                .contains("SignatureDoesNotMatch"),
+            "{s}"
+        );
+    }
+}

@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gstsegmentrecorder::uploader::{Credentials, Destination, UploadConfig, UploadReport, Uploads};
+use gstsegmentrecorder::uploader::{
+    Credentials, Destination, Outcome, UploadConfig, UploadReport, Uploads,
+};
 
 const USAGE: &str = "usage: segmentrecorder-upload BASE_DIR s3://bucket/prefix [--endpoint URL] \
                      [--region REGION] [--keep-local] [--workers N] [--retries N]";
@@ -74,20 +76,23 @@ fn run(args: &[String]) -> Result<(u64, u64), String> {
             retries,
             workers,
         },
-        move |report| match report {
-            UploadReport::Uploaded { location, key, .. } => {
+        move |report: UploadReport| match &report.outcome {
+            Outcome::Uploaded { local_error } => {
                 d.fetch_add(1, Ordering::Relaxed);
-                println!("uploaded {} as {key}", location.display());
+                println!("uploaded {} as {}", report.location.display(), report.key);
+                if let Some(error) = local_error {
+                    eprintln!("{}: uploaded, but {error}", report.location.display());
+                }
             }
-            UploadReport::Failed {
-                location, error, ..
-            } => {
+            Outcome::Failed(failure) => {
                 f.fetch_add(1, Ordering::Relaxed);
-                eprintln!("cannot upload {}: {error}", location.display());
+                eprintln!("cannot upload {}: {failure}", report.location.display());
             }
-            UploadReport::Refused { error } => eprintln!("uploads refused: {error}"),
-            UploadReport::LocalError { location, error } => {
-                eprintln!("{}: {error}", location.display());
+            Outcome::Refused { error, first } => {
+                f.fetch_add(1, Ordering::Relaxed);
+                if *first {
+                    eprintln!("uploads refused: {error}");
+                }
             }
         },
     )

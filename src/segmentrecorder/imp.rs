@@ -498,7 +498,13 @@ impl SegmentRecorder {
         let (totals, writer) = match current {
             Some((totals, recording)) => (totals, recording.stats()),
             None => {
-                if let Some(last) = lock(&self.last_stats).clone() {
+                let last = lock(&self.last_stats).clone();
+                if let Some(mut last) = last {
+                    // The writer's counters are final; the uploads go on after the stop.
+                    #[cfg(feature = "s3")]
+                    if let Some(uploads) = self.uploads() {
+                        super::upload::add_stats(&mut last, &uploads.stats());
+                    }
                     return last;
                 }
                 (Totals::default(), WriterStats::default())
@@ -584,69 +590,40 @@ impl SegmentRecorder {
         }
     }
 
-    /// Called on an uploader thread for each upload done or given up.
+    /// Called on an uploader thread for each upload done or given up, in any state: posts
+    /// what there is to post, then emits `upload-done`.
     #[cfg(feature = "s3")]
     fn upload_report(&self, report: crate::uploader::UploadReport) {
-        use crate::uploader::UploadReport;
-        match report {
-            UploadReport::Uploaded {
-                location,
-                key,
-                size,
-                attempts,
-            } => {
-                gst::debug!(CAT, imp = self, "Uploaded {key} ({size} bytes)");
-                let bucket = lock(&self.uploads)
-                    .as_ref()
-                    .map(|(u, _)| u.bucket().to_owned())
-                    .unwrap_or_default();
-                let s = gst::Structure::builder(super::upload::SEGMENT_UPLOADED)
-                    .field("location", location.to_string_lossy().as_ref())
-                    .field("bucket", bucket)
-                    .field("key", key)
-                    .field("size", size)
-                    .field("attempts", attempts)
-                    .build();
-                self.post(s);
-            }
-            UploadReport::Failed {
-                location,
-                key,
-                error,
-                attempts,
-            } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    (
-                        "Could not upload {} after {} attempts: {}; it stays on disk and is \
-                         uploaded at the next start",
-                        location.display(),
-                        attempts,
-                        error
-                    ),
-                    ["Key {}", key]
-                );
-            }
-            UploadReport::Refused { error } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    (
-                        "Uploads are refused: {}. Segments stay on disk and are uploaded at the \
-                         next start",
-                        error
-                    )
-                );
-            }
-            UploadReport::LocalError { location, error } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Read,
-                    ("Upload of {} failed locally: {}", location.display(), error)
-                );
-            }
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Upload of {} as {}: {} after {} attempts",
+            report.location.display(),
+            report.key,
+            report.outcome.name(),
+            report.attempts
+        );
+        if let crate::uploader::Outcome::Uploaded { .. } = report.outcome {
+            self.post(super::upload::uploaded_structure(&report));
         }
+        match super::upload::warning(&report) {
+            Some((text, true)) => {
+                gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", text));
+            }
+            Some((text, false)) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("{}", text),
+                    ["Bucket {}, key {}", report.bucket, report.key]
+                );
+            }
+            None => (),
+        }
+        self.obj().emit_by_name::<()>(
+            super::upload::UPLOAD_DONE,
+            &[&super::upload::outcome_structure(&report)],
+        );
     }
 
     fn post(&self, s: gst::Structure) {
@@ -842,6 +819,17 @@ impl ObjectSubclass for SegmentRecorder {
 }
 
 impl ObjectImpl for SegmentRecorder {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            #[allow(unused_mut)]
+            let mut signals = Vec::new();
+            #[cfg(feature = "s3")]
+            signals.extend(super::upload::signals());
+            signals
+        });
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             #[allow(unused_mut)]

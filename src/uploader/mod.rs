@@ -18,6 +18,7 @@
 mod s3;
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,44 +57,72 @@ pub struct UploadConfig {
     pub workers: usize,
 }
 
-/// What happened to an upload.
-#[derive(Debug)]
-pub enum UploadReport {
-    /// The store confirmed the segment.
+/// What became of one segment's upload: told for every segment handed to the uploader.
+#[derive(Debug, Clone)]
+pub struct UploadReport {
+    /// The local file (removed after a confirmed upload unless kept).
+    pub location: PathBuf,
+    /// The bucket.
+    pub bucket: String,
+    /// The object key: where the segment went, or was to go.
+    pub key: String,
+    /// Bytes of the file (0 if it could not be read).
+    pub size: u64,
+    /// PUT attempts made (0: its mark showed it confirmed before).
+    pub attempts: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How an upload ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The store holds the segment under its key. `local_error`: writing the mark or removing
+    /// the file failed afterwards (a later start uploads it again, harmlessly).
     Uploaded {
-        /// The local file (removed unless kept).
-        location: PathBuf,
-        /// The object key.
-        key: String,
-        /// Bytes uploaded.
-        size: u64,
-        /// Attempts it took.
-        attempts: u32,
+        /// The local step that failed, if one did.
+        local_error: Option<Arc<io::Error>>,
     },
     /// The upload failed and gave up for now: the file stays for a later start.
-    Failed {
-        /// The local file.
-        location: PathBuf,
-        /// The object key.
-        key: String,
-        /// The last error.
-        error: PutError,
-        /// Attempts made.
-        attempts: u32,
-    },
-    /// The store refuses uploads for a reason retries cannot mend (credentials, bucket);
-    /// reported once per reason, its files stay.
+    Failed(Failure),
+    /// The store refuses uploads for a reason retries cannot mend (credentials, bucket); the
+    /// file stays.
     Refused {
         /// Why.
         error: PutError,
+        /// Whether this is the first segment of the recorder refused for this reason (the one
+        /// to warn about).
+        first: bool,
     },
-    /// A local step failed (reading the file, writing the mark).
-    LocalError {
-        /// The path concerned.
-        location: PathBuf,
-        /// What the operating system said.
-        error: io::Error,
-    },
+}
+
+impl Outcome {
+    /// `uploaded`, `failed` or `refused`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Uploaded { .. } => "uploaded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// Why an upload failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The store could not be reached, or failed, every time.
+    Store(PutError),
+    /// The file could not be read.
+    Local(Arc<io::Error>),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Store(e) => e.fmt(f),
+            Failure::Local(e) => write!(f, "cannot read it: {e}"),
+        }
+    }
 }
 
 /// Counters of one recorder's uploads.
@@ -322,11 +351,7 @@ impl Job {
         let data = match fs::read(&self.path) {
             Ok(data) => data,
             Err(error) => {
-                let report = UploadReport::LocalError {
-                    location: self.path.clone(),
-                    error,
-                };
-                self.finish(|s| s.failed += 1, [report]);
+                self.finish(0, Outcome::Failed(Failure::Local(Arc::new(error))));
                 return None;
             }
         };
@@ -354,7 +379,8 @@ impl Job {
                 Ok(Stored::Taken) => match next_key(&self.key) {
                     Some(key) => self.key = key,
                     None => {
-                        self.failed(PutError::NoFreeKey);
+                        let outcome = Outcome::Failed(Failure::Store(PutError::NoFreeKey));
+                        self.finish(data.len() as u64, outcome);
                         return None;
                     }
                 },
@@ -363,52 +389,26 @@ impl Job {
                     return Some(self);
                 }
                 Err(error) if !error.is_store_wide() => {
-                    self.failed(error);
+                    self.finish(data.len() as u64, Outcome::Failed(Failure::Store(error)));
                     return None;
                 }
                 Err(error) => {
-                    let first = inner.state.lock().refused.insert(format!("{error:?}"));
-                    let report = first.then_some(UploadReport::Refused { error });
-                    self.finish(|s| s.failed += 1, report);
+                    let outcome = Outcome::Refused {
+                        error,
+                        first: false,
+                    };
+                    self.finish(data.len() as u64, outcome);
                     return None;
                 }
             }
         }
     }
 
-    /// Ends the job as uploaded (`size` bytes), with the local step that failed, if any.
-    fn uploaded(&self, size: u64, attempts: u32, local_error: Option<io::Error>) {
-        let mut reports = Vec::new();
-        if let Some(error) = local_error {
-            reports.push(UploadReport::LocalError {
-                location: self.path.clone(),
-                error,
-            });
-        }
-        reports.push(UploadReport::Uploaded {
-            location: self.path.clone(),
-            key: self.key.clone(),
-            size,
-            attempts,
-        });
-        self.finish(
-            |s| {
-                s.uploaded += 1;
-                s.bytes += size;
-            },
-            reports,
-        );
-    }
-
-    /// Ends the job as failed: the file stays for a later start.
-    fn failed(&self, error: PutError) {
-        let report = UploadReport::Failed {
-            location: self.path.clone(),
-            key: self.key.clone(),
-            error,
-            attempts: self.attempts,
-        };
-        self.finish(|s| s.failed += 1, [report]);
+    /// Ends the job as uploaded, with the local step that failed afterwards, if any.
+    fn uploaded(&mut self, size: u64, attempts: u32, local_error: Option<io::Error>) {
+        self.attempts = attempts;
+        let local_error = local_error.map(Arc::new);
+        self.finish(size, Outcome::Uploaded { local_error });
     }
 
     /// Records the confirmed upload of the file whose MD5 is `digest` in its mark, then removes
@@ -421,17 +421,31 @@ impl Job {
         Ok(())
     }
 
-    /// Counts the job's end, delivers its reports, and only then takes it off the queue, so
+    /// Counts the job's end, delivers its report, and only then takes it off the queue, so
     /// that whoever waits for the uploads to be done has every report when they are.
-    fn finish(
-        &self,
-        count: impl FnOnce(&mut UploadStats),
-        reports: impl IntoIterator<Item = UploadReport>,
-    ) {
-        count(&mut self.inbox.state.lock().stats);
-        for report in reports {
-            (self.inbox.reports)(report);
+    fn finish(&self, size: u64, mut outcome: Outcome) {
+        {
+            let mut state = self.inbox.state.lock();
+            match &mut outcome {
+                Outcome::Uploaded { .. } => {
+                    state.stats.uploaded += 1;
+                    state.stats.bytes += size;
+                }
+                Outcome::Failed(_) => state.stats.failed += 1,
+                Outcome::Refused { error, first } => {
+                    state.stats.failed += 1;
+                    *first = state.refused.insert(format!("{error:?}"));
+                }
+            }
         }
+        (self.inbox.reports)(UploadReport {
+            location: self.path.clone(),
+            bucket: self.inbox.config.destination.bucket().to_owned(),
+            key: self.key.clone(),
+            size,
+            attempts: self.attempts,
+            outcome,
+        });
         let mut state = self.inbox.state.lock();
         state.stats.queued -= 1;
         state.in_flight.remove(&self.path);
