@@ -23,6 +23,10 @@ pub enum Level {
     WriterStats,
     /// A recorder's upload counters and files in flight.
     Uploads,
+    /// The files being uploaded in the process, and the recorders waiting for each.
+    UploadsInFlight,
+    /// The backlog scans of base directories running in the process.
+    UploadScans,
     /// The threads of a pool.
     PoolThreads,
     /// A pool's ready tasks and timers: the innermost lock, under which nothing else is taken.

@@ -853,3 +853,91 @@ fn a_refused_upload_is_an_outcome_too() {
         );
     }
 }
+
+#[test]
+fn the_backlog_of_the_whole_base_directory_drains_at_another_calls_start() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // Call A recorded while the store was down: its files stay.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let a = uploading_recorder(&base, "call-a-down", &down, "t14");
+    a.set_property("upload-retries", 0u32);
+    a.set_property("upload-wait-eos", true);
+    let (mut h, _bus) = harness(&a, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 6 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    a.set_state(gst::State::Null).unwrap();
+    drop(h);
+    assert_eq!(stat(&a, "uploads-failed"), 2);
+    let left = segments(&base);
+    assert_eq!(left.len(), 2);
+    // Thousands of tombstones of earlier calls, and files that are not segments.
+    for call in 0..100 {
+        let d = base.join(format!("1970-01-02/call-old-{call}/stt/PRE"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..50u64 {
+            let ms = 86_400_000 + k * 5_000;
+            std::fs::write(d.join(format!("segment_{ms}.wav.uploaded")), b"").unwrap();
+        }
+    }
+    let junk = base.join("1970-01-03/call-junk/stt/POST");
+    std::fs::create_dir_all(&junk).unwrap();
+    for name in [
+        "segment_172800000.wav.part",
+        "segment_172805000.wav.recovering",
+        "notes.txt",
+    ] {
+        std::fs::write(junk.join(name), b"RIFF").unwrap();
+    }
+
+    // Call B starts with the store up; its start does not wait for the scan.
+    let b = uploading_recorder(&base, "call-b", endpoint, "t14");
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        b.connect("upload-done", false, move |args| {
+            outcomes
+                .lock()
+                .unwrap()
+                .push(args[1].get::<gst::Structure>().unwrap());
+            None
+        });
+    }
+    let started = Instant::now();
+    let (mut h, bus) = harness(&b, CAPS_16K);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "start took {took:?}");
+
+    // B's recorder uploads A's files, and tells of them.
+    wait_for("call A's backlog", 60, || {
+        outcomes.lock().unwrap().len() == 2
+    });
+    for (k, bucket_ms) in [0u64, 5_000].into_iter().enumerate() {
+        let key = format!("t14/1970-01-01/call-a-down/stt/PRE/segment_{bucket_ms}.wav");
+        let object = get(endpoint, &key).unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(samples_of_wav(&object), expected_bucket(k, 6 * 16_000));
+    }
+    assert!(segments(&base).is_empty());
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let mut told: Vec<String> = element_messages(&messages, "segmentrecorder-segment-uploaded")
+        .iter()
+        .map(|m| m.get::<String>("location").unwrap())
+        .collect();
+    told.sort();
+    let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(told, left);
+    // Not segments: never uploaded, never touched.
+    for name in [
+        "segment_172800000.wav.part",
+        "segment_172805000.wav.recovering",
+    ] {
+        assert!(junk.join(name).exists(), "{name}");
+        let key = format!("t14/1970-01-03/call-junk/stt/POST/{name}");
+        assert!(get(endpoint, &key).is_none(), "{key}");
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&b, "uploads-enqueued"), 2);
+    assert_eq!(stat(&b, "uploads-done"), 2);
+}

@@ -8,7 +8,7 @@
 //!     [--keep-local] [--workers N] [--retries N]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,21 +19,6 @@ use gstsegmentrecorder::uploader::{
 
 const USAGE: &str = "usage: segmentrecorder-upload BASE_DIR s3://bucket/prefix [--endpoint URL] \
                      [--region REGION] [--keep-local] [--workers N] [--retries N]";
-
-/// Every directory under `dir`, `dir` included.
-fn directories(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_owned());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let mut subdirs: Vec<PathBuf> = entries
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| p.is_dir() && !p.is_symlink())
-            .collect();
-        subdirs.sort();
-        for sub in subdirs {
-            directories(&sub, out);
-        }
-    }
-}
 
 fn run(args: &[String]) -> Result<(u64, u64), String> {
     let [base, location, options @ ..] = args else {
@@ -97,9 +82,7 @@ fn run(args: &[String]) -> Result<(u64, u64), String> {
         },
     )
     .map_err(|e| format!("cannot start the upload threads: {e}"))?;
-    let mut dirs = Vec::new();
-    directories(base, &mut dirs);
-    uploads.enqueue_backlog(base.to_owned(), dirs);
+    uploads.scan_backlog(base.to_owned());
     uploads.wait_idle();
     let stats = uploads.stats();
     Ok((

@@ -530,15 +530,11 @@ impl SegmentRecorder {
         }
     }
 
-    /// Sets up uploads if `upload-location` is set, and queues the backlog of segments of
-    /// this identity that were never confirmed uploaded.
+    /// Sets up uploads if `upload-location` is set, and asks for a scan of the whole base
+    /// directory for segments never confirmed uploaded (in the background: the start does not
+    /// wait for it). What the scan finds is reported by this recorder, whatever call it is of.
     #[cfg(feature = "s3")]
-    fn start_uploads(
-        &self,
-        settings: &Settings,
-        base_dir: &Path,
-        identity: &Identity,
-    ) -> Result<(), gst::ErrorMessage> {
+    fn start_uploads(&self, settings: &Settings, base_dir: &Path) -> Result<(), gst::ErrorMessage> {
         let config = settings
             .upload
             .config()
@@ -557,10 +553,7 @@ impl SegmentRecorder {
                         ("Cannot start the upload threads: {}", e)
                     )
                 })?;
-                uploads.enqueue_backlog(
-                    base_dir.to_owned(),
-                    writer::recover::identity_dirs(base_dir, identity),
-                );
+                uploads.scan_backlog(base_dir.to_owned());
                 Some((Arc::new(uploads), base_dir.to_owned()))
             }
             None => None,
@@ -584,7 +577,7 @@ impl SegmentRecorder {
         }
         if let Some(uploads) = self.uploads() {
             gst::debug!(CAT, imp = self, "Waiting for uploads before EOS");
-            if !uploads.wait_idle() {
+            if !uploads.wait_own() {
                 gst::debug!(CAT, imp = self, "Unlocked while waiting for uploads");
             }
         }
@@ -1216,7 +1209,7 @@ impl BaseSinkImpl for SegmentRecorder {
         })?;
 
         #[cfg(feature = "s3")]
-        self.start_uploads(&settings, base_dir, &identity)?;
+        self.start_uploads(&settings, base_dir)?;
 
         let weak = self.obj().downgrade();
         let config = Config {

@@ -118,7 +118,10 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoolean::builder("upload-keep-local")
                 .nick("Keep local files")
-                .blurb("Keep each local file after its upload was confirmed (default: delete it)")
+                .blurb(
+                    "Keep each local file after its upload was confirmed (default: delete it; \
+                     its .uploaded mark stays, so that the name is not reused)",
+                )
                 .default_value(false)
                 .mutable_ready()
                 .build(),
@@ -126,7 +129,8 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .nick("Wait for uploads on EOS")
                 .blurb(
                     "EOS reaches the bus only once every segment of this recorder was uploaded \
-                     or gave up (default: EOS does not wait; segment-uploaded messages tell)",
+                     or gave up, or a flush or a state change down ends the wait (default: EOS \
+                     does not wait; segment-uploaded messages and the upload-done signal tell)",
                 )
                 .default_value(false)
                 .mutable_ready()

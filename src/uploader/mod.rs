@@ -6,18 +6,29 @@
 //! an object (a conditional PUT: an object with the same MD5 at the key means the upload was
 //! done already, another object stays and the file goes to the next free key of its bucket,
 //! `segment_<ms>-<n>.wav`), and once the store confirmed it (status, Content-MD5 and ETag)
-//! records the fact next to the file in the mark `segment_<ms>.wav.uploaded`
-//! (the file's MD5 and the key it went to); then, unless the local file is to be kept, removes
-//! the file. The mark stays: a tombstone telling that the name was published, so that the name
-//! is never given to another recording, and that what it held is in the bucket. A file is thus
-//! never removed before its upload is confirmed, and a file found with a mark whose MD5 is its
-//! own needs no upload. Failures that may pass (server down, timeouts, 5xx, throttling) are
-//! retried with a growing backoff up to a limit; after it, or at once for wrong credentials or a
-//! missing bucket, the file stays on disk for the next start to upload.
+//! records the fact next to the file in its mark (`marks.rs`); then, unless the local file is to
+//! be kept, removes the file. The mark stays: a tombstone telling that the name was published,
+//! so that the name is never given to another recording, and that what it held is in the
+//! bucket. A file is thus never removed before its upload is confirmed, and a file found with a
+//! mark whose MD5 is its own needs no upload. Failures that may pass (server down, timeouts,
+//! 5xx, throttling) are retried with a growing backoff up to a limit; after it, or at once for
+//! wrong credentials or a missing bucket, the file stays on disk for the backlog scan of
+//! the next recorder that starts on the base directory.
+//!
+//! A file is uploaded by one job at a time in the process, whoever queued it: a recorder that
+//! queues a file already being uploaded (its own segment found by a scan, two scans) waits for
+//! that job and hears of its outcome. Every segment handed to the uploader gets one
+//! [`UploadReport`], whatever its outcome.
+//!
+//! Mutex order: a recorder's `state`, then `IN_FLIGHT`, then the backlog's `SCANS`, then the
+//! pool's locks. In fact none of the three is held while another is taken, and none while a
+//! report is delivered, a file is read or a request is sent.
 
+mod backlog;
+mod marks;
 mod s3;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -25,9 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant};
 
+use marks::{mark_of, read_mark, write_mark};
 pub use rusty_s3::Credentials;
+use s3::md5;
 pub use s3::{Destination, PutError, Stored};
-use s3::{hex, md5};
 
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
@@ -151,11 +163,67 @@ struct Inner {
     idle: Condvar,
 }
 
+impl Inner {
+    /// Counts a backlog scan this recorder asked for as queued until [`Inner::scan_done`].
+    fn scan_requested(&self) {
+        self.state.lock().stats.queued += 1;
+    }
+
+    fn scan_done(&self) {
+        self.state.lock().stats.queued -= 1;
+        self.idle.notify_all();
+    }
+
+    /// Counts the end of the upload of `path` and delivers its report, and only then takes it
+    /// off the queue, so that whoever waits for the uploads to be done has every report when
+    /// they are. `None`: the file was gone before its upload began, confirmed by another
+    /// process (its mark is there); it is not counted.
+    fn conclude(&self, path: &Path, mut report: Option<UploadReport>) {
+        {
+            let mut state = self.state.lock();
+            let state = &mut *state;
+            match report.as_mut().map(|r| (r.size, &mut r.outcome)) {
+                Some((size, Outcome::Uploaded { .. })) => {
+                    state.stats.uploaded += 1;
+                    state.stats.bytes += size;
+                }
+                Some((_, Outcome::Failed(_))) => state.stats.failed += 1,
+                Some((_, Outcome::Refused { error, first })) => {
+                    state.stats.failed += 1;
+                    *first = state.refused.insert(format!("{error:?}"));
+                }
+                None => state.stats.enqueued -= 1,
+            }
+        }
+        if let Some(report) = report {
+            (self.reports)(report);
+        }
+        let mut state = self.state.lock();
+        state.stats.queued -= 1;
+        if state.in_flight.remove(path) == Some(Kind::Own) {
+            state.own -= 1;
+        }
+        drop(state);
+        self.idle.notify_all();
+    }
+}
+
+/// Why a recorder waits for a file's upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A segment the recorder published or recovered: `upload-wait-eos` waits for it.
+    Own,
+    /// A file its backlog scan found.
+    Backlog,
+}
+
 #[derive(Default)]
 struct RecorderState {
     stats: UploadStats,
-    /// Files queued or being uploaded: a file is never queued twice.
-    in_flight: HashSet<PathBuf>,
+    /// Files queued or being uploaded for this recorder.
+    in_flight: HashMap<PathBuf, Kind>,
+    /// How many of them are its own.
+    own: u64,
     /// Reasons already reported by a `Refused`.
     refused: HashSet<String>,
     /// Waits return at once (the element is flushing or stopping).
@@ -165,32 +233,6 @@ struct RecorderState {
 /// A recorder's connection to the uploader.
 pub struct Uploads {
     inner: Arc<Inner>,
-}
-
-/// The mark that tells a file's upload was confirmed.
-fn mark_of(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".uploaded");
-    PathBuf::from(name)
-}
-
-/// Writes the mark of the file at `path`: one line, `<md5 hex>  <key>`, as `md5sum` prints.
-fn write_mark(path: &Path, digest: &[u8; 16], key: &str) -> io::Result<()> {
-    fs::write(mark_of(path), format!("{}  {key}\n", hex(digest)))
-}
-
-/// The MD5 and key the mark of the file at `path` records, if it has a readable one.
-fn read_mark(path: &Path) -> Option<([u8; 16], String)> {
-    let text = fs::read_to_string(mark_of(path)).ok()?;
-    let (hex, key) = text.trim_end().split_once("  ")?;
-    if hex.len() != 32 || key.is_empty() {
-        return None;
-    }
-    let mut digest = [0u8; 16];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some((digest, key.to_owned()))
 }
 
 /// The key after `key` in its bucket: `…/segment_<ms>-<n + 1>.wav`; `None` past the last.
@@ -233,81 +275,36 @@ impl Uploads {
         })
     }
 
-    /// Queues the published segment at `path`, whose key is `relative` (its path below the
-    /// base directory) under the destination's prefix.
+    /// Queues the segment at `path`, which this recorder published or recovered and whose key
+    /// is `relative` (its path below the base directory) under the destination's prefix.
     pub fn enqueue(&self, path: PathBuf, relative: &str) {
-        let key = self.inner.config.destination.key(relative);
-        {
-            let mut state = self.inner.state.lock();
-            if !state.in_flight.insert(path.clone()) {
-                return;
-            }
-            state.stats.enqueued += 1;
-            state.stats.queued += 1;
-        }
-        run(Job {
-            inbox: self.inner.clone(),
-            path,
-            key,
-            attempts: 0,
-        });
+        register(&self.inner, path, relative, Kind::Own, None);
     }
 
-    /// Finds, on an uploader thread, the segments under `dirs` (below `base`) that were never
-    /// confirmed uploaded, and queues them; finishes what a dead process left half done.
-    pub fn enqueue_backlog(&self, base: PathBuf, dirs: Vec<PathBuf>) {
-        let uploads = Uploads {
-            inner: self.inner.clone(),
-        };
-        {
-            let mut state = self.inner.state.lock();
-            state.stats.queued += 1;
-        }
-        UPLOADERS.run(move || {
-            for dir in &dirs {
-                uploads.scan(&base, dir);
-            }
-            let mut state = uploads.inner.state.lock();
-            state.stats.queued -= 1;
-            drop(state);
-            uploads.inner.idle.notify_all();
-        });
+    /// Scans the whole base directory `base` (every date and identity) on an uploader thread
+    /// for segments never confirmed uploaded and queues them a few at a time, reporting them
+    /// to this recorder; finishes the removals a dead process left. At most one scan of a base
+    /// directory runs in the process: asked while one runs, another follows it.
+    pub fn scan_backlog(&self, base: PathBuf) {
+        backlog::request(self.inner.clone(), base);
     }
 
-    fn scan(&self, base: &Path, dir: &Path) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
-        files.sort();
-        for path in files {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            // Marks (tombstones included), `.part` and `.recovering` files are not segments.
-            if parse_segment_file_name(name).is_none() {
-                continue;
-            }
-            // A kept file with a mark was uploaded. Without `keep_local`, a file with a mark was
-            // confirmed by a process that died before removing it: its job checks that the mark
-            // is the file's own and removes it.
-            if self.inner.config.keep_local && mark_of(&path).exists() {
-                continue;
-            }
-            if let Ok(relative) = path.strip_prefix(base)
-                && let Some(relative) = relative.to_str()
-            {
-                self.enqueue(path.clone(), relative);
-            }
-        }
-    }
-
-    /// Waits until every queued upload of this recorder succeeded or gave up; false if
-    /// [`Uploads::set_unblocked`] ended the wait first.
+    /// Waits until every upload queued for this recorder, backlog scans included, succeeded
+    /// or gave up; false if [`Uploads::set_unblocked`] ended the wait first.
     pub fn wait_idle(&self) -> bool {
+        self.wait_until(|state| state.stats.queued == 0)
+    }
+
+    /// Waits until this recorder's own segments are uploaded or gave up (the backlog its scan
+    /// found drains on its own); false if [`Uploads::set_unblocked`] ended the wait first.
+    pub fn wait_own(&self) -> bool {
+        self.wait_until(|state| state.own == 0)
+    }
+
+    fn wait_until(&self, done: impl Fn(&RecorderState) -> bool) -> bool {
         let mut state = self.inner.state.lock();
         loop {
-            if state.stats.queued == 0 {
+            if done(&state) {
                 return true;
             }
             if state.unblocked {
@@ -324,23 +321,71 @@ impl Uploads {
         self.inner.idle.notify_all();
     }
 
-    /// The bucket uploads go to.
-    pub fn bucket(&self) -> &str {
-        self.inner.config.destination.bucket()
-    }
-
     /// The counters.
     pub fn stats(&self) -> UploadStats {
         self.inner.state.lock().stats
     }
 }
 
+/// The files being uploaded in the process, each with the recorders waiting for it (the one
+/// whose job uploads it first): a file queued twice, by its recorder and a backlog scan or by
+/// two scans, is uploaded once and reported to each.
+static IN_FLIGHT: OrderedMutex<BTreeMap<PathBuf, Vec<Arc<Inner>>>> =
+    OrderedMutex::new(Level::UploadsInFlight, BTreeMap::new());
+
+/// Queues `path` (at `relative` below the base directory) for `inbox`; true if a job was
+/// started for it, false if it was already queued (then `inbox` hears of that upload).
+/// `scan`: the backlog scan that found the file.
+fn register(
+    inbox: &Arc<Inner>,
+    path: PathBuf,
+    relative: &str,
+    kind: Kind,
+    scan: Option<&Path>,
+) -> bool {
+    {
+        let mut state = inbox.state.lock();
+        let state = &mut *state;
+        if let Some(queued) = state.in_flight.get_mut(&path) {
+            // Found by the scan, then published or recovered by the recorder: its own now.
+            if kind == Kind::Own && *queued == Kind::Backlog {
+                *queued = Kind::Own;
+                state.own += 1;
+            }
+            return false;
+        }
+        state.in_flight.insert(path.clone(), kind);
+        state.own += u64::from(kind == Kind::Own);
+        state.stats.enqueued += 1;
+        state.stats.queued += 1;
+    }
+    {
+        let mut in_flight = IN_FLIGHT.lock();
+        if let Some(waiting) = in_flight.get_mut(&path) {
+            waiting.push(inbox.clone());
+            return false;
+        }
+        in_flight.insert(path.clone(), vec![inbox.clone()]);
+    }
+    run(Job {
+        key: inbox.config.destination.key(relative),
+        inbox: inbox.clone(),
+        path,
+        attempts: 0,
+        scan: scan.map(Path::to_owned),
+    });
+    true
+}
+
 /// One file to upload.
 struct Job {
+    /// The recorder whose configuration uploads the file.
     inbox: Arc<Inner>,
     path: PathBuf,
     key: String,
     attempts: u32,
+    /// The base directory of the backlog scan that queued the job, if one did.
+    scan: Option<PathBuf>,
 }
 
 impl Job {
@@ -350,6 +395,13 @@ impl Job {
         let inner = self.inbox.clone();
         let data = match fs::read(&self.path) {
             Ok(data) => data,
+            Err(error)
+                if error.kind() == io::ErrorKind::NotFound && mark_of(&self.path).exists() =>
+            {
+                // Uploaded and removed by another process since it was queued.
+                self.end(None);
+                return None;
+            }
             Err(error) => {
                 self.finish(0, Outcome::Failed(Failure::Local(Arc::new(error))));
                 return None;
@@ -421,36 +473,26 @@ impl Job {
         Ok(())
     }
 
-    /// Counts the job's end, delivers its report, and only then takes it off the queue, so
-    /// that whoever waits for the uploads to be done has every report when they are.
-    fn finish(&self, size: u64, mut outcome: Outcome) {
-        {
-            let mut state = self.inbox.state.lock();
-            match &mut outcome {
-                Outcome::Uploaded { .. } => {
-                    state.stats.uploaded += 1;
-                    state.stats.bytes += size;
-                }
-                Outcome::Failed(_) => state.stats.failed += 1,
-                Outcome::Refused { error, first } => {
-                    state.stats.failed += 1;
-                    *first = state.refused.insert(format!("{error:?}"));
-                }
-            }
-        }
-        (self.inbox.reports)(UploadReport {
+    /// Ends the job: its report goes to every recorder waiting for the file.
+    fn finish(&self, size: u64, outcome: Outcome) {
+        self.end(Some(UploadReport {
             location: self.path.clone(),
             bucket: self.inbox.config.destination.bucket().to_owned(),
             key: self.key.clone(),
             size,
             attempts: self.attempts,
             outcome,
-        });
-        let mut state = self.inbox.state.lock();
-        state.stats.queued -= 1;
-        state.in_flight.remove(&self.path);
-        drop(state);
-        self.inbox.idle.notify_all();
+        }));
+    }
+
+    fn end(&self, report: Option<UploadReport>) {
+        let waiting = IN_FLIGHT.lock().remove(&self.path).unwrap_or_default();
+        for inbox in &waiting {
+            inbox.conclude(&self.path, report.clone());
+        }
+        if let Some(base) = &self.scan {
+            backlog::job_done(base);
+        }
     }
 
     fn backoff(&self) -> Duration {
@@ -477,6 +519,132 @@ fn attempt(job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+
+    /// A configuration uploading to a port nobody listens on.
+    fn unreachable(retries: u32) -> UploadConfig {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let credentials = Credentials::new("key", "secret");
+        UploadConfig {
+            destination: Arc::new(
+                Destination::new(
+                    "s3://rec/p",
+                    Some(&endpoint),
+                    "us-east-1",
+                    Some(credentials),
+                )
+                .unwrap(),
+            ),
+            keep_local: false,
+            retries,
+            workers: 2,
+        }
+    }
+
+    fn wait_until_idle(uploads: &[&Uploads]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while uploads.iter().any(|u| u.stats().queued > 0) {
+            assert!(Instant::now() < deadline, "the uploads did not end");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_file_queued_by_two_recorders_is_uploaded_once_and_told_to_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative = "1970-01-01/c/s/PRE/segment_0.wav";
+        let file = dir.path().join(relative);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, b"RIFF").unwrap();
+        let config = unreachable(1);
+        let (tx, rx) = mpsc::channel();
+        let told = |name: &'static str| {
+            let tx = tx.clone();
+            move |r: UploadReport| tx.send((name, r)).unwrap()
+        };
+        let a = Uploads::new(config.clone(), told("a")).unwrap();
+        let b = Uploads::new(config, told("b")).unwrap();
+        a.enqueue(file.clone(), relative);
+        b.enqueue(file.clone(), relative);
+        let mut got: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+            .collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), ["a", "b"]);
+        for (_, report) in &got {
+            assert_eq!(report.location, file);
+            assert!(matches!(report.outcome, Outcome::Failed(_)), "{report:?}");
+            assert_eq!(report.attempts, 2);
+        }
+        wait_until_idle(&[&a, &b]);
+        // One job made the two attempts; each recorder counts the file once.
+        assert_eq!(a.stats().retried + b.stats().retried, 1);
+        for u in [&a, &b] {
+            assert_eq!((u.stats().enqueued, u.stats().failed), (1, 1));
+        }
+        assert!(rx.try_recv().is_err());
+        assert!(file.exists());
+    }
+
+    #[test]
+    fn a_backlog_scan_finds_only_segments_and_answers_every_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let tap = base.join("1970-01-01/c/s/PRE");
+        let other = base.join("1970-01-02/d%2F1/s/POST");
+        for d in [&tap, &other] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let segments = [
+            tap.join("segment_0.wav"),
+            tap.join("segment_0-1.wav"),
+            other.join("segment_86400000.wav"),
+        ];
+        for f in &segments {
+            fs::write(f, b"RIFF").unwrap();
+        }
+        for junk in [
+            "segment_5000.wav.part",
+            "segment_5000.wav.recovering",
+            "segment_10000.wav.uploaded",
+            "notes.txt",
+            "segment_x.wav",
+        ] {
+            fs::write(tap.join(junk), b"x").unwrap();
+        }
+        let config = unreachable(0);
+        let (tx, rx) = mpsc::channel();
+        let told = |name: &'static str| {
+            let tx = tx.clone();
+            move |r: UploadReport| tx.send((name, r.location)).unwrap()
+        };
+        // Two recorders of one base directory start together.
+        let a = Uploads::new(config.clone(), told("a")).unwrap();
+        let b = Uploads::new(config, told("b")).unwrap();
+        a.scan_backlog(base.to_owned());
+        b.scan_backlog(base.to_owned());
+        wait_until_idle(&[&a, &b]);
+        let got: Vec<_> = rx.try_iter().collect();
+        for name in ["a", "b"] {
+            let mut found: Vec<_> = got
+                .iter()
+                .filter(|g| g.0 == name)
+                .map(|g| g.1.clone())
+                .collect();
+            found.sort();
+            let mut expected = segments.to_vec();
+            expected.sort();
+            assert_eq!(found, expected, "{name}");
+        }
+        // Nothing but segments was touched.
+        assert!(tap.join("segment_5000.wav.part").exists());
+        assert!(tap.join("segment_10000.wav.uploaded").exists());
+    }
 
     #[test]
     fn a_taken_key_gives_way_to_the_next_file_index() {
@@ -494,26 +662,5 @@ mod tests {
         );
         assert_eq!(next_key("segment_0-999.wav"), None);
         assert_eq!(next_key("p/notes.txt"), None);
-    }
-
-    #[test]
-    fn a_mark_records_the_md5_and_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("segment_0.wav");
-        let digest = md5(b"audio");
-        write_mark(&file, &digest, "p/1970-01-01/c/s/PRE/segment_0-1.wav").unwrap();
-        assert_eq!(
-            fs::read_to_string(mark_of(&file)).unwrap(),
-            format!("{}  p/1970-01-01/c/s/PRE/segment_0-1.wav\n", hex(&digest))
-        );
-        assert_eq!(
-            read_mark(&file),
-            Some((digest, "p/1970-01-01/c/s/PRE/segment_0-1.wav".to_owned()))
-        );
-        // An empty or damaged mark proves nothing: the file is uploaded again (harmlessly).
-        for damaged in ["", "0123", "zz  key\n", &format!("{}  \n", hex(&digest))] {
-            fs::write(mark_of(&file), damaged).unwrap();
-            assert_eq!(read_mark(&file), None, "{damaged:?}");
-        }
     }
 }
