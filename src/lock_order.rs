@@ -22,10 +22,13 @@ pub enum Level {
     /// A recording's counters.
     WriterStats,
     /// A recorder's upload counters and files in flight.
+    #[cfg(feature = "s3")]
     Uploads,
     /// The files being uploaded in the process, and the recorders waiting for each.
+    #[cfg(feature = "s3")]
     UploadsInFlight,
     /// The backlog scans of base directories running in the process.
+    #[cfg(feature = "s3")]
     UploadScans,
     /// The threads of a pool.
     PoolThreads,

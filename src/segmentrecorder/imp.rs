@@ -499,6 +499,7 @@ impl SegmentRecorder {
             Some((totals, recording)) => (totals, recording.stats()),
             None => {
                 let last = lock(&self.last_stats).clone();
+                #[allow(unused_mut)]
                 if let Some(mut last) = last {
                     // The writer's counters are final; the uploads go on after the stop.
                     #[cfg(feature = "s3")]
