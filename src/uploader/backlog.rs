@@ -7,9 +7,9 @@
 //! a few files at a time ([`JOBS_AT_ONCE`]), so that fresh segments never queue behind a long
 //! backlog. At most one scan of a base directory runs in the process: a request while one runs
 //! asks for one more after it (the first may have missed what was published meanwhile), and
-//! requests that come together share that one. The found files are uploaded with the
-//! configuration of the recorder whose request started the scan, and their outcomes are
-//! reported to it.
+//! of several such requests the last one's recorder makes it, so that a long drain holds on to
+//! one request, not to one per start. The found files are uploaded with the configuration of
+//! the recorder whose request started the scan, and their outcomes are reported to it.
 //!
 //! Only segments are found (`segment_<ms>[-<n>].wav`): never a `.part` being written or left to
 //! recover, a `.recovering` file, a mark, or anything else. A kept file with a mark was uploaded
@@ -35,25 +35,22 @@ struct Scan {
     inbox: Arc<Inner>,
     /// The base directory as that recorder names it, so that paths are those of its writer.
     base: PathBuf,
-    /// Other recorders whose request this scan answers.
-    also: Vec<Arc<Inner>>,
     /// Files found and not yet queued; `None` while the walk goes on.
     found: Option<VecDeque<PathBuf>>,
     /// Files queued and not yet done.
     active: usize,
-    /// Requests that came while this scan ran: one more scan follows, for them.
-    again: Vec<(Arc<Inner>, PathBuf)>,
+    /// The last request that came while this scan ran: one more scan follows, for it.
+    again: Option<(Arc<Inner>, PathBuf)>,
 }
 
 impl Scan {
-    fn new(inbox: Arc<Inner>, base: PathBuf, also: Vec<Arc<Inner>>) -> Self {
+    fn new(inbox: Arc<Inner>, base: PathBuf) -> Self {
         Scan {
             inbox,
             base,
-            also,
             found: None,
             active: 0,
-            again: Vec::new(),
+            again: None,
         }
     }
 }
@@ -67,15 +64,22 @@ pub(super) fn request(inbox: Arc<Inner>, base: PathBuf) {
     inbox.scan_requested();
     UPLOADERS.run(move || {
         let id = fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
-        {
+        let superseded = {
             let mut scans = SCANS.lock();
-            if let Some(scan) = scans.get_mut(&id) {
-                scan.again.push((inbox, base));
-                return;
+            match scans.get_mut(&id) {
+                Some(scan) => scan.again.replace((inbox, base)),
+                None => {
+                    scans.insert(id.clone(), Scan::new(inbox, base));
+                    drop(scans);
+                    walk(&id);
+                    return;
+                }
             }
-            scans.insert(id.clone(), Scan::new(inbox, base, Vec::new()));
+        };
+        // A later request makes the scan this one asked for.
+        if let Some((inbox, _)) = superseded {
+            inbox.scan_done();
         }
-        walk(&id);
     });
 }
 
@@ -136,8 +140,8 @@ fn collect(dir: &Path, keep_local: bool, found: &mut VecDeque<PathBuf>) {
 enum Next {
     /// Queue this file for the recorder, below this base.
     File(Arc<Inner>, PathBuf, PathBuf),
-    /// The scan ended: release these requests; a walk follows if another scan was asked for.
-    End(Vec<Arc<Inner>>, bool),
+    /// The scan ended: release its request; a walk follows if another scan was asked for.
+    End(Arc<Inner>, bool),
 }
 
 /// Queues found files of the scan of `id` while fewer than [`JOBS_AT_ONCE`] are being
@@ -165,18 +169,11 @@ fn feed(id: &Path) {
                     let Some(ended) = scans.remove(id) else {
                         return;
                     };
-                    let mut again = ended.again.into_iter();
-                    let rerun = match again.next() {
-                        Some((inbox, base)) => {
-                            let also = again.map(|(inbox, _)| inbox).collect();
-                            scans.insert(id.to_owned(), Scan::new(inbox, base, also));
-                            true
-                        }
-                        None => false,
-                    };
-                    let mut released = ended.also;
-                    released.push(ended.inbox);
-                    Next::End(released, rerun)
+                    let rerun = ended.again.is_some();
+                    if let Some((inbox, base)) = ended.again {
+                        scans.insert(id.to_owned(), Scan::new(inbox, base));
+                    }
+                    Next::End(ended.inbox, rerun)
                 }
             }
         };
@@ -193,10 +190,8 @@ fn feed(id: &Path) {
                     scan.active -= 1;
                 }
             }
-            Next::End(released, rerun) => {
-                for inbox in released {
-                    inbox.scan_done();
-                }
+            Next::End(inbox, rerun) => {
+                inbox.scan_done();
                 if rerun {
                     let id = id.to_owned();
                     UPLOADERS.run(move || walk(&id));
