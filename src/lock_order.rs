@@ -26,6 +26,7 @@ pub enum Level {
     /// An element's statistics of its last recording.
     ElementLastStats,
     /// An element's connection to the uploader.
+    #[cfg(feature = "s3")]
     ElementUploads,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
@@ -34,7 +35,14 @@ pub enum Level {
     /// A recording's counters.
     WriterStats,
     /// A recorder's upload counters and files in flight.
+    #[cfg(feature = "s3")]
     Uploads,
+    /// The files being uploaded in the process, and the recorders waiting for each.
+    #[cfg(feature = "s3")]
+    UploadsInFlight,
+    /// The backlog scans of base directories running in the process.
+    #[cfg(feature = "s3")]
+    UploadScans,
     /// The threads of a pool.
     PoolThreads,
     /// A pool's ready tasks and timers: the innermost lock, under which nothing else is taken.

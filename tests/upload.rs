@@ -267,12 +267,19 @@ fn segments_are_uploaded_and_removed_only_after_confirmation() {
         let object = get(endpoint, &key).expect("object");
         assert_eq!(samples_of_wav(&object), expected_bucket(k, total));
     }
-    // Confirmed, so removed: no file and no mark are left.
-    assert!(
-        files_under(dir.path()).is_empty(),
-        "{:?}",
-        files_under(dir.path())
-    );
+    // Confirmed, so removed; the marks stay, as tombstones of the names, each saying what
+    // went where.
+    assert!(segments(dir.path()).is_empty());
+    let marks = files_under(dir.path());
+    assert_eq!(marks.len(), 3, "{marks:?}");
+    for mark in &marks {
+        let name = mark.file_name().unwrap().to_str().unwrap();
+        let wav = name.strip_suffix(".uploaded").expect("a mark");
+        let text = std::fs::read_to_string(mark).unwrap();
+        let (md5, key) = text.trim_end().split_once("  ").unwrap();
+        assert_eq!(md5.len(), 32, "{text}");
+        assert_eq!(key, format!("t1/1970-01-01/call-up/stt/PRE/{wav}"));
+    }
     assert_eq!(stat(&element, "uploads-done"), 3);
     assert_eq!(stat(&element, "upload-bytes"), 3 * (44 + 160_000));
     assert_eq!(stat(&element, "uploads-failed"), 0);
@@ -521,5 +528,416 @@ fn segmentrecorder_upload_pushes_a_whole_base_directory() {
             80_000
         );
     }
-    assert!(files_under(dir.path()).is_empty());
+    // Only the marks are left.
+    assert!(segments(dir.path()).is_empty());
+    assert_eq!(files_under(dir.path()).len(), 2);
+}
+
+/// Pushes `total` samples of the test signal from its sample `first` on, stamped from 0, in
+/// 320-sample buffers: recordings of the same moment with different audio.
+fn push_from(h: &mut gst_check::Harness, first: u64, total: u64) {
+    let mut done = 0u64;
+    while done < total {
+        let len = 320.min(total - done);
+        let pts = gst::ClockTime::from_nseconds(done * 1_000_000_000 / 16_000);
+        h.push(buffer(first + done, len as usize, Some(pts), 16_000))
+            .unwrap();
+        done += len;
+    }
+}
+
+/// Bucket 0 of a stream of `total` test-signal samples from sample `first` on, padded.
+fn expected_from(first: u64, total: u64) -> Vec<i16> {
+    (0..80_000u64)
+        .map(|n| if n < total { signal(first + n) } else { 0 })
+        .collect()
+}
+
+/// Records `total` samples from sample `first` into bucket 0 and waits for the uploads; the
+/// keys the store confirmed.
+fn record_and_upload(
+    base: &Path,
+    trace: &str,
+    endpoint: &str,
+    prefix: &str,
+    first: u64,
+) -> Vec<String> {
+    let element = uploading_recorder(base, trace, endpoint, prefix);
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_from(&mut h, first, 32_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    assert!(
+        warning_texts(&messages).is_empty(),
+        "{:?}",
+        warning_texts(&messages)
+    );
+    element.set_state(gst::State::Null).unwrap();
+    element_messages(&messages, "segmentrecorder-segment-uploaded")
+        .iter()
+        .map(|m| m.get::<String>("key").unwrap())
+        .collect()
+}
+
+#[test]
+fn a_restart_in_the_same_bucket_keeps_both_recordings() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| format!("t8/1970-01-01/call-again/stt/PRE/{name}");
+    // The first run is uploaded and its file removed; the second records the same bucket.
+    let first = record_and_upload(dir.path(), "call-again", endpoint, "t8", 0);
+    assert_eq!(first, [key("segment_0.wav")]);
+    assert!(segments(dir.path()).is_empty());
+    let second = record_and_upload(dir.path(), "call-again", endpoint, "t8", 40_000);
+    assert_eq!(second, [key("segment_0-1.wav")]);
+
+    // Two objects, each holding its own recording.
+    let one = get(endpoint, &key("segment_0.wav")).expect("first object");
+    assert_eq!(samples_of_wav(&one), expected_from(0, 32_000));
+    let two = get(endpoint, &key("segment_0-1.wav")).expect("second object");
+    assert_eq!(samples_of_wav(&two), expected_from(40_000, 32_000));
+}
+
+#[test]
+fn a_crash_then_a_restart_in_the_same_bucket_keeps_both_recordings() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // A recording process killed in the middle of bucket 0.
+    let mut child = Command::new("gst-launch-1.0")
+        .args(["-q", "audiotestsrc", "is-live=true", "samplesperbuffer=320"])
+        .args(["!", "audio/x-raw,format=S16LE,rate=16000,channels=1"])
+        .args(["!", "segmentrecorder"])
+        .arg(format!("base-dir={}", base.display()))
+        .args([
+            "trace-id=call-crash",
+            "station-key=stt",
+            "timestamp-mode=running-time",
+        ])
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_REGISTRY", dir.path().join("registry.bin"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = base.join("1970-01-01/call-crash/stt/PRE/segment_0.wav.part");
+    wait_for("half a second of audio", 30, || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 44 + 16_000)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The restart recovers the .part and uploads it before recording the same bucket again.
+    let element = uploading_recorder(&base, "call-crash", endpoint, "t9");
+    element.set_property("upload-wait-eos", true);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    wait_for("the recovered upload", 60, || {
+        stat(&element, "uploads-done") == 1 && segments(&base).is_empty()
+    });
+    push_from(&mut h, 0, 32_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&element, "uploads-done"), 2);
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    assert_eq!(recovered.len(), 1);
+    let recovered_samples = recovered[0].get::<u64>("samples").unwrap();
+
+    let key = |name: &str| format!("t9/1970-01-01/call-crash/stt/PRE/{name}");
+    let old = samples_of_wav(&get(endpoint, &key("segment_0.wav")).expect("recovered object"));
+    assert_eq!(old.len() as u64, recovered_samples);
+    assert!(old.iter().any(|&s| s != 0));
+    let new = get(endpoint, &key("segment_0-1.wav")).expect("new object");
+    assert_eq!(samples_of_wav(&new), expected_from(0, 32_000));
+}
+
+#[test]
+fn a_foreign_object_at_the_key_is_left_alone() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| format!("t10/1970-01-01/call-foreign/stt/PRE/{name}");
+    put(endpoint, &key("segment_0.wav"), b"someone else's object").unwrap();
+
+    let keys = record_and_upload(dir.path(), "call-foreign", endpoint, "t10", 0);
+    assert_eq!(keys, [key("segment_0-1.wav")]);
+    assert_eq!(
+        get(endpoint, &key("segment_0.wav")).unwrap(),
+        b"someone else's object"
+    );
+    let ours = get(endpoint, &key("segment_0-1.wav")).expect("our object");
+    assert_eq!(samples_of_wav(&ours), expected_from(0, 32_000));
+    // The mark says where the file went.
+    let mark = std::fs::read_to_string(
+        dir.path()
+            .join("1970-01-01/call-foreign/stt/PRE/segment_0.wav.uploaded"),
+    )
+    .unwrap();
+    assert!(mark.trim_end().ends_with(&key("segment_0-1.wav")), "{mark}");
+}
+
+/// Runs `f` on a thread; its result if it returns within `seconds`.
+fn within<T: Send + 'static>(
+    seconds: f64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs_f64(seconds))
+        .map_err(|_| format!("still running after {seconds} s"))
+}
+
+#[test]
+fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
+    init();
+    for release in ["state change to NULL", "flush"] {
+        let dir = tempfile::tempdir().unwrap();
+        // A store that is down for longer than the test: uploads keep retrying.
+        let unreachable = format!("http://127.0.0.1:{}", free_port());
+        let element = uploading_recorder(dir.path(), "call-stuck", &unreachable, "t11");
+        element.set_property("upload-retries", 30u32);
+        element.set_property("upload-wait-eos", true);
+        let (mut h, _bus) = harness(&element, CAPS_16K);
+        push_signal(&mut h, gst::ClockTime::ZERO, 16_000, 320, 16_000);
+        // Dropped only once released: a test that fails must not then hang in the harness's
+        // own state change.
+        let h = std::mem::ManuallyDrop::new(h);
+        let pad = element.static_pad("sink").unwrap();
+
+        let eos = {
+            let pad = pad.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                pad.send_event(gst::event::Eos::new());
+                let _ = tx.send(());
+            });
+            rx
+        };
+        assert!(
+            eos.recv_timeout(Duration::from_millis(500)).is_err(),
+            "EOS did not wait for the uploads"
+        );
+        if release == "flush" {
+            assert!(pad.send_event(gst::event::FlushStart::new()));
+            eos.recv_timeout(Duration::from_secs(2))
+                .expect("flush-start released EOS");
+            assert!(pad.send_event(gst::event::FlushStop::new(false)));
+            // Flushing is over: the next EOS waits again, until the state change down.
+            let again = {
+                let pad = pad.clone();
+                let (tx, rx) = std::sync::mpsc::channel();
+                thread::spawn(move || {
+                    pad.send_event(gst::event::Eos::new());
+                    let _ = tx.send(());
+                });
+                rx
+            };
+            assert!(
+                again.recv_timeout(Duration::from_millis(500)).is_err(),
+                "unlock_stop did not re-arm the wait"
+            );
+            let e = element.clone();
+            within(2.0, move || e.set_state(gst::State::Null))
+                .unwrap()
+                .unwrap();
+            again
+                .recv_timeout(Duration::from_secs(2))
+                .expect("NULL released the second EOS");
+        } else {
+            let e = element.clone();
+            within(2.0, move || e.set_state(gst::State::Null))
+                .unwrap_or_else(|e| panic!("set_state(NULL) {e}"))
+                .unwrap();
+            eos.recv_timeout(Duration::from_secs(2))
+                .expect("NULL released EOS");
+        }
+        assert_eq!(stat(&element, "uploads-done"), 0, "{release}");
+        drop(std::mem::ManuallyDrop::into_inner(h));
+    }
+}
+
+#[test]
+fn every_outcome_is_told_after_the_pipeline_stopped() {
+    if shared().is_none() {
+        return;
+    }
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(&dir.path().join("server"));
+    let base = dir.path().join("rec");
+    let element = uploading_recorder(&base, "call-late", &server.endpoint(), "t12");
+    element.set_property("upload-retries", 30u32);
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        element.connect("upload-done", false, move |args| {
+            let s = args[1].get::<gst::Structure>().unwrap();
+            outcomes.lock().unwrap().push(s);
+            None
+        });
+    }
+    // Recorded while the store is down, then the pipeline stops.
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 12 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    element.set_state(gst::State::Null).unwrap();
+    drop(h);
+    assert_eq!(stat(&element, "uploads-enqueued"), 3);
+    assert_eq!(stat(&element, "uploads-done"), 0);
+
+    // The store comes up: the stopped element tells every outcome, and counts it.
+    let mut child = server.start();
+    wait_for("every outcome", 120, || outcomes.lock().unwrap().len() == 3);
+    let mut keys: Vec<String> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.name(), "segmentrecorder-upload-done");
+            assert_eq!(s.get::<&str>("outcome").unwrap(), "uploaded", "{s}");
+            assert_eq!(s.get::<&str>("bucket").unwrap(), BUCKET);
+            assert_eq!(s.get::<u64>("size").unwrap(), 44 + 160_000);
+            assert!(s.get::<u32>("attempts").unwrap() > 1);
+            assert!(!s.get::<String>("location").unwrap().is_empty());
+            s.get::<String>("key").unwrap()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [0, 10_000, 5_000].map(|ms| format!("t12/1970-01-01/call-late/stt/PRE/segment_{ms}.wav"))
+    );
+    assert_eq!(stat(&element, "uploads-done"), 3);
+    assert_eq!(stat(&element, "upload-queue"), 0);
+    // The writer's counters stay those of the recording.
+    assert_eq!(stat(&element, "segments-written"), 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_refused_upload_is_an_outcome_too() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = uploading_recorder(dir.path(), "call-refused", endpoint, "t13");
+    element.set_property("upload-secret-key", "not-the-secret");
+    element.set_property("upload-wait-eos", true);
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        element.connect("upload-done", false, move |args| {
+            outcomes
+                .lock()
+                .unwrap()
+                .push(args[1].get::<gst::Structure>().unwrap());
+            None
+        });
+    }
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 7 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let outcomes = outcomes.lock().unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for s in outcomes.iter() {
+        assert_eq!(s.get::<&str>("outcome").unwrap(), "refused", "{s}");
+        assert!(
+            s.get::<&str>("error")
+                .unwrap()
+                .contains("SignatureDoesNotMatch"),
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn the_backlog_of_the_whole_base_directory_drains_at_another_calls_start() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // Call A recorded while the store was down: its files stay.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let a = uploading_recorder(&base, "call-a-down", &down, "t14");
+    a.set_property("upload-retries", 0u32);
+    a.set_property("upload-wait-eos", true);
+    let (mut h, _bus) = harness(&a, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 6 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    a.set_state(gst::State::Null).unwrap();
+    drop(h);
+    assert_eq!(stat(&a, "uploads-failed"), 2);
+    let left = segments(&base);
+    assert_eq!(left.len(), 2);
+    // Thousands of tombstones of earlier calls, and files that are not segments.
+    for call in 0..100 {
+        let d = base.join(format!("1970-01-02/call-old-{call}/stt/PRE"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..50u64 {
+            let ms = 86_400_000 + k * 5_000;
+            std::fs::write(d.join(format!("segment_{ms}.wav.uploaded")), b"").unwrap();
+        }
+    }
+    let junk = base.join("1970-01-03/call-junk/stt/POST");
+    std::fs::create_dir_all(&junk).unwrap();
+    for name in [
+        "segment_172800000.wav.part",
+        "segment_172805000.wav.recovering",
+        "notes.txt",
+    ] {
+        std::fs::write(junk.join(name), b"RIFF").unwrap();
+    }
+
+    // Call B starts with the store up; its start does not wait for the scan.
+    let b = uploading_recorder(&base, "call-b", endpoint, "t14");
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<gst::Structure>::new()));
+    {
+        let outcomes = outcomes.clone();
+        b.connect("upload-done", false, move |args| {
+            outcomes
+                .lock()
+                .unwrap()
+                .push(args[1].get::<gst::Structure>().unwrap());
+            None
+        });
+    }
+    let started = Instant::now();
+    let (mut h, bus) = harness(&b, CAPS_16K);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "start took {took:?}");
+
+    // B's recorder uploads A's files, and tells of them.
+    wait_for("call A's backlog", 60, || {
+        outcomes.lock().unwrap().len() == 2
+    });
+    for (k, bucket_ms) in [0u64, 5_000].into_iter().enumerate() {
+        let key = format!("t14/1970-01-01/call-a-down/stt/PRE/segment_{bucket_ms}.wav");
+        let object = get(endpoint, &key).unwrap_or_else(|| panic!("{key} missing"));
+        assert_eq!(samples_of_wav(&object), expected_bucket(k, 6 * 16_000));
+    }
+    assert!(segments(&base).is_empty());
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+    let mut told: Vec<String> = element_messages(&messages, "segmentrecorder-segment-uploaded")
+        .iter()
+        .map(|m| m.get::<String>("location").unwrap())
+        .collect();
+    told.sort();
+    let left: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(told, left);
+    // Not segments: never uploaded, never touched.
+    for name in [
+        "segment_172800000.wav.part",
+        "segment_172805000.wav.recovering",
+    ] {
+        assert!(junk.join(name).exists(), "{name}");
+        let key = format!("t14/1970-01-03/call-junk/stt/POST/{name}");
+        assert!(get(endpoint, &key).is_none(), "{key}");
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&b, "uploads-enqueued"), 2);
+    assert_eq!(stat(&b, "uploads-done"), 2);
 }

@@ -8,30 +8,17 @@
 //!     [--keep-local] [--workers N] [--retries N]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gstsegmentrecorder::uploader::{Credentials, Destination, UploadConfig, UploadReport, Uploads};
+use gstsegmentrecorder::uploader::{
+    Credentials, Destination, Outcome, UploadConfig, UploadReport, Uploads,
+};
 
 const USAGE: &str = "usage: segmentrecorder-upload BASE_DIR s3://bucket/prefix [--endpoint URL] \
                      [--region REGION] [--keep-local] [--workers N] [--retries N]";
-
-/// Every directory under `dir`, `dir` included.
-fn directories(dir: &Path, out: &mut Vec<PathBuf>) {
-    out.push(dir.to_owned());
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let mut subdirs: Vec<PathBuf> = entries
-            .filter_map(|e| Some(e.ok()?.path()))
-            .filter(|p| p.is_dir() && !p.is_symlink())
-            .collect();
-        subdirs.sort();
-        for sub in subdirs {
-            directories(&sub, out);
-        }
-    }
-}
 
 fn run(args: &[String]) -> Result<(u64, u64), String> {
     let [base, location, options @ ..] = args else {
@@ -74,27 +61,28 @@ fn run(args: &[String]) -> Result<(u64, u64), String> {
             retries,
             workers,
         },
-        move |report| match report {
-            UploadReport::Uploaded { location, key, .. } => {
+        move |report: UploadReport| match &report.outcome {
+            Outcome::Uploaded { local_error } => {
                 d.fetch_add(1, Ordering::Relaxed);
-                println!("uploaded {} as {key}", location.display());
+                println!("uploaded {} as {}", report.location.display(), report.key);
+                if let Some(error) = local_error {
+                    eprintln!("{}: uploaded, but {error}", report.location.display());
+                }
             }
-            UploadReport::Failed {
-                location, error, ..
-            } => {
+            Outcome::Failed(failure) => {
                 f.fetch_add(1, Ordering::Relaxed);
-                eprintln!("cannot upload {}: {error}", location.display());
+                eprintln!("cannot upload {}: {failure}", report.location.display());
             }
-            UploadReport::Refused { error } => eprintln!("uploads refused: {error}"),
-            UploadReport::LocalError { location, error } => {
-                eprintln!("{}: {error}", location.display());
+            Outcome::Refused { error, first } => {
+                f.fetch_add(1, Ordering::Relaxed);
+                if *first {
+                    eprintln!("uploads refused: {error}");
+                }
             }
         },
     )
     .map_err(|e| format!("cannot start the upload threads: {e}"))?;
-    let mut dirs = Vec::new();
-    directories(base, &mut dirs);
-    uploads.enqueue_backlog(base.to_owned(), dirs);
+    uploads.scan_backlog(base.to_owned());
     uploads.wait_idle();
     let stats = uploads.stats();
     Ok((

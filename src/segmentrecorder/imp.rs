@@ -564,7 +564,14 @@ impl SegmentRecorder {
         let (totals, writer) = match current {
             Some((totals, recording)) => (totals, recording.stats()),
             None => {
-                if let Some(last) = lock(&self.last_stats).clone() {
+                let last = lock(&self.last_stats).clone();
+                #[allow(unused_mut)]
+                if let Some(mut last) = last {
+                    // The writer's counters are final; the uploads go on after the stop.
+                    #[cfg(feature = "s3")]
+                    if let Some(uploads) = self.uploads() {
+                        super::upload::add_stats(&mut last, &uploads.stats());
+                    }
                     return last;
                 }
                 (Totals::default(), WriterStats::default())
@@ -573,7 +580,7 @@ impl SegmentRecorder {
         #[allow(unused_mut)]
         let mut s = stats_structure(totals, &writer);
         #[cfg(feature = "s3")]
-        if let Some((uploads, _)) = lock(&self.uploads).as_ref() {
+        if let Some(uploads) = self.uploads() {
             super::upload::add_stats(&mut s, &uploads.stats());
         }
         s
@@ -582,22 +589,19 @@ impl SegmentRecorder {
     /// Hands a published segment to the uploader, if uploads are configured.
     #[cfg(feature = "s3")]
     fn upload(&self, location: &Path) {
-        if let Some((uploads, base)) = lock(&self.uploads).as_ref()
-            && let Some(relative) = location.strip_prefix(base).ok().and_then(Path::to_str)
+        let uploads = lock(&self.uploads).clone();
+        if let Some((uploads, base)) = uploads
+            && let Some(relative) = location.strip_prefix(&base).ok().and_then(Path::to_str)
         {
             uploads.enqueue(location.to_owned(), relative);
         }
     }
 
-    /// Sets up uploads if `upload-location` is set, and queues the backlog of segments of
-    /// this identity that were never confirmed uploaded.
+    /// Sets up uploads if `upload-location` is set, and asks for a scan of the whole base
+    /// directory for segments never confirmed uploaded (in the background: the start does not
+    /// wait for it). What the scan finds is reported by this recorder, whatever call it is of.
     #[cfg(feature = "s3")]
-    fn start_uploads(
-        &self,
-        settings: &Settings,
-        base_dir: &Path,
-        identity: &Identity,
-    ) -> Result<(), gst::ErrorMessage> {
+    fn start_uploads(&self, settings: &Settings, base_dir: &Path) -> Result<(), gst::ErrorMessage> {
         let config = settings
             .upload
             .config()
@@ -616,10 +620,7 @@ impl SegmentRecorder {
                         ("Cannot start the upload threads: {}", e)
                     )
                 })?;
-                uploads.enqueue_backlog(
-                    base_dir.to_owned(),
-                    writer::recover::identity_dirs(base_dir, identity),
-                );
+                uploads.scan_backlog(base_dir.to_owned());
                 Some((Arc::new(uploads), base_dir.to_owned()))
             }
             None => None,
@@ -628,82 +629,61 @@ impl SegmentRecorder {
         Ok(())
     }
 
-    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up.
+    /// The uploads of the current (or last) recording, if it uploads.
+    #[cfg(feature = "s3")]
+    fn uploads(&self) -> Option<Arc<crate::uploader::Uploads>> {
+        lock(&self.uploads).as_ref().map(|(u, _)| u.clone())
+    }
+
+    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up, or
+    /// `unlock()` ends the wait (a flush, a state change down).
     #[cfg(feature = "s3")]
     fn wait_for_uploads(&self) {
         if !lock(&self.settings).upload.wait_eos {
             return;
         }
-        let uploads = lock(&self.uploads).as_ref().map(|(u, _)| u.clone());
-        if let Some(uploads) = uploads {
+        if let Some(uploads) = self.uploads() {
             gst::debug!(CAT, imp = self, "Waiting for uploads before EOS");
-            uploads.wait_idle();
+            if !uploads.wait_own() {
+                gst::debug!(CAT, imp = self, "Unlocked while waiting for uploads");
+            }
         }
     }
 
-    /// Called on an uploader thread for each upload done or given up.
+    /// Called on an uploader thread for each upload done or given up, in any state: posts
+    /// what there is to post, then emits `upload-done`.
     #[cfg(feature = "s3")]
     fn upload_report(&self, report: crate::uploader::UploadReport) {
-        use crate::uploader::UploadReport;
-        match report {
-            UploadReport::Uploaded {
-                location,
-                key,
-                size,
-                attempts,
-            } => {
-                gst::debug!(CAT, imp = self, "Uploaded {key} ({size} bytes)");
-                let bucket = lock(&self.uploads)
-                    .as_ref()
-                    .map(|(u, _)| u.bucket().to_owned())
-                    .unwrap_or_default();
-                let s = gst::Structure::builder(super::upload::SEGMENT_UPLOADED)
-                    .field("location", location.to_string_lossy().as_ref())
-                    .field("bucket", bucket)
-                    .field("key", key)
-                    .field("size", size)
-                    .field("attempts", attempts)
-                    .build();
-                self.post(s);
-            }
-            UploadReport::Failed {
-                location,
-                key,
-                error,
-                attempts,
-            } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    (
-                        "Could not upload {} after {} attempts: {}; it stays on disk and is \
-                         uploaded at the next start",
-                        location.display(),
-                        attempts,
-                        error
-                    ),
-                    ["Key {}", key]
-                );
-            }
-            UploadReport::Refused { error } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    (
-                        "Uploads are refused: {}. Segments stay on disk and are uploaded at the \
-                         next start",
-                        error
-                    )
-                );
-            }
-            UploadReport::LocalError { location, error } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Read,
-                    ("Upload of {} failed locally: {}", location.display(), error)
-                );
-            }
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Upload of {} as {}: {} after {} attempts",
+            report.location.display(),
+            report.key,
+            report.outcome.name(),
+            report.attempts
+        );
+        if let crate::uploader::Outcome::Uploaded { .. } = report.outcome {
+            self.post(super::upload::uploaded_structure(&report));
         }
+        match super::upload::warning(&report) {
+            Some((text, true)) => {
+                gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", text));
+            }
+            Some((text, false)) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("{}", text),
+                    ["Bucket {}, key {}", report.bucket, report.key]
+                );
+            }
+            None => (),
+        }
+        self.obj().emit_by_name::<()>(
+            super::upload::UPLOAD_DONE,
+            &[&super::upload::outcome_structure(&report)],
+        );
     }
 
     fn post(&self, s: gst::Structure) {
@@ -915,6 +895,17 @@ impl ObjectSubclass for SegmentRecorder {
 }
 
 impl ObjectImpl for SegmentRecorder {
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            #[allow(unused_mut)]
+            let mut signals = Vec::new();
+            #[cfg(feature = "s3")]
+            signals.extend(super::upload::signals());
+            signals
+        });
+        SIGNALS.as_ref()
+    }
+
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             #[allow(unused_mut)]
@@ -1311,7 +1302,7 @@ impl BaseSinkImpl for SegmentRecorder {
         })?;
 
         #[cfg(feature = "s3")]
-        self.start_uploads(&settings, base_dir, &identity)?;
+        self.start_uploads(&settings, base_dir)?;
 
         let weak = self.obj().downgrade();
         let config = Config {
@@ -1532,12 +1523,20 @@ impl BaseSinkImpl for SegmentRecorder {
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(true);
         }
+        #[cfg(feature = "s3")]
+        if let Some(uploads) = self.uploads() {
+            uploads.set_unblocked(true);
+        }
         Ok(())
     }
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(false);
+        }
+        #[cfg(feature = "s3")]
+        if let Some(uploads) = self.uploads() {
+            uploads.set_unblocked(false);
         }
         Ok(())
     }

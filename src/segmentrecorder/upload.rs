@@ -6,7 +6,10 @@ use std::sync::{Arc, LazyLock};
 use gst::glib;
 use gst::prelude::*;
 
-use crate::uploader::{Credentials, Destination, MAX_WORKERS, UploadConfig, UploadStats};
+use crate::uploader::{
+    Credentials, Destination, Failure, MAX_WORKERS, Outcome, UploadConfig, UploadReport,
+    UploadStats,
+};
 
 const DEFAULT_REGION: &str = "us-east-1";
 const DEFAULT_WORKERS: u32 = 4;
@@ -14,6 +17,10 @@ const DEFAULT_RETRIES: u32 = 5;
 
 /// Name of the message posted for each segment the store confirmed.
 pub const SEGMENT_UPLOADED: &str = "segmentrecorder-segment-uploaded";
+/// Name of the signal emitted for every upload outcome, in any state.
+pub const UPLOAD_DONE: &str = "upload-done";
+/// Name of the structure the `upload-done` signal carries.
+pub const UPLOAD_DONE_STRUCTURE: &str = "segmentrecorder-upload-done";
 
 #[derive(Debug, Clone)]
 pub(super) struct UploadSettings {
@@ -111,7 +118,10 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoolean::builder("upload-keep-local")
                 .nick("Keep local files")
-                .blurb("Keep each local file after its upload was confirmed (default: delete it)")
+                .blurb(
+                    "Keep each local file after its upload was confirmed (default: delete it; \
+                     its .uploaded mark stays, so that the name is not reused)",
+                )
                 .default_value(false)
                 .mutable_ready()
                 .build(),
@@ -119,7 +129,8 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .nick("Wait for uploads on EOS")
                 .blurb(
                     "EOS reaches the bus only once every segment of this recorder was uploaded \
-                     or gave up (default: EOS does not wait; segment-uploaded messages tell)",
+                     or gave up, or a flush or a state change down ends the wait (default: EOS \
+                     does not wait; segment-uploaded messages and the upload-done signal tell)",
                 )
                 .default_value(false)
                 .mutable_ready()
@@ -202,6 +213,79 @@ impl UploadSettings {
             retries: self.retries,
             workers: self.workers as usize,
         }))
+    }
+}
+
+/// The element's signals of uploads: `upload-done`, emitted on an upload thread for every
+/// outcome, whatever the element's state (messages posted after it went to NULL are lost).
+pub(super) fn signals() -> Vec<glib::subclass::Signal> {
+    vec![
+        glib::subclass::Signal::builder(UPLOAD_DONE)
+            .param_types([gst::Structure::static_type()])
+            .build(),
+    ]
+}
+
+/// The `segmentrecorder-segment-uploaded` message of a confirmed segment.
+pub(super) fn uploaded_structure(r: &UploadReport) -> gst::Structure {
+    gst::Structure::builder(SEGMENT_UPLOADED)
+        .field("location", r.location.to_string_lossy().as_ref())
+        .field("bucket", &r.bucket)
+        .field("key", &r.key)
+        .field("size", r.size)
+        .field("attempts", r.attempts)
+        .build()
+}
+
+/// The structure of the `upload-done` signal: the message's fields, `outcome`, and `error`
+/// when the upload failed or was refused.
+pub(super) fn outcome_structure(r: &UploadReport) -> gst::Structure {
+    let mut s = uploaded_structure(r);
+    s.set_name(UPLOAD_DONE_STRUCTURE);
+    s.set("outcome", r.outcome.name());
+    match &r.outcome {
+        Outcome::Uploaded { .. } => (),
+        Outcome::Failed(failure) => s.set("error", failure.to_string()),
+        Outcome::Refused { error, .. } => s.set("error", error.to_string()),
+    }
+    s
+}
+
+/// What to warn about an upload's outcome, if anything: the text and whether it is about
+/// reading the local file.
+pub(super) fn warning(r: &UploadReport) -> Option<(String, bool)> {
+    match &r.outcome {
+        Outcome::Uploaded {
+            local_error: Some(error),
+        } => Some((
+            format!(
+                "Uploaded {} as {}, but could not mark it or remove it afterwards: {}; a later \
+                 start uploads it again, without harm",
+                r.location.display(),
+                r.key,
+                error
+            ),
+            false,
+        )),
+        Outcome::Uploaded { local_error: None } => None,
+        Outcome::Failed(failure) => Some((
+            format!(
+                "Could not upload {} after {} attempts: {}; it stays on disk and is uploaded at \
+                 the next start",
+                r.location.display(),
+                r.attempts,
+                failure
+            ),
+            matches!(failure, Failure::Local(_)),
+        )),
+        Outcome::Refused { error, first: true } => Some((
+            format!(
+                "Uploads are refused: {error}. Segments stay on disk and are uploaded at the \
+                 next start"
+            ),
+            false,
+        )),
+        Outcome::Refused { first: false, .. } => None,
     }
 }
 

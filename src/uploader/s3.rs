@@ -1,5 +1,11 @@
-//! One PUT of one file to an S3-compatible store: a request signed with `rusty-s3`, sent with
-//! `ureq` (blocking, on an uploader thread), checked with `Content-MD5` and the returned ETag.
+//! One conditional PUT of one file to an S3-compatible store: a request signed with `rusty-s3`,
+//! sent with `ureq` (blocking, on an uploader thread), checked with `Content-MD5` and the
+//! returned ETag.
+//!
+//! Every PUT carries `If-None-Match: *`, so it never replaces an object on a store that honours
+//! it: the store answers 412 (or 409 while another conditional write of the key is under way)
+//! when the key is taken, and a HEAD then tells whether the object there is ours (same MD5: a
+//! retry whose response was lost, or another process uploading the same file) or another one.
 
 use std::fmt;
 use std::time::Duration;
@@ -84,13 +90,12 @@ impl Destination {
         }
     }
 
-    /// Stores `data` under `key`, integrity-checked.
-    pub fn put(&self, key: &str, data: &[u8]) -> Result<(), PutError> {
-        let digest = Md5::digest(data);
-        let url = self
-            .bucket
-            .put_object(self.credentials.as_ref(), key)
-            .sign(SIGNATURE_LIFETIME);
+    /// Stores `data`, whose MD5 is `digest`, under `key` unless an object is there already;
+    /// integrity-checked.
+    pub fn put_new(&self, key: &str, data: &[u8], digest: &[u8; 16]) -> Result<Stored, PutError> {
+        let mut action = self.bucket.put_object(self.credentials.as_ref(), key);
+        action.headers_mut().insert("if-none-match", "*");
+        let url = action.sign(SIGNATURE_LIFETIME);
         let response = self
             .agent
             .put(url.as_str())
@@ -99,35 +104,93 @@ impl Destination {
                 base64::engine::general_purpose::STANDARD.encode(digest),
             )
             .header("Content-Type", "audio/wav")
+            .header("If-None-Match", "*")
             .send(data)
             .map_err(|e| PutError::Transport(e.to_string()))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             // A single PUT's ETag is the MD5 of the object.
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            let etag = response
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim_matches('"').to_ascii_lowercase());
-            return match etag {
-                Some(etag) if etag != hex => Err(PutError::Corrupted(etag)),
-                _ => Ok(()),
+            return match etag_of(&response) {
+                Some(etag) if etag != hex(digest) => Err(PutError::Corrupted(etag)),
+                _ => Ok(Stored::Created),
             };
         }
         let body = response.into_body().read_to_string().unwrap_or_default();
         let code = xml_code(&body).unwrap_or_default();
-        Err(match (status, code.as_str()) {
-            (403, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") => {
-                PutError::Credentials(code)
-            }
-            (403, "RequestTimeTooSkewed") => PutError::Credentials(code),
-            (404, "NoSuchBucket") => PutError::NoBucket,
-            (400, "BadDigest") => PutError::Corrupted(code),
-            (408 | 429 | 500..=599, _) => PutError::Server(status, code),
-            _ => PutError::Refused(status, code),
-        })
+        match (status, code.as_str()) {
+            (412, _) | (409, "ConditionalRequestConflict") => match self.etag(key)? {
+                Some(etag) if etag == hex(digest) => Ok(Stored::AlreadyThere),
+                Some(_) => Ok(Stored::Taken),
+                // A concurrent write of the key failed, or the object went away: try again.
+                None => Err(PutError::Server(status, code)),
+            },
+            _ => Err(classify(status, code)),
+        }
     }
+
+    /// The ETag of the object at `key`, lower-case without quotes; `None` if there is none.
+    fn etag(&self, key: &str) -> Result<Option<String>, PutError> {
+        let url = self
+            .bucket
+            .head_object(self.credentials.as_ref(), key)
+            .sign(SIGNATURE_LIFETIME);
+        let response = self
+            .agent
+            .head(url.as_str())
+            .call()
+            .map_err(|e| PutError::Transport(e.to_string()))?;
+        match response.status().as_u16() {
+            200..300 => Ok(Some(etag_of(&response).unwrap_or_default())),
+            404 => Ok(None),
+            // A HEAD answer has no body to name the error.
+            403 => Err(PutError::Credentials("AccessDenied".into())),
+            status => Err(classify(status, String::new())),
+        }
+    }
+}
+
+/// What a conditional PUT found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// The object was created.
+    Created,
+    /// An object with the same content was there already: the upload is done.
+    AlreadyThere,
+    /// Another object is at the key; it was left alone.
+    Taken,
+}
+
+/// A response's ETag, lower-case without quotes.
+fn etag_of<B>(response: &ureq::http::Response<B>) -> Option<String> {
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_ascii_lowercase())
+}
+
+/// The error of a failed request's status and S3 error code.
+fn classify(status: u16, code: String) -> PutError {
+    match (status, code.as_str()) {
+        (403, "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied") => {
+            PutError::Credentials(code)
+        }
+        (403, "RequestTimeTooSkewed") => PutError::Credentials(code),
+        (404, "NoSuchBucket") => PutError::NoBucket,
+        (400, "BadDigest") => PutError::Corrupted(code),
+        (408 | 429 | 500..=599, _) => PutError::Server(status, code),
+        _ => PutError::Refused(status, code),
+    }
+}
+
+/// Lower-case hex of an MD5.
+pub(super) fn hex(digest: &[u8; 16]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MD5 of `data`.
+pub(super) fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
 }
 
 /// The `<Code>` of an S3 error document.
@@ -152,9 +215,17 @@ pub enum PutError {
     NoBucket,
     /// Any other refusal: trying again will not help.
     Refused(u16, String),
+    /// Every key the segment may take in its bucket holds another object.
+    NoFreeKey,
 }
 
 impl PutError {
+    /// Whether the reason lies with the store as a whole (credentials, bucket, a refusal of any
+    /// upload) rather than with one file.
+    pub fn is_store_wide(&self) -> bool {
+        !self.is_transient() && *self != PutError::NoFreeKey
+    }
+
     /// Whether trying again may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -184,6 +255,11 @@ impl fmt::Display for PutError {
             PutError::Refused(status, code) => {
                 write!(f, "the object store refused the upload ({status} {code})")
             }
+            PutError::NoFreeKey => write!(
+                f,
+                "every key of this segment's bucket (segment_<ms>.wav to segment_<ms>-999.wav) \
+                 holds another object"
+            ),
         }
     }
 }
