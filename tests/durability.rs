@@ -343,25 +343,42 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     }
 }
 
-struct Mounted(PathBuf);
+/// A small tmpfs mounted in a temporary directory, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
-impl Drop for Mounted {
+impl SmallDisk {
+    /// `None`, with the reason printed, where mounting is refused.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        match mount_tmpfs(&path, size) {
+            Ok(()) => Some(SmallDisk { path, _dir: dir }),
+            Err(why) => {
+                println!("skipped: cannot mount a small tmpfs to fill ({why})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // Before the directory it is mounted in is removed.
+        let _ = Command::new("umount").arg(&self.path).status();
     }
 }
 
 #[test]
 fn a_full_disk_warns_counts_and_recording_resumes_when_space_returns() {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    if let Err(why) = mount_tmpfs(&disk, "1m") {
-        println!("skipped: cannot mount a small tmpfs to fill ({why})");
+    let Some(small) = SmallDisk::mount("1m") else {
         return;
-    }
-    let _mounted = Mounted(disk.clone());
+    };
+    let disk = small.path.clone();
     // Leave room for about one and a half segments of 160 KB.
     let filler = disk.join("filler");
     std::fs::write(&filler, vec![0u8; 1024 * 1024 - 240 * 1024]).unwrap();
@@ -581,14 +598,10 @@ fn within<T: Send + 'static>(
 #[test]
 fn a_full_disk_holds_eos_and_stop_up_for_the_retry_time_whatever_is_queued() {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    if let Err(why) = mount_tmpfs(&disk, "4m") {
-        println!("skipped: cannot mount a small tmpfs to fill ({why})");
+    let Some(small) = SmallDisk::mount("4m") else {
         return;
-    }
-    let _mounted = Mounted(disk.clone());
+    };
+    let disk = small.path.clone();
     let filler = fill(&disk);
 
     const RETRY_MS: u64 = 1_000;

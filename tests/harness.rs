@@ -227,6 +227,13 @@ fn two_recorders_fed_the_same_buffers_write_the_same_files() {
 /// Starts `element` alone and returns the error message text, checking that nothing was
 /// written under `dir`.
 fn start_error(element: &gst::Element, dir: &Path) -> String {
+    let error = start_failure(element);
+    assert!(files_under(dir).is_empty(), "{:?}", files_under(dir));
+    error.to_string()
+}
+
+/// Starts `element` alone, which must fail, and returns its error.
+fn start_failure(element: &gst::Element) -> gst::glib::Error {
     let bus = gst::Bus::new();
     element.set_bus(Some(&bus));
     assert!(element.set_state(gst::State::Paused).is_err());
@@ -236,8 +243,7 @@ fn start_error(element: &gst::Element, dir: &Path) -> String {
     let Some(gst::MessageView::Error(e)) = errors.first().map(|m| m.view()) else {
         panic!("no error message")
     };
-    assert!(files_under(dir).is_empty(), "{:?}", files_under(dir));
-    e.error().to_string()
+    e.error()
 }
 
 #[test]
@@ -354,16 +360,9 @@ fn an_empty_base_dir_is_refused_at_start() {
     };
     let before = listing();
     let element = recorder(Path::new(""), "call", "stt", "PRE");
-    let bus = gst::Bus::new();
-    element.set_bus(Some(&bus));
-    assert!(element.set_state(gst::State::Paused).is_err());
-    let _ = element.set_state(gst::State::Null);
-    let errors = messages_of(&bus, gst::MessageType::Error);
-    let Some(gst::MessageView::Error(e)) = errors.first().map(|m| m.view()) else {
-        panic!("no error message")
-    };
-    assert!(e.error().matches(gst::ResourceError::Settings), "{e:?}");
-    let text = e.error().to_string();
+    let error = start_failure(&element);
+    assert!(error.matches(gst::ResourceError::Settings), "{error:?}");
+    let text = error.to_string();
     assert!(text.contains("Property 'base-dir' is empty"), "{text}");
     // Nothing was created in the working directory (the gst-launch test checks a fresh one).
     assert_eq!(listing(), before);

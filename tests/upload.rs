@@ -691,6 +691,17 @@ fn within<T: Send + 'static>(
         .map_err(|_| format!("still running after {seconds} s"))
 }
 
+/// Sends EOS to `pad` on a thread of its own; the receiver hears when the event returned.
+fn eos_in_background(pad: &gst::Pad) -> std::sync::mpsc::Receiver<()> {
+    let pad = pad.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        pad.send_event(gst::event::Eos::new());
+        let _ = tx.send(());
+    });
+    rx
+}
+
 #[test]
 fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
     init();
@@ -708,15 +719,7 @@ fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
         let h = std::mem::ManuallyDrop::new(h);
         let pad = element.static_pad("sink").unwrap();
 
-        let eos = {
-            let pad = pad.clone();
-            let (tx, rx) = std::sync::mpsc::channel();
-            thread::spawn(move || {
-                pad.send_event(gst::event::Eos::new());
-                let _ = tx.send(());
-            });
-            rx
-        };
+        let eos = eos_in_background(&pad);
         assert!(
             eos.recv_timeout(Duration::from_millis(500)).is_err(),
             "EOS did not wait for the uploads"
@@ -727,15 +730,7 @@ fn going_to_null_or_flushing_releases_an_eos_waiting_for_uploads() {
                 .expect("flush-start released EOS");
             assert!(pad.send_event(gst::event::FlushStop::new(false)));
             // Flushing is over: the next EOS waits again, until the state change down.
-            let again = {
-                let pad = pad.clone();
-                let (tx, rx) = std::sync::mpsc::channel();
-                thread::spawn(move || {
-                    pad.send_event(gst::event::Eos::new());
-                    let _ = tx.send(());
-                });
-                rx
-            };
+            let again = eos_in_background(&pad);
             assert!(
                 again.recv_timeout(Duration::from_millis(500)).is_err(),
                 "unlock_stop did not re-arm the wait"
