@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gst::prelude::*;
+use gstsegmentrecorder::writer::recover::recover_tree;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 const BUCKET: &str = "recordings";
@@ -935,4 +936,42 @@ fn the_backlog_of_the_whole_base_directory_drains_at_another_calls_start() {
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(stat(&b, "uploads-enqueued"), 2);
     assert_eq!(stat(&b, "uploads-done"), 2);
+}
+
+#[test]
+fn a_leftover_link_of_a_published_segment_is_not_published_or_uploaded_twice() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    // Call A recorded one bucket without uploads...
+    let a = recorder(&base, "call-leftover", "stt", "PRE");
+    let (mut h, _bus) = harness(&a, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, 5 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    a.set_state(gst::State::Null).unwrap();
+    drop(h);
+    let tap = base.join("1970-01-01/call-leftover/stt/PRE");
+    let segment = tap.join("segment_0.wav");
+    // ...and was killed between publishing the segment and removing its `.part`: the two
+    // names are one file.
+    std::fs::hard_link(&segment, tap.join("segment_0.wav.part")).unwrap();
+
+    // Another call's start uploads A's backlog and removes the file, and its leftover link.
+    let b = uploading_recorder(&base, "call-other", endpoint, "t16");
+    let (_h, _bus) = harness(&b, CAPS_16K);
+    wait_for("the backlog upload", 60, || !segment.exists());
+    assert!(!tap.join("segment_0.wav.part").exists());
+
+    // A recovery afterwards finds nothing to publish a second time.
+    assert!(recover_tree(&base, false).is_empty());
+    let names: Vec<String> = std::fs::read_dir(&tap)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["segment_0.wav.uploaded"]);
+    let prefix = "t16/1970-01-01/call-leftover/stt/PRE";
+    let object = get(endpoint, &format!("{prefix}/segment_0.wav")).expect("uploaded once");
+    assert_eq!(samples_of_wav(&object), expected_bucket(0, 5 * 16_000));
+    assert!(get(endpoint, &format!("{prefix}/segment_0-1.wav")).is_none());
 }

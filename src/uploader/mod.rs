@@ -44,6 +44,7 @@ pub use s3::{Destination, PutError, Stored};
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
 use crate::writer::layout::{parse_segment_file_name, segment_file_name};
+use crate::writer::recover::remove_leftover_links;
 
 /// Files a bucket may have in the store: `segment_<ms>.wav` to `segment_<ms>-999.wav`, as on
 /// disk.
@@ -249,8 +250,14 @@ fn next_key(key: &str) -> Option<String> {
     })
 }
 
-/// Removes a file; one already gone (another uploader of it removed it) is fine.
+/// Removes an uploaded file; one already gone (another uploader of it removed it) is fine.
+/// A `.part` that a writer killed while publishing left linked to it goes first, and the file
+/// stays while a live writer is still publishing it: removed alone, its audio would come back
+/// as a `.part` to recover and be published, and uploaded, a second time.
 fn remove_if_there(path: &Path) -> io::Result<()> {
+    if !remove_leftover_links(path)? {
+        return Ok(());
+    }
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -146,6 +146,11 @@ pub fn recover_part(part: &Path, fsync: bool) -> io::Result<Option<Recovered>> {
     };
     let data_start = reader.stream_position()?;
     let samples = len.saturating_sub(data_start) / 2;
+    if samples == 0 {
+        // Killed after the header and before any sample reached it: nothing to publish.
+        fs::remove_file(part)?;
+        return Ok(None);
+    }
 
     // The samples are the last chunk: their size is the 4 bytes after its id, and the file's
     // is the 4 bytes after "RIFF".
@@ -179,6 +184,52 @@ pub fn recover_part(part: &Path, fsync: bool) -> io::Result<Option<Recovered>> {
         rate: spec.sample_rate,
         samples,
     }))
+}
+
+/// Removes the `.part` links that a writer killed while publishing left of the published
+/// segment at `segment`, so that the segment can be removed (after its upload) without its
+/// audio turning into a `.part` to recover, and publish, again. `Ok(false)`: a live writer
+/// holds one, as it does while publishing; the segment must stay for now.
+pub fn remove_leftover_links(segment: &Path) -> io::Result<bool> {
+    let meta = match fs::symlink_metadata(segment) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    if meta.nlink() < 2 {
+        return Ok(true);
+    }
+    let (Some(dir), Some((bucket_ms, _))) = (
+        segment.parent(),
+        segment
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_segment_file_name),
+    ) else {
+        return Ok(true);
+    };
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let of_bucket = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".part"))
+            .and_then(parse_segment_file_name)
+            .is_some_and(|(ms, _)| ms == bucket_ms);
+        if !of_bucket || !fs::symlink_metadata(&path).is_ok_and(|m| same_file(&m, &meta)) {
+            continue;
+        }
+        match take(&path)? {
+            Some(_locked) => match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => (),
+            },
+            // Locked: a live writer is publishing it (or a recovery is taking it).
+            None if path.exists() => return Ok(false),
+            None => (),
+        }
+    }
+    Ok(true)
 }
 
 /// Opens `path` for repair and takes its lock: `None` if someone holds it, or if the name no
@@ -332,6 +383,52 @@ mod tests {
         live.lock().unwrap();
         assert!(recover_dir(dir.path(), false).is_empty());
         assert!(!dead.exists() && alive.exists());
+    }
+
+    #[test]
+    fn a_part_with_a_header_and_no_samples_is_removed_not_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("segment_0.wav.part");
+        leftover(&part, &[]);
+        // Not even half a sample.
+        let len = fs::metadata(&part).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        assert!(recover_dir(dir.path(), false).is_empty());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_leftover_link_of_a_published_segment_goes_before_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = dir.path().join("segment_0-1.wav");
+        let part = dir.path().join("segment_0.wav.part");
+        leftover(&segment, &[1, 2]);
+        // A writer killed between publishing and removing its `.part`.
+        fs::hard_link(&segment, &part).unwrap();
+        let other = dir.path().join("segment_5000.wav.part");
+        leftover(&other, &[3]);
+
+        // While a live writer holds it, it is being published: nothing is removed.
+        let live = File::open(&part).unwrap();
+        live.lock().unwrap();
+        assert!(!remove_leftover_links(&segment).unwrap());
+        assert!(part.exists());
+        drop(live);
+
+        assert!(remove_leftover_links(&segment).unwrap());
+        assert!(!part.exists());
+        assert!(segment.exists() && other.exists());
+        // The segment can now go without its audio coming back as a `.part` to recover.
+        fs::remove_file(&segment).unwrap();
+        let recovered = recover_dir(dir.path(), false);
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].as_ref().unwrap().bucket_ms, 5_000);
+        assert!(remove_leftover_links(&segment).unwrap());
     }
 
     #[test]
