@@ -707,12 +707,13 @@ fn a_directory_removed_under_the_recorder_is_made_again() {
     element.set_property("write-retry-time", 200 * MS);
     let (mut h, bus) = harness(&element, CAPS_16K);
     push_signal(&mut h, gst::ClockTime::ZERO, 6 * 16_000, 320, 16_000);
-    let first = dir.path().join("1970-01-01/call/stt/PRE/segment_0.wav");
-    wait_for("the first segment", || first.exists());
-    // The writer may be making a file in it meanwhile: remove until it is gone.
-    wait_for("the directory to be removed", || {
-        std::fs::remove_dir_all(dir.path().join("1970-01-01")).is_ok()
+    let tap = dir.path().join("1970-01-01/call/stt/PRE");
+    // The first segment is published and the second one's file is open: it goes with the
+    // directory.
+    wait_for("the first segment and the second one's file", || {
+        tap.join("segment_0.wav").exists() && tap.join("segment_5000.wav.part").exists()
     });
+    std::fs::remove_dir_all(dir.path().join("1970-01-01")).unwrap();
     push_signal(&mut h, ms(6_000), 10 * 16_000, 320, 16_000);
     assert!(h.push_event(gst::event::Eos::new()));
     // The segment whose file went with the directory is lost and said to be; the next ones
