@@ -181,16 +181,31 @@ fn leftovers_of_a_dead_process_are_recovered_when_recording_starts() {
     assert_eq!(stat(&element, "segments-recovered"), 1);
 }
 
+/// Says why a test cannot run here and lets it pass, except under CI (`CI` set), which
+/// installs and allows everything these tests need: there the test fails.
+fn unavailable(what: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "cannot {what} ({why}), which CI must be able to do"
+    );
+    println!("skipped: cannot {what} ({why})");
+}
+
 /// A command that runs a program under `strace`, which kills it (SIGKILL, so nothing gets to
 /// clean up) as it enters the `unlink` of `path` (the call `std::fs::remove_file` makes): the
-/// unlink is never carried out. Or why it cannot.
-fn killed_at_unlink_of(path: &Path) -> Result<Command, String> {
+/// unlink is never carried out. `None` where strace cannot (see [`unavailable`]).
+fn killed_at_unlink_of(path: &Path) -> Option<Command> {
     let probe = Command::new("strace")
         .args(["-f", "-o", "/dev/null", "true"])
-        .output()
-        .map_err(|e| format!("cannot run strace: {e}"))?;
-    if !probe.status.success() {
-        return Err(String::from_utf8_lossy(&probe.stderr).trim().to_owned());
+        .output();
+    let why = match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Some(format!("cannot run strace: {e}")),
+    };
+    if let Some(why) = why {
+        unavailable("kill at a system call", &why);
+        return None;
     }
     let mut command = Command::new("strace");
     command
@@ -198,7 +213,7 @@ fn killed_at_unlink_of(path: &Path) -> Result<Command, String> {
         .args(["-e", "inject=unlink:signal=KILL", "-P"])
         .arg(path)
         .arg("--");
-    Ok(command)
+    Some(command)
 }
 
 /// Waits for `child` for at most 30 s.
@@ -242,12 +257,8 @@ fn a_writer_killed_between_publishing_and_removing_the_part_is_published_once() 
         let tap = dir.path().join("1970-01-01/crash/stt/PRE");
         let part = tap.join("segment_0.wav.part");
         let segment = tap.join("segment_0.wav");
-        let mut child = match killed_at_unlink_of(&part) {
-            Ok(command) => command,
-            Err(why) => {
-                println!("skipped: cannot kill at a system call ({why})");
-                return;
-            }
+        let Some(mut child) = killed_at_unlink_of(&part) else {
+            return;
         };
         // A live recording: bucket 0 is published when 5 s of audio have arrived.
         let mut child = child
@@ -301,12 +312,8 @@ fn a_recovery_killed_between_publishing_and_removing_the_part_is_published_once(
         let part = tap.join("segment_5000.wav.part");
         let segment = tap.join("segment_5000.wav");
         dead_writer_part(&part, &samples);
-        let mut child = match killed_at_unlink_of(&part) {
-            Ok(command) => command,
-            Err(why) => {
-                println!("skipped: cannot kill at a system call ({why})");
-                return;
-            }
+        let Some(mut child) = killed_at_unlink_of(&part) else {
+            return;
         };
         let mut child = child
             .arg(env!("CARGO_BIN_EXE_segmentrecorder-recover"))
@@ -358,7 +365,7 @@ impl SmallDisk {
         match mount_tmpfs(&path, size) {
             Ok(()) => Some(SmallDisk { path, _dir: dir }),
             Err(why) => {
-                println!("skipped: cannot mount a small tmpfs to fill ({why})");
+                unavailable("mount a small tmpfs to fill", &why);
                 None
             }
         }
@@ -522,7 +529,7 @@ fn a_segment_given_up_in_an_unwritable_directory_stays_for_recovery_and_is_not_c
     let unwritable = match Unwritable::make(&tap) {
         Ok(unwritable) => unwritable,
         Err(why) => {
-            println!("skipped: cannot make a directory unwritable ({why})");
+            unavailable("make a directory unwritable", &why);
             return;
         }
     };
