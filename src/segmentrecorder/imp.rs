@@ -398,6 +398,15 @@ impl SegmentRecorder {
             Err(WaitEnd::Unblocked) => {
                 gst::debug!(CAT, imp = self, "Flushing while waiting for the writer");
             }
+            Err(WaitEnd::OnItsWriter) => {
+                // A bus sync handler ending the stream from one of this recorder's messages.
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Not waiting for the writer on its own thread: the files are finished once \
+                     the message handler returns"
+                );
+            }
             Err(WaitEnd::NoProgress { queued_bytes }) => {
                 gst::element_imp_warning!(
                     self,

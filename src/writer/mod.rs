@@ -34,6 +34,7 @@ pub mod levels;
 pub mod recover;
 pub mod size;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
@@ -231,6 +232,10 @@ pub enum WaitEnd {
     /// The writer made no progress on this recording for the patience given (a disk that
     /// does not answer): this many sample bytes were still waiting.
     NoProgress { queued_bytes: u64 },
+    /// Called on the writer thread that serves this recording (from one of its reports, as an
+    /// application's bus sync handler is): the wait would wait for itself. What was submitted
+    /// is written once the report's callback returns.
+    OnItsWriter,
 }
 
 /// Counters of one recording's writer side.
@@ -516,6 +521,9 @@ impl Recording {
     }
 
     fn wait(&self, interruptible: bool, patience: Option<Duration>) -> Result<(), WaitEnd> {
+        if SERVING.get() == Arc::as_ptr(&self.inbox) {
+            return Err(WaitEnd::OnItsWriter);
+        }
         let mut queue = self.inbox.queue.lock();
         if !queue.scheduled && !queue.commands.is_empty() {
             // Queued audio waits for its timer: have it written now.
@@ -602,6 +610,7 @@ fn serve(inbox: Arc<Inbox>) {
         inbox: &inbox,
         done: false,
     };
+    SERVING.set(Arc::as_ptr(&inbox));
     let mut reports = Vec::new();
     let mut spare = Vec::new();
     let mut files = inbox.files.lock();
@@ -660,6 +669,12 @@ fn serve(inbox: Arc<Inbox>) {
     }
 }
 
+thread_local! {
+    /// The recording this writer thread is serving, if any: a wait for it from here (a report
+    /// callback) would wait for itself.
+    static SERVING: Cell<*const Inbox> = const { Cell::new(std::ptr::null()) };
+}
+
 /// Has a thread look at `inbox` at `at`, for a due flush or retry.
 fn arm(inbox: &Arc<Inbox>, at: Instant) {
     let inbox = Arc::downgrade(inbox);
@@ -702,6 +717,7 @@ struct Serving<'a> {
 
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
+        SERVING.set(std::ptr::null());
         if self.done {
             return;
         }
@@ -1095,6 +1111,48 @@ mod tests {
             [0, 0, 0, 1]
         );
         assert_eq!(WRITERS.threads(), writer_threads());
+    }
+
+    #[test]
+    fn a_wait_from_the_recordings_own_report_does_not_wait_for_itself() {
+        // As an application ending the stream from its bus sync handler, which runs in the
+        // report callback on the writer thread.
+        let dir = tempfile::tempdir().unwrap();
+        let own: Arc<std::sync::OnceLock<std::sync::Weak<Recording>>> = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let rec = {
+            let own = own.clone();
+            Arc::new(
+                Recording::new(config(dir.path()), 1 << 20, move |r| {
+                    if let (Report::Written(_), Some(rec)) =
+                        (r, own.get().and_then(std::sync::Weak::upgrade))
+                    {
+                        let started = Instant::now();
+                        let end = rec.wait_idle_within(false, Duration::from_secs(5));
+                        let _ = lock(&tx).send((end, started.elapsed()));
+                    }
+                })
+                .unwrap(),
+            )
+        };
+        own.set(Arc::downgrade(&rec)).unwrap();
+        let id = identity();
+        submit_segment(&rec, &id, 0, &[1]);
+        let (end, took) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(end, Err(WaitEnd::OnItsWriter));
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        // From any other thread the wait is the usual one.
+        rec.wait_idle(false).unwrap();
+        submit_segment(&rec, &id, 1_000, &[2]);
+        let (end, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(end, Err(WaitEnd::OnItsWriter));
+        rec.wait_idle(false).unwrap();
+        assert!(
+            dir.path()
+                .join("1970-01-01/call/stt/PRE/segment_1000.wav")
+                .exists()
+        );
     }
 
     #[test]
