@@ -10,6 +10,11 @@
 //! A task that panics is caught: the thread counts it ([`Pool::panics`]) and goes on serving.
 //! Whatever state a task keeps elsewhere is the task's to restore (see the writer's `serve`).
 //!
+//! A task can also never end: a write to a disk that stopped answering blocks in the kernel,
+//! and nothing can take its thread back. A pool with spare threads ([`Pool::with_spares`])
+//! starts one more when a task is queued while every thread has been on its task for longer
+//! than [`STUCK_AFTER`], so that one hung disk does not stop the work of the whole process.
+//!
 //! Mutex order: `threads`, then `queue`. `queue` is the innermost lock of the crate: callers
 //! may hold their own locks when they queue a task, but no task runs, and no other lock is
 //! taken, while `queue` is held.
@@ -59,16 +64,30 @@ struct Queue {
     ready: VecDeque<Task>,
     timers: BinaryHeap<Reverse<Timed>>,
     seq: u64,
+    /// Per thread, since when it runs its current task (`None`: waiting for one).
+    busy: Vec<Option<Instant>>,
 }
+
+/// A thread on one task for longer than this is taken for stuck (a write normally takes
+/// milliseconds).
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A process-wide pool of threads.
 pub struct Pool {
     /// Names the threads: `<name>-<n>`.
     name: &'static str,
-    threads: OrderedMutex<usize>,
+    threads: OrderedMutex<Threads>,
     queue: OrderedMutex<Queue>,
     wake: Condvar,
     panics: AtomicU64,
+    /// Threads that may be added beyond those asked for, while all are stuck.
+    spares: usize,
+}
+
+/// The threads asked for, and those started (spares included).
+struct Threads {
+    asked: usize,
+    started: usize,
 }
 
 /// How a thread is started; tests replace it to see a start fail.
@@ -81,19 +100,33 @@ fn spawn(builder: thread::Builder, body: Box<dyn FnOnce() + Send>) -> io::Result
 impl Pool {
     /// A pool without threads yet.
     pub const fn new(name: &'static str) -> Self {
+        Pool::with_spares(name, 0)
+    }
+
+    /// A pool without threads yet, that may add up to `spares` threads while all of its
+    /// threads are stuck.
+    pub const fn with_spares(name: &'static str, spares: usize) -> Self {
         Pool {
             name,
-            threads: OrderedMutex::new(Level::PoolThreads, 0),
+            threads: OrderedMutex::new(
+                Level::PoolThreads,
+                Threads {
+                    asked: 0,
+                    started: 0,
+                },
+            ),
             queue: OrderedMutex::new(
                 Level::PoolQueue,
                 Queue {
                     ready: VecDeque::new(),
                     timers: BinaryHeap::new(),
                     seq: 0,
+                    busy: Vec::new(),
                 },
             ),
             wake: Condvar::new(),
             panics: AtomicU64::new(0),
+            spares,
         }
     }
 
@@ -105,18 +138,35 @@ impl Pool {
 
     fn ensure_threads_with(&'static self, wanted: usize, spawner: Spawner) -> io::Result<()> {
         let mut threads = self.threads.lock();
-        while *threads < wanted {
-            let builder = thread::Builder::new().name(format!("{}-{}", self.name, *threads));
-            spawner(builder, Box::new(move || self.serve()))?;
-            *threads += 1;
+        let asked = threads.asked;
+        threads.asked = asked.max(wanted);
+        while threads.started < threads.asked {
+            if let Err(e) = self.start_thread(&mut threads, spawner) {
+                // What could not be started is not asked for: spares are counted above what is.
+                threads.asked = asked.max(threads.started);
+                return Err(e);
+            }
         }
+        Ok(())
+    }
+
+    /// Starts one thread.
+    fn start_thread(&'static self, threads: &mut Threads, spawner: Spawner) -> io::Result<()> {
+        let me = threads.started;
+        let builder = thread::Builder::new().name(format!("{}-{me}", self.name));
+        self.queue.lock().busy.push(None);
+        if let Err(e) = spawner(builder, Box::new(move || self.serve(me))) {
+            self.queue.lock().busy.pop();
+            return Err(e);
+        }
+        threads.started += 1;
         Ok(())
     }
 
     /// Threads started so far.
     #[cfg(test)]
     pub fn threads(&self) -> usize {
-        *self.threads.lock()
+        self.threads.lock().started
     }
 
     /// Tasks that panicked so far.
@@ -126,13 +176,39 @@ impl Pool {
     }
 
     /// Runs `task` on the next free thread.
-    pub fn run(&self, task: impl FnOnce() + Send + 'static) {
-        self.queue.lock().ready.push_back(Box::new(task));
+    pub fn run(&'static self, task: impl FnOnce() + Send + 'static) {
+        let mut queue = self.queue.lock();
+        queue.ready.push_back(Box::new(task));
+        let stuck = self.all_stuck(&queue);
+        drop(queue);
         self.wake.notify_one();
+        if stuck {
+            self.add_spare();
+        }
+    }
+
+    /// Whether every thread has been on its task for longer than [`STUCK_AFTER`], and a spare
+    /// thread may still be added.
+    fn all_stuck(&self, queue: &Queue) -> bool {
+        let threads = queue.busy.len();
+        threads > 0
+            && self.spares > 0
+            && queue
+                .busy
+                .iter()
+                .all(|b| b.is_some_and(|since| since.elapsed() > STUCK_AFTER))
+    }
+
+    /// Starts one thread more, within the spares; a refused thread leaves the pool as it is.
+    fn add_spare(&'static self) {
+        let mut threads = self.threads.lock();
+        if threads.started < threads.asked + self.spares {
+            let _ = self.start_thread(&mut threads, spawn);
+        }
     }
 
     /// Runs `task` on a thread once `at` has come.
-    pub fn run_at(&self, at: Instant, task: impl FnOnce() + Send + 'static) {
+    pub fn run_at(&'static self, at: Instant, task: impl FnOnce() + Send + 'static) {
         let mut queue = self.queue.lock();
         let earliest = queue.timers.peek().is_none_or(|t| at < t.0.at);
         let seq = queue.seq;
@@ -142,24 +218,31 @@ impl Pool {
             seq,
             task: Box::new(task),
         }));
+        let stuck = self.all_stuck(&queue);
         drop(queue);
         // Only a timer earlier than all others changes how long the threads may sleep.
         if earliest {
             self.wake.notify_one();
         }
+        if stuck {
+            self.add_spare();
+        }
     }
 
-    /// The next task: a ready one, or one whose time has come.
-    fn next(&self) -> Task {
+    /// The next task for thread `me`: a ready one, or one whose time has come.
+    fn next(&self, me: usize) -> Task {
         let mut queue = self.queue.lock();
+        queue.busy[me] = None;
         loop {
             if let Some(task) = queue.ready.pop_front() {
+                queue.busy[me] = Some(Instant::now());
                 return task;
             }
             let now = Instant::now();
             if queue.timers.peek().is_some_and(|t| t.0.at <= now)
                 && let Some(Reverse(timed)) = queue.timers.pop()
             {
+                queue.busy[me] = Some(now);
                 return timed.task;
             }
             queue = match queue.timers.peek().map(|t| t.0.at - now) {
@@ -169,9 +252,9 @@ impl Pool {
         }
     }
 
-    fn serve(&self) {
+    fn serve(&self, me: usize) {
         loop {
-            let task = self.next();
+            let task = self.next(me);
             if panic::catch_unwind(AssertUnwindSafe(task)).is_err() {
                 self.panics.fetch_add(1, Ordering::Relaxed);
             }
@@ -244,6 +327,45 @@ mod tests {
         // And a later start that can start threads gets them.
         pool.ensure_threads(2).unwrap();
         assert_eq!(pool.threads(), 2);
+    }
+
+    #[test]
+    fn a_spare_thread_takes_over_while_every_thread_is_stuck() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::with_spares("test-stuck", 1)));
+        pool.ensure_threads(1).unwrap();
+        // The one thread blocks, as on a disk that stopped answering.
+        let (release, blocked) = mpsc::channel::<()>();
+        pool.run(move || {
+            let _ = blocked.recv();
+        });
+        thread::sleep(STUCK_AFTER + Duration::from_millis(200));
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        pool.run(move || tx.send("now").unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("now"));
+        assert_eq!(pool.threads(), 2);
+        pool.run_at(Instant::now(), move || tx2.send("timer").unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"));
+        release.send(()).unwrap();
+        // No more than the spares allowed.
+        assert_eq!(pool.threads(), 2);
+    }
+
+    #[test]
+    fn a_pool_without_spares_does_not_grow() {
+        let pool = pool("test-no-spares");
+        pool.ensure_threads(1).unwrap();
+        let (release, blocked) = mpsc::channel::<()>();
+        pool.run(move || {
+            let _ = blocked.recv();
+        });
+        thread::sleep(STUCK_AFTER + Duration::from_millis(200));
+        let (tx, rx) = mpsc::channel();
+        pool.run(move || tx.send(()).unwrap());
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(pool.threads(), 1);
+        release.send(()).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 
     #[test]

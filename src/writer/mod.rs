@@ -593,8 +593,12 @@ pub fn check_base_dir(base_dir: &Path) -> io::Result<()> {
     fs::remove_file(&probe)
 }
 
-/// The process-wide writer threads.
-static WRITERS: Pool = Pool::new("segrec-writer");
+/// The process-wide writer threads; a spare one is added each time all of them are stuck on
+/// disks that stopped answering, so that recordings on other disks go on.
+static WRITERS: Pool = Pool::with_spares("segrec-writer", WRITER_SPARES);
+
+/// Writer threads that may be added to those of [`writer_threads`] for hung disks.
+const WRITER_SPARES: usize = 12;
 
 /// Writer threads: two at least, so that one recording's slow disk does not hold up all
 /// others, and no more than four, since the work is mostly waiting for the kernel.
