@@ -11,7 +11,7 @@
 //! Whatever state a task keeps elsewhere is the task's to restore (see the writer's `serve`).
 //!
 //! A task can also never end: a write to a disk that stopped answering blocks in the kernel,
-//! and nothing can take its thread back. A pool with spare threads ([`Pool::with_spares`])
+//! and nothing can take its thread back. A pool with spare threads
 //! starts one more when a task is queued while every thread has been on its task for longer
 //! than [`STUCK_AFTER`], so that one hung disk does not stop the work of the whole process.
 //!
@@ -98,11 +98,6 @@ fn spawn(builder: thread::Builder, body: Box<dyn FnOnce() + Send>) -> io::Result
 }
 
 impl Pool {
-    /// A pool without threads yet.
-    pub const fn new(name: &'static str) -> Self {
-        Pool::with_spares(name, 0)
-    }
-
     /// A pool without threads yet, that may add up to `spares` threads while all of its
     /// threads are stuck.
     pub const fn with_spares(name: &'static str, spares: usize) -> Self {
@@ -269,7 +264,7 @@ mod tests {
     use std::time::Duration;
 
     fn pool(name: &'static str) -> &'static Pool {
-        Box::leak(Box::new(Pool::new(name)))
+        Box::leak(Box::new(Pool::with_spares(name, 0)))
     }
 
     #[test]

@@ -498,3 +498,31 @@ fn crossing_midnight_moves_to_the_next_date_at_the_exact_bucket() {
     assert_eq!(after[0], signal(40_000));
     assert_eq!(after[39_999], signal(79_999));
 }
+
+#[test]
+fn an_id_that_is_not_utf8_is_refused_without_taking_the_process_down() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    // As a C application can set it: bytes that are not UTF-8.
+    let mut value = gst::glib::Value::from_type(gst::glib::Type::STRING);
+    // SAFETY: the value holds a string; g_value_set_string copies the NUL-terminated bytes.
+    unsafe {
+        use gst::glib::translate::ToGlibPtrMut;
+        gst::glib::gobject_ffi::g_value_set_string(
+            value.to_glib_none_mut().0,
+            c"call-\xff\xfe".as_ptr(),
+        );
+    }
+    element.set_property_from_value("trace-id", &value);
+    assert_eq!(element.property::<String>("trace-id"), "call");
+    let warnings = warning_texts(&messages_of(&bus, gst::MessageType::Warning));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("'trace-id' is not valid UTF-8")),
+        "{warnings:?}"
+    );
+}

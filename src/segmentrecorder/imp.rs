@@ -884,6 +884,20 @@ fn written_structure(w: &SegmentWritten) -> gst::Structure {
     s
 }
 
+/// Whether `value`, if it holds a string, holds valid UTF-8 (C applications can set any bytes).
+fn holds_utf8(value: &glib::Value) -> bool {
+    use glib::translate::ToGlibPtr;
+    if !value.type_().is_a(glib::Type::STRING) {
+        return true;
+    }
+    // SAFETY: the value holds a string (checked above); the pointer it gives is null or a
+    // NUL-terminated string owned by the value, which outlives this borrow.
+    unsafe {
+        let ptr = glib::gobject_ffi::g_value_get_string(value.to_glib_none().0);
+        ptr.is_null() || std::ffi::CStr::from_ptr(ptr).to_str().is_ok()
+    }
+}
+
 /// The UTC time of a buffer's first sample from its `timestamp/x-unix` reference timestamp.
 fn reference_utc(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
     buffer
@@ -1115,6 +1129,18 @@ impl ObjectImpl for SegmentRecorder {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let name = pspec.name();
+        if !holds_utf8(value) {
+            // Taken as a Rust string it would panic, and a panic here aborts the process.
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "Property '{}' is not valid UTF-8: the change is ignored",
+                    name
+                )
+            );
+            return;
+        }
         let running = lock(&self.state).is_some();
         if running && !pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_PLAYING) {
             gst::warning!(

@@ -508,7 +508,8 @@ impl Job {
 }
 
 /// The process-wide uploader threads.
-static UPLOADERS: Pool = Pool::new("segrec-upload");
+/// No spares: an upload may take long (a slow store) without any thread being stuck.
+static UPLOADERS: Pool = Pool::with_spares("segrec-upload", 0);
 
 /// Runs `job` on an uploader thread.
 fn run(job: Job) {
