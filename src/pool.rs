@@ -182,12 +182,11 @@ impl Pool {
         }
     }
 
-    /// Whether every thread has been on its task for longer than [`STUCK_AFTER`], and a spare
-    /// thread may still be added.
+    /// Whether the pool has spares and every thread has been on its task for longer than
+    /// [`STUCK_AFTER`] (how many spares are left, [`Pool::add_spare`] says).
     fn all_stuck(&self, queue: &Queue) -> bool {
-        let threads = queue.busy.len();
-        threads > 0
-            && self.spares > 0
+        self.spares > 0
+            && !queue.busy.is_empty()
             && queue
                 .busy
                 .iter()
@@ -324,16 +323,22 @@ mod tests {
         assert_eq!(pool.threads(), 2);
     }
 
-    #[test]
-    fn a_spare_thread_takes_over_while_every_thread_is_stuck() {
-        let pool: &'static Pool = Box::leak(Box::new(Pool::with_spares("test-stuck", 1)));
+    /// Starts `pool`'s one thread and has it block, as on a disk that stopped answering, for
+    /// longer than a thread is taken for stuck; it goes on when the sender is used or dropped.
+    fn block_the_only_thread(pool: &'static Pool) -> mpsc::Sender<()> {
         pool.ensure_threads(1).unwrap();
-        // The one thread blocks, as on a disk that stopped answering.
         let (release, blocked) = mpsc::channel::<()>();
         pool.run(move || {
             let _ = blocked.recv();
         });
         thread::sleep(STUCK_AFTER + Duration::from_millis(200));
+        release
+    }
+
+    #[test]
+    fn a_spare_thread_takes_over_while_every_thread_is_stuck() {
+        let pool: &'static Pool = Box::leak(Box::new(Pool::with_spares("test-stuck", 1)));
+        let release = block_the_only_thread(pool);
         let (tx, rx) = mpsc::channel();
         let tx2 = tx.clone();
         pool.run(move || tx.send("now").unwrap());
@@ -349,12 +354,7 @@ mod tests {
     #[test]
     fn a_pool_without_spares_does_not_grow() {
         let pool = pool("test-no-spares");
-        pool.ensure_threads(1).unwrap();
-        let (release, blocked) = mpsc::channel::<()>();
-        pool.run(move || {
-            let _ = blocked.recv();
-        });
-        thread::sleep(STUCK_AFTER + Duration::from_millis(200));
+        let release = block_the_only_thread(pool);
         let (tx, rx) = mpsc::channel();
         pool.run(move || tx.send(()).unwrap());
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());

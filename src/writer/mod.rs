@@ -493,10 +493,7 @@ impl Recording {
         };
         drop(queue);
         match wake {
-            Wake::Now => {
-                let inbox = self.inbox.clone();
-                WRITERS.run(move || serve(inbox));
-            }
+            Wake::Now => schedule(self.inbox.clone()),
             Wake::At(at) => arm(&self.inbox, at),
             Wake::No => (),
         }
@@ -529,8 +526,7 @@ impl Recording {
             // Queued audio waits for its timer: have it written now.
             queue.scheduled = true;
             queue.timer = None;
-            let inbox = self.inbox.clone();
-            WRITERS.run(move || serve(inbox));
+            schedule(self.inbox.clone());
         }
         let (mut served, mut since) = (queue.served, Instant::now());
         while queue.scheduled {
@@ -606,6 +602,11 @@ fn writer_threads() -> usize {
     thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
 }
 
+/// Has a writer thread serve `inbox` (marked scheduled by the caller).
+fn schedule(inbox: Arc<Inbox>) {
+    WRITERS.run(move || serve(inbox));
+}
+
 /// Serves `inbox` on a writer thread: carries out its queued commands, delivers their reports,
 /// and has it served again if more came meanwhile, or at its retry time.
 fn serve(inbox: Arc<Inbox>) {
@@ -669,7 +670,7 @@ fn serve(inbox: Arc<Inbox>) {
         arm(&inbox, at);
     }
     if more {
-        WRITERS.run(move || serve(inbox));
+        schedule(inbox);
     }
 }
 
@@ -736,8 +737,7 @@ impl Drop for Serving<'_> {
         drop(queue);
         self.inbox.progress.notify_all();
         if again {
-            let inbox = self.inbox.clone();
-            WRITERS.run(move || serve(inbox));
+            schedule(self.inbox.clone());
         }
     }
 }
