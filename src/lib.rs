@@ -20,6 +20,8 @@ pub mod timeline;
 pub mod uploader;
 pub mod writer;
 
+pub use segmentrecorder::{CALL_EVENT, call_event};
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     segmentrecorder::register(plugin)
 }

@@ -15,20 +15,36 @@
 //! `D·r` of them. Because buckets are defined on the grid itself, a bucket boundary always falls
 //! between two samples: a buffer that straddles it is split at the exact sample.
 //!
-//! # Placing a stream on the grid
+//! # Aligning a stream on the grid
 //!
-//! The first buffer of a stream is placed at the grid sample nearest to its time. Later buffers
-//! are placed by count, right after the previous one, as long as their time stays within
-//! `threshold` of where the count says they should be: timestamps carry rounding and jitter,
-//! sample counts do not. Beyond the threshold the stream resyncs to the timestamp (at once, or
-//! once the discontinuity has lasted `discont_wait`, see [`Timeline::set_discont_wait`]): a buffer
-//! further ahead starts where its time says, the hole being filled with silence; one further
-//! behind has its overlapping samples dropped. Buckets that receive nothing get no file.
+//! Where a buffer belongs is decided as `GstAudioStreamAlign` decides it. The first buffer of a
+//! stream goes to the grid sample nearest to its time. A later buffer continues the count, right
+//! after the previous one, while its time is less than `threshold` away from where the count
+//! puts it: timestamps carry rounding and jitter, sample counts do not. The stream resyncs to a
+//! buffer's time when the buffer is flagged as a discontinuity (whatever the threshold), or when
+//! it is `threshold` or more away and either `discont_wait` is 0, the distance is itself
+//! `discont_wait` or more, or the discontinuity has lasted `discont_wait` (measured from the
+//! time the count expected when it began, see [`Timeline::set_discont_wait`]).
 //!
-//! A stream can also be re-anchored ([`Timeline::reanchor`], or a buffer flagged as a
-//! discontinuity): its next buffer then goes where its time says at once, and if that is behind
-//! the samples already placed, nothing is dropped: the open bucket is closed and the new samples
-//! start a further file for their bucket.
+//! # Placing it into files
+//!
+//! Files only grow, so what was written stays written. A buffer that belongs after what was
+//! written starts where it belongs, the hole being silence within a bucket that holds samples; a
+//! bucket that receives nothing gets no file. A buffer that belongs behind what was written
+//! overlaps it: its overlapping samples are dropped and the first sample that does not overlap
+//! lands where it belongs, and so do the buffers that follow, counted from the resync, not from
+//! what was written. Two cases go to a further file of their bucket instead of being dropped,
+//! since the samples they would overlap are not the stream's: a stream re-anchored
+//! ([`Timeline::reanchor`], after a flush or a new segment), and a resync reaching back at least
+//! `threshold` before the point where the stream last resynced forward (a stray timestamp far
+//! ahead followed by the stream itself: nothing is lost but the stray buffer's place).
+//!
+//! # What a misbehaving stream can make it write
+//!
+//! A stream opens at most [`MAX_FILES_PER_BUCKET`] files per bucket by going back; beyond that,
+//! samples behind what was written are dropped as overlaps. A GAP event writes at most
+//! [`MAX_GAP_FILES`] whole files of silence; the rest of a longer GAP is a pause, like a hole:
+//! its buckets get no file.
 
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
@@ -136,6 +152,16 @@ impl Grid {
     }
 }
 
+/// Files a stream may open for one bucket by going back to it; beyond, samples behind what was
+/// written are dropped as overlaps.
+pub const MAX_FILES_PER_BUCKET: u32 = 8;
+
+/// Whole files of silence one GAP event may write.
+pub const MAX_GAP_FILES: u64 = 12;
+
+/// Buckets whose files the timeline counts, the most recent ones.
+const COUNTED_BUCKETS: usize = 64;
+
 /// One step of what to do with a stream, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Piece {
@@ -145,7 +171,7 @@ pub enum Piece {
     Silence(u64),
     /// Append `len` samples of the current buffer, starting at its sample `offset`.
     Data { offset: usize, len: usize },
-    /// This many samples of the stream were dropped (they overlapped samples already placed);
+    /// This many samples of the stream were dropped (they overlapped samples already written);
     /// nothing is written.
     Dropped(u64),
     /// The open file is complete (it holds exactly the bucket's samples).
@@ -154,11 +180,33 @@ pub enum Piece {
 
 /// What a span placed on the timeline holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Span {
+enum Span {
     /// Samples of the stream, from a buffer.
     Data,
     /// Silence the stream declared (a GAP event): written as silence, files included.
     Gap,
+}
+
+/// How the position of a span was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alignment {
+    /// The first span of a stream, at its time.
+    Start,
+    /// Right after the previous span, by count.
+    Counted,
+    /// At its time: a discontinuity.
+    Resynced,
+    /// At its time, after [`Timeline::reanchor`].
+    Reanchored,
+}
+
+/// Where a span belongs on the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The grid sample of the span's first sample.
+    pub sample: u64,
+    /// How that was decided.
+    pub alignment: Alignment,
 }
 
 /// Running totals of where a stream's samples went.
@@ -173,7 +221,7 @@ pub struct Totals {
     pub data: u64,
     /// Samples of silence put into files (padding at the edges of a stream and filled holes).
     pub silence: u64,
-    /// Samples dropped because they overlapped samples already placed.
+    /// Samples dropped because they overlapped samples already written.
     pub dropped: u64,
 }
 
@@ -184,38 +232,56 @@ struct OpenBucket {
     cursor: u64,
 }
 
+/// Where the files of a running stream stand.
+#[derive(Clone, Copy, Debug)]
+struct Written {
+    /// The grid sample after the last one written.
+    end: u64,
+    /// Where the stream last resynced forward, started or went to a further file.
+    run_start: u64,
+}
+
 /// Places the buffers of one stream on a [`Grid`] and cuts them into bucket files.
 #[derive(Debug)]
 pub struct Timeline {
     grid: Grid,
     threshold_ns: u64,
+    /// `threshold_ns` in whole samples: a distance of this many samples or more is a
+    /// discontinuity.
     threshold: u64,
     discont_wait_ns: u64,
-    /// Grid sample expected next, once the stream is anchored.
+    /// Grid sample where the stream's next sample belongs, once the stream is anchored.
     next: Option<u64>,
-    /// Time of the first buffer of a discontinuity not yet acted upon.
+    /// The time the count expected when a discontinuity not yet acted upon began.
     discont_since: Option<u64>,
-    /// The next buffer goes where its time says, even behind what was placed.
+    /// The next buffer goes where its time says, even behind what was written.
     reanchor: bool,
+    written: Option<Written>,
     open: Option<OpenBucket>,
+    /// Files opened per bucket index, for the most recent buckets.
+    files: std::collections::BTreeMap<u64, u32>,
     totals: Totals,
 }
 
 impl Timeline {
-    /// A timeline on `grid` that treats buffers within `threshold_ns` of the expected time as
-    /// contiguous and resyncs at once beyond it.
+    /// A timeline on `grid` that treats buffers less than `threshold_ns` away from the expected
+    /// time as contiguous and resyncs at once beyond it.
     pub fn new(grid: Grid, threshold_ns: u64) -> Self {
-        Timeline {
+        let mut timeline = Timeline {
             grid,
             threshold_ns,
-            threshold: sample_at(threshold_ns, grid.rate()),
+            threshold: 0,
             discont_wait_ns: 0,
             next: None,
             discont_since: None,
             reanchor: false,
+            written: None,
             open: None,
+            files: Default::default(),
             totals: Totals::default(),
-        }
+        };
+        timeline.set_threshold(threshold_ns);
+        timeline
     }
 
     /// The grid the stream is placed on.
@@ -233,31 +299,38 @@ impl Timeline {
         self.totals
     }
 
-    /// Buffers within `threshold_ns` of where the count puts them are contiguous.
+    /// Buffers less than `threshold_ns` away from where the count puts them are contiguous.
     pub fn set_threshold(&mut self, threshold_ns: u64) {
         self.threshold_ns = threshold_ns;
-        self.threshold = sample_at(threshold_ns, self.grid.rate());
+        let samples =
+            u128::from(threshold_ns) * u128::from(self.grid.rate()) / u128::from(NS_PER_SEC);
+        self.threshold = u64::try_from(samples).unwrap_or(u64::MAX);
     }
 
-    /// A discontinuity beyond the threshold is acted upon only once it has lasted `wait_ns`
-    /// (0: at once); until then buffers are placed by count, so that a single stray timestamp
-    /// does not tear the audio. Buffers flagged as discontinuities resync at once.
+    /// A discontinuity beyond the threshold but under `wait_ns` is acted upon only once it has
+    /// lasted `wait_ns` (0: at once); until then buffers are placed by count, so that a stray
+    /// timestamp does not tear the audio. Buffers flagged as discontinuities resync at once.
     pub fn set_discont_wait(&mut self, wait_ns: u64) {
         self.discont_wait_ns = wait_ns;
     }
 
     /// Places a buffer of `len` samples whose first sample is at `time_ns` on the timeline
-    /// (`None`: continue right after the previous buffer) and appends what to do to `out`.
-    /// `discont` marks a buffer that starts a discontinuity (it re-anchors the stream).
+    /// (`None`: continue right after the previous buffer), appends what to do to `out` and
+    /// says where the buffer belongs. `discont` marks a buffer flagged as a discontinuity.
     ///
     /// A stream's first buffer without a time starts at time 0; the element avoids that by
     /// passing the current time instead.
-    pub fn push(&mut self, time_ns: Option<u64>, len: usize, discont: bool, out: &mut Vec<Piece>) {
+    pub fn push(
+        &mut self,
+        time_ns: Option<u64>,
+        len: usize,
+        discont: bool,
+        out: &mut Vec<Piece>,
+    ) -> Placement {
         self.totals.received += len as u64;
-        if discont {
-            self.reanchor = true;
-        }
-        self.place(time_ns, len as u64, Span::Data, out);
+        let placement = self.align(time_ns, len as u64, discont);
+        self.place(placement, len as u64, Span::Data, out);
+        placement
     }
 
     /// Places `duration_ns` of declared silence (a GAP event) starting at `time_ns`.
@@ -270,20 +343,26 @@ impl Timeline {
             None => sample_at(duration_ns, rate),
         };
         if len > 0 {
-            self.place(time_ns, len, Span::Gap, out);
+            let placement = self.align(time_ns, len, false);
+            self.place(placement, len, Span::Gap, out);
         }
     }
 
     /// The stream goes on from a new position (after a flush or a new segment): its next buffer
-    /// goes where its time says, unless that is within the threshold of the count.
+    /// goes where its time says, unless that is within the threshold of the count, and behind
+    /// what was written it starts a further file rather than being dropped.
     pub fn reanchor(&mut self) {
         self.reanchor = self.next.is_some();
     }
 
     /// Closes the open bucket, padded with silence, without ending the stream: the samples that
-    /// follow go to a new file of their bucket (a call boundary).
+    /// follow go to a new file of their bucket (a call boundary, whose files are counted anew).
     pub fn close_bucket(&mut self, out: &mut Vec<Piece>) {
         self.close(out);
+        if let Some(w) = self.written.as_mut() {
+            w.run_start = w.end;
+        }
+        self.files.clear();
     }
 
     /// Ends the stream: pads the open bucket with silence, closes it, and forgets the anchor so
@@ -291,6 +370,7 @@ impl Timeline {
     pub fn finish(&mut self, out: &mut Vec<Piece>) {
         self.close(out);
         self.next = None;
+        self.written = None;
         self.discont_since = None;
         self.reanchor = false;
     }
@@ -305,35 +385,82 @@ impl Timeline {
         }
     }
 
-    /// Where a span of `len` samples stamped `time_ns` starts, and how many of its first
-    /// samples are dropped as an overlap.
-    fn position(&mut self, time_ns: Option<u64>, len: u64) -> (u64, u64) {
-        let at = time_ns.map(|t| sample_at(t, self.grid.rate()));
-        let (Some(next), Some(n)) = (self.next, at) else {
-            self.reanchor = false;
-            return (self.next.or(at).unwrap_or(0), 0);
+    /// Where a span of `len` samples stamped `time_ns` belongs, as `GstAudioStreamAlign`
+    /// decides it; the count moves on past it.
+    fn align(&mut self, time_ns: Option<u64>, len: u64, discont: bool) -> Placement {
+        let rate = self.grid.rate();
+        let at = time_ns.map(|t| sample_at(t, rate));
+        let reanchor = std::mem::take(&mut self.reanchor);
+        let alignment = match (self.next, time_ns) {
+            (None, _) => Alignment::Start,
+            (Some(_), None) => Alignment::Counted,
+            (Some(next), Some(time)) => {
+                if sample_at(time, rate).abs_diff(next) < self.threshold {
+                    self.discont_since = None;
+                    if discont {
+                        Alignment::Resynced
+                    } else {
+                        Alignment::Counted
+                    }
+                } else if reanchor {
+                    Alignment::Reanchored
+                } else if discont || self.waited(time, time_of(next, rate)) {
+                    Alignment::Resynced
+                } else {
+                    Alignment::Counted
+                }
+            }
         };
-        if n.abs_diff(next) <= self.threshold {
-            self.discont_since = None;
-            self.reanchor = false;
-            return (next, 0);
+        let sample = match alignment {
+            Alignment::Counted => self.next.unwrap_or_default(),
+            _ => {
+                self.discont_since = None;
+                at.or(self.next).unwrap_or(0)
+            }
+        };
+        self.next = Some(sample + len);
+        Placement { sample, alignment }
+    }
+
+    /// Whether a buffer at `time`, the count expecting `expected`, ends a discontinuity.
+    fn waited(&mut self, time: u64, expected: u64) -> bool {
+        let wait = self.discont_wait_ns;
+        if wait == 0 {
+            return true;
         }
-        let time = time_ns.unwrap_or_default();
-        let since = *self.discont_since.get_or_insert(time);
-        let waited = time.saturating_sub(since) >= self.discont_wait_ns;
-        if !(self.reanchor || waited) {
-            return (next, 0);
-        }
-        self.discont_since = None;
-        if n > next || std::mem::take(&mut self.reanchor) {
-            (n, 0)
-        } else {
-            (next, (next - n).min(len))
+        match self.discont_since {
+            None if time.abs_diff(expected) >= wait => true,
+            None => {
+                self.discont_since = Some(expected);
+                false
+            }
+            Some(since) => time.abs_diff(since) >= wait,
         }
     }
 
-    fn place(&mut self, time_ns: Option<u64>, len: u64, span: Span, out: &mut Vec<Piece>) {
-        let (mut pos, skip) = self.position(time_ns, len);
+    /// Whether the stream may open one more file for bucket `k` by going back to it.
+    fn may_reopen(&self, k: u64) -> bool {
+        self.files.get(&k).copied().unwrap_or(0) < MAX_FILES_PER_BUCKET
+    }
+
+    fn place(&mut self, placement: Placement, len: u64, span: Span, out: &mut Vec<Piece>) {
+        let mut pos = placement.sample;
+        let mut skip = 0;
+        if let Some(w) = self.written
+            && pos < w.end
+        {
+            let further = match placement.alignment {
+                Alignment::Reanchored => true,
+                Alignment::Resynced => pos.saturating_add(self.threshold) <= w.run_start,
+                Alignment::Start | Alignment::Counted => false,
+            };
+            if further && self.may_reopen(self.grid.bucket_index_of(pos)) {
+                self.close(out);
+            } else {
+                skip = (w.end - pos).min(len);
+                pos = w.end;
+            }
+        }
         if skip > 0 {
             if span == Span::Data {
                 self.totals.dropped += skip;
@@ -343,14 +470,41 @@ impl Timeline {
                 return;
             }
         }
+        match self.written {
+            Some(w) if w.end == pos => {}
+            // A stream that starts, resyncs forward or goes to a further file starts a run.
+            _ => {
+                self.written = Some(Written {
+                    end: pos,
+                    run_start: pos,
+                })
+            }
+        }
         let mut offset = skip;
+        let mut silent_files = 0;
         while offset < len {
             let mut open = match self.open {
                 Some(open) if (open.cursor..open.bucket.end).contains(&pos) => open,
                 _ => {
                     self.close(out);
-                    let bucket = self.grid.bucket_of(pos);
+                    let mut bucket = self.grid.bucket_of(pos);
+                    let whole = pos == bucket.first && len - offset >= bucket.len();
+                    if span == Span::Gap && whole {
+                        if silent_files == MAX_GAP_FILES {
+                            // The rest of a long GAP is a pause: on to its last bucket.
+                            let last = self.grid.bucket_of(pos + (len - offset));
+                            offset += last.first - pos;
+                            pos = last.first;
+                            if offset == len {
+                                break;
+                            }
+                            bucket = last;
+                        } else {
+                            silent_files += 1;
+                        }
+                    }
                     out.push(Piece::Open(bucket));
+                    self.count_file(bucket.index);
                     OpenBucket {
                         bucket,
                         cursor: bucket.first,
@@ -381,7 +535,16 @@ impl Timeline {
                 self.open = Some(open);
             }
         }
-        self.next = Some(pos);
+        if let Some(w) = self.written.as_mut() {
+            w.end = pos;
+        }
+    }
+
+    fn count_file(&mut self, k: u64) {
+        *self.files.entry(k).or_default() += 1;
+        if self.files.len() > COUNTED_BUCKETS {
+            self.files.pop_first();
+        }
     }
 
     fn close(&mut self, out: &mut Vec<Piece>) {
@@ -765,6 +928,221 @@ mod tests {
         assert_eq!(tl.totals().data, 100);
     }
 
+    /// Pushes buffers `(stamp, len, discont)` of a stream whose input sample `i` is `i + 1`,
+    /// finishes, and returns the files and the totals.
+    fn stream(
+        tl: &mut Timeline,
+        buffers: impl IntoIterator<Item = (u64, usize, bool)>,
+    ) -> (Vec<(Bucket, Vec<u64>)>, Totals) {
+        let mut pieces = Vec::new();
+        let mut consumed = 0;
+        for (stamp, len, discont) in buffers {
+            let mut out = Vec::new();
+            tl.push(Some(stamp), len, discont, &mut out);
+            pieces.extend(out.into_iter().map(|p| (p, consumed)));
+            consumed += len;
+        }
+        let mut out = Vec::new();
+        tl.finish(&mut out);
+        pieces.extend(out.into_iter().map(|p| (p, consumed)));
+        (replay(&pieces), tl.totals())
+    }
+
+    /// The files of each bucket merged as the rebuild merges them (the first file with a
+    /// non-zero sample gives it), by grid sample.
+    fn merged(files: &[(Bucket, Vec<u64>)]) -> std::collections::BTreeMap<u64, u64> {
+        let mut at = std::collections::BTreeMap::new();
+        for (bucket, samples) in files {
+            for (j, &s) in samples.iter().enumerate() {
+                if s != 0 {
+                    at.entry(bucket.first + j as u64).or_insert(s);
+                }
+            }
+        }
+        at
+    }
+
+    /// Files per bucket index.
+    fn files_per_bucket(files: &[(Bucket, Vec<u64>)]) -> std::collections::BTreeMap<u64, u32> {
+        let mut n = std::collections::BTreeMap::new();
+        for (bucket, _) in files {
+            *n.entry(bucket.index).or_default() += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_flagged_buffer_resyncs_even_within_the_threshold() {
+        // RTP: the packet at 40 ms was lost, the next one comes flagged, 20 ms ahead of the count.
+        let grid = Grid::new(16_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 320, false, &mut out);
+        tl.push(Some(20 * MS), 320, false, &mut out);
+        let placed = tl.push(Some(60 * MS), 320, true, &mut out);
+        assert_eq!(
+            placed,
+            Placement {
+                sample: 960,
+                alignment: Alignment::Resynced
+            }
+        );
+        assert_eq!(
+            out[3..],
+            [
+                Piece::Silence(320),
+                Piece::Data {
+                    offset: 0,
+                    len: 320
+                }
+            ]
+        );
+        // Unflagged, the same buffer is jitter and follows on by count.
+        let mut tl = Timeline::new(grid, 40 * MS);
+        tl.push(Some(0), 320, false, &mut out);
+        tl.push(Some(20 * MS), 320, false, &mut out);
+        assert_eq!(tl.push(Some(60 * MS), 320, false, &mut out).sample, 640);
+    }
+
+    #[test]
+    fn after_a_resync_back_every_sample_lands_at_its_time() {
+        // 4 s of 20 ms buffers; from 1 s on each is stamped 200 ms earlier than its place by
+        // count. Resynced at once, or once the discontinuity has lasted a second.
+        for (wait, resynced_by) in [(0, 1_000), (SEC, 2_200)] {
+            let grid = Grid::new(1_000, 10 * SEC);
+            let mut tl = Timeline::new(grid, 40 * MS);
+            tl.set_discont_wait(wait);
+            let buffers = (0..200u64).map(|k| {
+                let t = if k < 50 {
+                    k * 20 * MS
+                } else {
+                    k * 20 * MS - 200 * MS
+                };
+                (t, 20, false)
+            });
+            let (files, totals) = stream(&mut tl, buffers);
+            // Only the 200 overlapping samples are dropped; the first one that does not
+            // overlap, and every one after it, is at its time.
+            assert_eq!(totals.dropped, 200, "discont-wait {wait}");
+            for (&n, &s) in &merged(&files) {
+                let i = s - 1;
+                if i >= resynced_by {
+                    assert_eq!(n, i - 200, "discont-wait {wait}: input sample {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_outlier_loses_at_most_itself() {
+        // 20 s of 20 ms buffers; buffer 500 (at 10 s) stamped 60 s later.
+        for (wait, flagged) in [(0, false), (SEC, false), (0, true), (SEC, true)] {
+            let grid = Grid::new(1_000, 5 * SEC);
+            let mut tl = Timeline::new(grid, 40 * MS);
+            tl.set_discont_wait(wait);
+            let buffers = (0..1_000u64).map(|k| {
+                let t = k * 20 * MS;
+                if k == 500 {
+                    (t + 60 * SEC, 20, flagged)
+                } else {
+                    (t, 20, flagged && k == 501)
+                }
+            });
+            let (files, totals) = stream(&mut tl, buffers);
+            let at = merged(&files);
+            let outlier = 10_000..10_020;
+            let lost = (0..20_000u64)
+                .filter(|i| !outlier.contains(i) && at.get(i) != Some(&(i + 1)))
+                .count();
+            assert!(
+                lost <= 20,
+                "discont-wait {wait}, flagged {flagged}: {lost} samples lost or misplaced, \
+                 {} dropped",
+                totals.dropped
+            );
+            assert!(files.len() <= 4 + 3, "{} files", files.len());
+        }
+    }
+
+    #[test]
+    fn stepping_back_sample_by_sample_opens_few_files() {
+        // 1,200 one-sample buffers flagged as discontinuities, each stamped 1 ms before the
+        // previous one.
+        let grid = Grid::new(16_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let buffers = (0..1_200u64).map(|k| (10 * SEC - k * MS, 1, true));
+        let (files, totals) = stream(&mut tl, buffers);
+        assert_eq!(totals.received, totals.data + totals.dropped);
+        // A further file per threshold's worth of going back, at most.
+        assert!(files.len() <= 1 + 1_200 / 40, "{} files", files.len());
+        assert!(
+            files_per_bucket(&files)
+                .values()
+                .all(|&n| n <= MAX_FILES_PER_BUCKET)
+        );
+    }
+
+    #[test]
+    fn re_anchoring_back_into_one_bucket_is_bounded() {
+        let grid = Grid::new(1_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut pieces = Vec::new();
+        let mut out = Vec::new();
+        tl.push(Some(0), 1_000, false, &mut out);
+        for _ in 0..1_200 {
+            tl.reanchor();
+            tl.push(Some(500 * MS), 100, false, &mut out);
+            pieces.append(&mut out);
+        }
+        tl.finish(&mut out);
+        pieces.append(&mut out);
+        let opens = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Open(_)))
+            .count();
+        // The first file and further ones up to the bound; the rest is dropped.
+        assert_eq!(opens as u32, MAX_FILES_PER_BUCKET);
+        let totals = tl.totals();
+        assert_eq!(totals.received, totals.data + totals.dropped);
+        assert!(totals.dropped >= 1_100 * 100);
+    }
+
+    #[test]
+    fn a_gap_of_an_hour_writes_a_bounded_number_of_silent_files() {
+        let grid = Grid::new(1_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(2 * SEC), 1_000, false, &mut out);
+        tl.gap(Some(3 * SEC), 3_600 * SEC, &mut out);
+        tl.push(Some(3_603 * SEC), 1_000, false, &mut out);
+        tl.finish(&mut out);
+        let opened: Vec<u64> = out
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Open(b) => Some(b.index),
+                _ => None,
+            })
+            .collect();
+        // The bucket of the data, 12 whole silent ones, the one where the gap ends.
+        let mut expected = vec![0];
+        expected.extend(1..=MAX_GAP_FILES);
+        expected.push(720);
+        assert_eq!(opened, expected);
+        // The data after the gap is at its time: 3603 s is 3 s into bucket 720.
+        let i = out
+            .iter()
+            .rposition(|p| matches!(p, Piece::Open(_)))
+            .unwrap();
+        assert_eq!(out[i + 1], Piece::Silence(3_000));
+        assert_eq!(
+            out[i + 2],
+            Piece::Data {
+                offset: 0,
+                len: 1_000
+            }
+        );
+    }
+
     #[test]
     fn utc_times_keep_full_precision() {
         // 2026-11-21T06:00:00.000Z, a realistic wall-clock origin.
@@ -814,21 +1192,17 @@ mod tests {
     }
 
     /// Replays `steps` and checks every piece. Each kept sample must land within half a sample
-    /// of its true time; where samples overlap (`overlaps`), a buffer stamped within the
-    /// threshold of the count is appended as jitter, so its run may sit up to the threshold
-    /// plus the jitter away from its true time.
-    fn check_stream(
-        start_ns: u64,
-        duration_ns: u64,
-        steps: &[Step],
-        overlaps: bool,
-    ) -> Result<(), TestCaseError> {
+    /// of its true time, overlaps or not, and a sample may only be dropped where the stream's
+    /// own samples or declared silence already are (within the threshold).
+    fn check_stream(start_ns: u64, duration_ns: u64, steps: &[Step]) -> Result<(), TestCaseError> {
         let mut rate = 16_000u32;
         let mut tl = Timeline::new(Grid::new(rate, duration_ns), 40 * MS);
         // (piece, index of the buffer's first sample, rate when placed)
         let mut pieces: Vec<(Piece, usize, u32)> = Vec::new();
         // True time and rate of every input sample.
         let mut truth: Vec<(i128, u32)> = Vec::new();
+        // Spans the stream declared silent.
+        let mut gaps: Vec<(i128, i128)> = Vec::new();
         let (mut run_start, mut run_count) = (start_ns as i128, 0u64);
         let mut follows_on = false;
         let now = |run_start: i128, run_count: u64, rate: u32| {
@@ -870,6 +1244,7 @@ mod tests {
                 }
                 Step::Gap { ms } => {
                     let t = now(run_start, run_count, rate);
+                    gaps.push((t, t + i128::from(ms * MS)));
                     tl.gap(Some(t as u64), ms * MS, &mut out);
                     run_start = t + i128::from(ms * MS);
                     run_count = 0;
@@ -897,12 +1272,7 @@ mod tests {
         let mut seen = vec![false; truth.len()];
         let mut file: Option<(Bucket, u32, u64)> = None;
         let mut file_samples = 0u64;
-        let slack = if overlaps {
-            i128::from(40 * MS) + i128::from(MAX_JITTER)
-        } else {
-            0
-        };
-        for (piece, first, piece_rate) in pieces {
+        for &(piece, first, piece_rate) in &pieces {
             match piece {
                 Piece::Open(b) => {
                     prop_assert!(file.is_none());
@@ -922,7 +1292,7 @@ mod tests {
                         // Half a sample, plus the nanoseconds lost to integer division on both sides.
                         let half = i128::from(SEC) / i128::from(r) / 2 + 3;
                         prop_assert!(
-                            (grid_t - t).abs() <= half + slack,
+                            (grid_t - t).abs() <= half,
                             "sample {} at {} instead of {}",
                             i,
                             grid_t,
@@ -942,6 +1312,32 @@ mod tests {
         }
         prop_assert!(file.is_none());
         prop_assert_eq!(seen.iter().filter(|&&s| s).count() as u64, totals.data);
+        let mut kept: Vec<i128> = (0..truth.len())
+            .filter(|&i| seen[i])
+            .map(|i| truth[i].0)
+            .collect();
+        kept.sort_unstable();
+        // Beyond the bound on files per bucket, samples behind what was written are dropped
+        // wherever they would land.
+        let mut opened = std::collections::HashMap::<u64, u32>::new();
+        for (piece, _, _) in &pieces {
+            if let Piece::Open(b) = piece {
+                *opened.entry(b.start_ns).or_default() += 1;
+            }
+        }
+        let bounded = opened.values().any(|&n| n >= MAX_FILES_PER_BUCKET);
+        for i in (0..truth.len()).filter(|&i| !seen[i] && !bounded) {
+            let t = truth[i].0;
+            let slack = i128::from(40 * MS);
+            let near = kept.partition_point(|&k| k < t - slack);
+            prop_assert!(
+                kept.get(near).is_some_and(|&k| k <= t + slack)
+                    || gaps.iter().any(|&(a, b)| a - slack <= t && t < b + slack),
+                "sample {} at {} dropped where no sample of the stream is",
+                i,
+                t
+            );
+        }
         prop_assert_eq!(file_samples, totals.data + totals.silence);
         Ok(())
     }
@@ -992,7 +1388,7 @@ mod tests {
             duration_ms in prop::sample::select(vec![100u64, 250, 1_000, 5_000]),
             steps in prop::collection::vec(step(false), 1..80),
         ) {
-            check_stream(start_ns, duration_ms * MS, &steps, false)?;
+            check_stream(start_ns, duration_ms * MS, &steps)?;
         }
 
         /// The same with unflagged jumps back: the overlapping samples are dropped and
@@ -1003,7 +1399,7 @@ mod tests {
             duration_ms in prop::sample::select(vec![100u64, 250, 1_000, 5_000]),
             steps in prop::collection::vec(step(true), 1..80),
         ) {
-            check_stream(start_ns, duration_ms * MS, &steps, true)?;
+            check_stream(start_ns, duration_ms * MS, &steps)?;
         }
     }
 }

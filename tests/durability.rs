@@ -813,6 +813,8 @@ fn statistics_account_for_every_sample() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let element = recorder(dir.path(), "call", "stt", "PRE");
+    // Every discontinuity is followed at once.
+    element.set_property("discont-wait", 0u64);
     let (mut h, _bus) = harness(&element, CAPS_16K);
     // 1 s, a 300 ms hole, 1 s, then 0.5 s stamped 200 ms back (3,200 overlap).
     h.push(buffer(0, 16_000, Some(ms(0)), 16_000)).unwrap();

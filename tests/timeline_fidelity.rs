@@ -79,22 +79,58 @@ fn jitter_within_the_threshold_is_placed_by_count() {
     assert_eq!(total(&m, "dropped-samples"), 0);
 }
 
+/// Pushes samples `first..first + len` stamped `pts` and flagged DISCONT.
+fn push_discont(h: &mut gst_check::Harness, first: u64, len: usize, pts: gst::ClockTime) {
+    let mut b = buffer(first, len, Some(pts), 16_000);
+    b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
+    h.push(b).unwrap();
+}
+
 #[test]
 fn a_hole_beyond_the_threshold_becomes_silence_at_its_place() {
-    let (dir, _e, mut h, bus) = setup("call");
-    push(&mut h, 0, 16_000, Some(ms(0)));
-    // 300 ms lost: the next second starts at 1.3 s.
-    push(&mut h, 16_000, 16_000, Some(ms(1_300)));
+    // Flagged as the discontinuity it is (as rtpjitterbuffer flags the packet after a loss),
+    // or unflagged with discont-wait 0: followed at once.
+    for flagged in [true, false] {
+        let (dir, element, mut h, bus) = setup("call");
+        push(&mut h, 0, 16_000, Some(ms(0)));
+        // 300 ms lost: the next second starts at 1.3 s.
+        if flagged {
+            push_discont(&mut h, 16_000, 16_000, ms(1_300));
+        } else {
+            element.set_property("discont-wait", 0u64);
+            push(&mut h, 16_000, 16_000, Some(ms(1_300)));
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        let r = tap(dir.path(), "call", "PRE");
+        assert_samples(&r.samples, |i| match i {
+            0..16_000 => Some(i as u64),
+            16_000..20_800 => None,
+            20_800..36_800 => Some(i as u64 - 4_800),
+            _ => None,
+        });
+        let m = written_messages(&bus);
+        assert_eq!(total(&m, "silence-samples"), 80_000 - 32_000);
+    }
+}
+
+#[test]
+fn a_flagged_buffer_resyncs_even_within_the_threshold() {
+    // RTP after a lost 20 ms packet: the next one is flagged and 20 ms ahead of the count.
+    let (dir, _e, mut h, _bus) = setup("call");
+    for k in 0..50u64 {
+        if k == 10 || k == 30 || k == 31 {
+            continue;
+        }
+        if k == 11 || k == 32 {
+            push_discont(&mut h, k * 320, 320, ms(k * 20));
+        } else {
+            push(&mut h, k * 320, 320, Some(ms(k * 20)));
+        }
+    }
     assert!(h.push_event(gst::event::Eos::new()));
     let r = tap(dir.path(), "call", "PRE");
-    assert_samples(&r.samples, |i| match i {
-        0..16_000 => Some(i as u64),
-        16_000..20_800 => None,
-        20_800..36_800 => Some(i as u64 - 4_800),
-        _ => None,
-    });
-    let m = written_messages(&bus);
-    assert_eq!(total(&m, "silence-samples"), 80_000 - 32_000);
+    let lost = |i: usize| [10, 30, 31].contains(&(i / 320));
+    assert_samples(&r.samples, |i| (i < 16_000 && !lost(i)).then_some(i as u64));
 }
 
 #[test]
@@ -109,7 +145,8 @@ fn a_long_pause_writes_no_silent_files() {
 
 #[test]
 fn an_overlap_beyond_the_threshold_is_dropped_and_counted() {
-    let (dir, _e, mut h, bus) = setup("call");
+    let (dir, element, mut h, bus) = setup("call");
+    element.set_property("discont-wait", 0u64);
     push(&mut h, 0, 16_000, Some(ms(0)));
     // Restamped 200 ms back: its first 3,200 samples overlap and are dropped.
     push(&mut h, 16_000, 8_000, Some(ms(800)));
@@ -120,16 +157,80 @@ fn an_overlap_beyond_the_threshold_is_dropped_and_counted() {
         16_000..20_800 => Some(i as u64 + 3_200),
         _ => None,
     });
-    let m = written_messages(&bus);
+    let messages = all_messages(&bus);
+    let m = element_messages(&messages, "segmentrecorder-segment-written");
     assert_eq!(total(&m, "dropped-samples"), 3_200);
     // Input samples = data written + dropped.
     assert_eq!(total(&m, "data-samples") + 3_200, 24_000);
+    // One warning for the episode, with its count.
+    let warnings = warning_texts(&messages);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("Dropped 3200 samples (200 ms)"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn after_a_resync_back_the_stream_is_at_its_timestamps() {
+    // From 1 s on, the stream is stamped 200 ms back for good. With the default discont-wait
+    // it is followed once that has lasted a second; then only the 200 ms that overlap are
+    // dropped and every later sample is at its timestamp, not 40 ms late.
+    let (dir, _e, mut h, bus) = setup("call");
+    for k in 0..200u64 {
+        let pts = if k < 50 { k * 20 } else { k * 20 - 200 };
+        push(&mut h, k * 320, 320, Some(ms(pts)));
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let r = tap(dir.path(), "call", "PRE");
+    // Resynced at the buffer stamped 2.0 s, input sample 35,200, counted at 2.2 s until then.
+    assert_samples(&r.samples, |i| match i {
+        0..35_200 => Some(i as u64),
+        35_200..60_800 => Some(i as u64 + 3_200),
+        _ => None,
+    });
+    let messages = all_messages(&bus);
+    let m = element_messages(&messages, "segmentrecorder-segment-written");
+    assert_eq!(total(&m, "dropped-samples"), 3_200);
+    assert_eq!(warning_texts(&messages).len(), 1);
+}
+
+#[test]
+fn a_stray_timestamp_loses_at_most_its_own_buffer() {
+    // 4 s of 20 ms buffers, buffer 100 stamped 500 ms or 60 s late. Under discont-wait it is
+    // counted as if stamped right; beyond it the stream goes there and comes back at once,
+    // and what it comes back to goes to a further file instead of being dropped. (A buffer
+    // flagged DISCONT is believed: one stamped 500 ms late moves the stream for discont-wait.)
+    for (late_ms, flagged) in [(500, false), (60_000, false), (60_000, true)] {
+        let (dir, _e, mut h, bus) = setup("call");
+        for k in 0..200u64 {
+            if k == 100 && flagged {
+                push_discont(&mut h, k * 320, 320, ms(k * 20 + late_ms));
+            } else if k == 100 {
+                push(&mut h, k * 320, 320, Some(ms(k * 20 + late_ms)));
+            } else {
+                push(&mut h, k * 320, 320, Some(ms(k * 20)));
+            }
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        let r = tap(dir.path(), "call", "PRE");
+        let stray = 32_000..32_320;
+        let misplaced = (0..64_000)
+            .filter(|i| !stray.contains(i) && r.samples[*i] != signal(*i as u64))
+            .count();
+        assert_eq!(misplaced, 0, "{late_ms} ms late, flagged {flagged}");
+        let messages = all_messages(&bus);
+        let m = element_messages(&messages, "segmentrecorder-segment-written");
+        assert_eq!(total(&m, "dropped-samples"), 0);
+        assert!(warning_texts(&messages).is_empty());
+    }
 }
 
 #[test]
 fn the_alignment_threshold_and_discont_wait_are_honoured() {
     let (dir, element, mut h, _bus) = setup("call");
     element.set_property("alignment-threshold", 10 * MS);
+    element.set_property("discont-wait", 0u64);
     // 20 ms late is beyond 10 ms: silence at once.
     push(&mut h, 0, 320, Some(ms(0)));
     push(&mut h, 320, 320, Some(ms(40)));
@@ -246,23 +347,44 @@ fn a_new_segment_re_anchors_at_once() {
 }
 
 #[test]
-fn a_discont_buffer_going_back_starts_a_further_file() {
+fn a_discont_buffer_going_back_drops_only_what_overlaps() {
     let (dir, _e, mut h, bus) = setup("call");
-    push(&mut h, 0, 32_000, Some(ms(0)));
-    let mut b = buffer(50_000, 8_000, Some(ms(500)), 16_000);
-    b.get_mut().unwrap().set_flags(gst::BufferFlags::DISCONT);
-    h.push(b).unwrap();
+    push(&mut h, 0, 16_000, Some(ms(0)));
+    // Flagged and stamped 200 ms back: resynced there, as GstAudioStreamAlign does.
+    push_discont(&mut h, 16_000, 16_000, ms(800));
     assert!(h.push_event(gst::event::Eos::new()));
     let m = written_messages(&bus);
-    assert_eq!(m.len(), 2);
-    assert_eq!(total(&m, "dropped-samples"), 0);
-    assert_eq!(total(&m, "data-samples"), 40_000);
-    let (second, _) = read_wav(&dir.path().join("1970-01-01/call/stt/PRE/segment_0-1.wav"));
-    assert_samples(&second, |i| {
-        (8_000..16_000)
-            .contains(&i)
-            .then(|| 50_000 + i as u64 - 8_000)
+    assert_eq!(m.len(), 1);
+    assert_eq!(total(&m, "dropped-samples"), 3_200);
+    let r = tap(dir.path(), "call", "PRE");
+    assert_samples(&r.samples, |i| match i {
+        0..16_000 => Some(i as u64),
+        16_000..28_800 => Some(i as u64 + 3_200),
+        _ => None,
     });
+}
+
+#[test]
+fn a_gap_of_an_hour_writes_a_minute_of_silent_files() {
+    let (dir, _e, mut h, _bus) = setup("call");
+    push(&mut h, 0, 16_000, Some(ms(0)));
+    assert!(
+        h.push_event(
+            gst::event::Gap::builder(ms(1_000))
+                .duration(ms(3_600_000))
+                .build()
+        )
+    );
+    push(&mut h, 16_000, 16_000, None);
+    assert!(h.push_event(gst::event::Eos::new()));
+    // The data's bucket, 12 whole silent files, then the rest of the hour is a pause; the
+    // audio after it is at its time, 1 s into bucket 3,601,000 ms.
+    let names: Vec<u64> = segments(dir.path()).iter().map(|p| bucket_ms(p)).collect();
+    let mut expected: Vec<u64> = (0..=12).map(|k| k * 5_000).collect();
+    expected.push(3_600_000);
+    assert_eq!(names, expected);
+    let (last, _) = read_wav(segments(dir.path()).last().unwrap());
+    assert_samples(&last, |i| (16_000..32_000).contains(&i).then_some(i as u64));
 }
 
 #[test]

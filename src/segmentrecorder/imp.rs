@@ -12,10 +12,11 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::call::{self, CALL_EVENT};
 use super::wallclock::WallClock;
 use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::lock_order::{Guard, Level, OrderedMutex};
-use crate::timeline::{Grid, Piece, Timeline, Totals};
+use crate::timeline::{Alignment, Grid, Piece, Placement, Timeline, Totals};
 use crate::writer::{
     self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
     Submitted, WaitEnd, WriterStats, size,
@@ -26,7 +27,7 @@ const DEFAULT_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(5)
 const MIN_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 const MAX_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(3_600);
 const DEFAULT_ALIGNMENT_THRESHOLD: gst::ClockTime = gst::ClockTime::from_mseconds(40);
-const DEFAULT_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::ZERO;
+const DEFAULT_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::SECOND;
 const MAX_DISCONT_WAIT: gst::ClockTime = gst::ClockTime::from_seconds(60);
 const DEFAULT_FLUSH_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(200);
 const MIN_FLUSH_INTERVAL: gst::ClockTime = gst::ClockTime::from_mseconds(10);
@@ -152,6 +153,8 @@ struct State {
     anchor: Option<(u64, gst::ClockTime)>,
     pieces: Vec<Piece>,
     steps: Vec<Step>,
+    /// Samples dropped as overlaps since a buffer was last placed without a drop.
+    overlapping: u64,
 }
 
 impl State {
@@ -245,6 +248,11 @@ impl State {
             OverflowPolicy::DropNewest => Overflow::DropNewest,
             OverflowPolicy::DropOldest => Overflow::DropOldest,
         }
+    }
+
+    /// The sample rate, once caps are set.
+    fn rate(&self) -> u32 {
+        self.timeline.as_ref().map_or(0, |t| t.grid().rate())
     }
 
     /// The queue limit in bytes for the current rate.
@@ -428,14 +436,139 @@ impl SegmentRecorder {
 
     /// Closes the open bucket of the current stream and returns the recording, if started.
     fn end_stream(&self) -> Option<Arc<Recording>> {
-        let (recording, batch) = {
+        let (recording, batch, overlapped) = {
             let mut state = lock(&self.state);
             let state = state.as_mut()?;
             self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
-            (state.recording.clone(), state.end_stream())
+            let overlapped = (std::mem::take(&mut state.overlapping), state.rate());
+            (state.recording.clone(), state.end_stream(), overlapped)
         };
+        self.warn_overlap(overlapped);
         self.submit(&recording, batch, &[], Overflow::Wait);
         Some(recording)
+    }
+
+    /// Tells where a buffer went: every buffer at LOG, every resync, hole and overlap at DEBUG.
+    fn log_placement(
+        &self,
+        buffer: &gst::Buffer,
+        time: Option<u64>,
+        placed: Placement,
+        pieces: &[Piece],
+    ) {
+        let samples = |p: &Piece| match *p {
+            Piece::Silence(n) | Piece::Dropped(n) => n,
+            Piece::Data { len, .. } => len as u64,
+            Piece::Open(_) | Piece::Close(_) => 0,
+        };
+        if placed.alignment != Alignment::Counted {
+            let hole: u64 = pieces
+                .iter()
+                .take_while(|p| !matches!(p, Piece::Data { .. }))
+                .filter(|p| matches!(p, Piece::Silence(_)))
+                .map(samples)
+                .sum();
+            let dropped: u64 = pieces
+                .iter()
+                .filter(|p| matches!(p, Piece::Dropped(_)))
+                .map(samples)
+                .sum();
+            gst::debug!(
+                CAT,
+                imp = self,
+                "{:?} at grid sample {} (timeline time {:?}, PTS {:?}, discont {}): {} samples \
+                 of silence before it, {} dropped as overlap",
+                placed.alignment,
+                placed.sample,
+                time,
+                buffer.pts(),
+                buffer.flags().contains(gst::BufferFlags::DISCONT),
+                hole,
+                dropped
+            );
+        }
+        gst::log!(
+            CAT,
+            imp = self,
+            "Buffer PTS {:?}, {} bytes: {:?} at grid sample {}, pieces {:?}",
+            buffer.pts(),
+            buffer.size(),
+            placed.alignment,
+            placed.sample,
+            pieces
+        );
+    }
+
+    /// Warns of an episode of `samples` at `rate` dropped as overlaps, once it is over.
+    fn warn_overlap(&self, (samples, rate): (u64, u32)) {
+        if samples == 0 {
+            return;
+        }
+        gst::element_imp_warning!(
+            self,
+            gst::StreamError::Failed,
+            (
+                "Dropped {} samples ({} ms) whose timestamps put them over audio already written",
+                samples,
+                samples * 1_000 / u64::from(rate.max(1))
+            ),
+            [
+                "The stream's timestamps went back; the samples that overlapped were dropped \
+                 and every later sample is placed at its timestamp. See samples-dropped-overlap \
+                 in recording-stats."
+            ]
+        );
+    }
+
+    /// Files what follows under the identity of `settings` from the next buffer on (a call
+    /// boundary), or says why they cannot name a directory.
+    fn change_identity(&self, settings: &Settings) -> Result<(), String> {
+        let identity = settings.identity()?;
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.next_identity = (identity != *state.identity).then(|| Arc::new(identity));
+        }
+        Ok(())
+    }
+
+    /// Applies a call boundary event where it is in the stream: the properties it names change
+    /// as if set, and the buffers after it are filed under the new call.
+    fn call_boundary(&self, s: &gst::StructureRef) {
+        let applied = call::parse(s).and_then(|change| {
+            let mut settings = lock(&self.settings);
+            let mut changed = settings.clone();
+            changed.trace_id = Some(change.trace_id);
+            if change.station_key.is_some() {
+                changed.station_key = change.station_key;
+            }
+            changed.identity()?;
+            let notify = [
+                ("trace-id", changed.trace_id != settings.trace_id),
+                ("station-key", changed.station_key != settings.station_key),
+            ];
+            *settings = changed.clone();
+            drop(settings);
+            self.change_identity(&changed)?;
+            Ok(notify)
+        });
+        match applied {
+            Ok(notify) => {
+                for (name, changed) in notify {
+                    if changed {
+                        self.obj().notify(name);
+                    }
+                }
+            }
+            Err(reason) => gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Ignored a {} event: {}; recording goes on under the current call",
+                    CALL_EVENT,
+                    reason
+                ),
+                ["{:?}", s]
+            ),
+        }
     }
 
     /// After a flush or a new segment: the next buffer goes where its time says.
@@ -995,9 +1128,8 @@ impl ObjectImpl for SegmentRecorder {
                 glib::ParamSpecUInt64::builder("alignment-threshold")
                     .nick("Alignment threshold")
                     .blurb(
-                        "Buffers stamped within this many nanoseconds of where the sample count \
-                         puts them are contiguous (jitter); beyond it the recording resyncs to \
-                         the timestamp: a hole becomes silence, an overlap is dropped",
+                        "Nanoseconds a buffer's timestamp may stray from the sample count and \
+                         still follow on (jitter); raise it for sources with coarse timestamps",
                     )
                     .maximum(MAX_DISCONT_WAIT.nseconds())
                     .default_value(DEFAULT_ALIGNMENT_THRESHOLD.nseconds())
@@ -1006,9 +1138,9 @@ impl ObjectImpl for SegmentRecorder {
                 glib::ParamSpecUInt64::builder("discont-wait")
                     .nick("Discont wait")
                     .blurb(
-                        "Nanoseconds a discontinuity beyond alignment-threshold must last \
-                         before the recording resyncs (0: at once); raise it (e.g. 1 s) for \
-                         sources whose timestamps jump now and then but come back",
+                        "Nanoseconds a discontinuity shorter than this must last before the \
+                         recording resyncs to it (0: at once); keeps stray timestamps from \
+                         tearing the audio",
                     )
                     .maximum(MAX_DISCONT_WAIT.nseconds())
                     .default_value(DEFAULT_DISCONT_WAIT.nseconds())
@@ -1196,14 +1328,8 @@ impl ObjectImpl for SegmentRecorder {
         let current = settings.clone();
         drop(settings);
         match name {
-            "trace-id" | "station-key" | "tap" => match current.identity() {
-                Ok(identity) => {
-                    if let Some(state) = lock(&self.state).as_mut() {
-                        state.next_identity =
-                            (identity != *state.identity).then(|| Arc::new(identity));
-                    }
-                }
-                Err(reason) => {
+            "trace-id" | "station-key" | "tap" => {
+                if let Err(reason) = self.change_identity(&current) {
                     *lock(&self.settings) = previous;
                     gst::element_imp_warning!(
                         self,
@@ -1214,7 +1340,7 @@ impl ObjectImpl for SegmentRecorder {
                         )
                     );
                 }
-            },
+            }
             _ => {
                 if let Some(state) = lock(&self.state).as_mut() {
                     state.alignment_threshold = current.alignment_threshold;
@@ -1375,6 +1501,7 @@ impl BaseSinkImpl for SegmentRecorder {
             anchor: None,
             pieces: Vec::new(),
             steps: Vec::new(),
+            overlapping: 0,
         };
         state.recording.set_queue_limit(state.queue_limit());
         gst::info!(
@@ -1487,6 +1614,11 @@ impl BaseSinkImpl for SegmentRecorder {
             },
             // The stream goes on from wherever its next buffer says.
             gst::EventView::FlushStop(_) => self.reanchor(),
+            gst::EventView::CustomDownstream(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == CALL_EVENT) {
+                    self.call_boundary(s);
+                }
+            }
             gst::EventView::Gap(e) => {
                 let (timestamp, duration) = e.get();
                 if let Some(duration) = duration {
@@ -1512,6 +1644,7 @@ impl BaseSinkImpl for SegmentRecorder {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
             gst::FlowError::Error
         })?;
+        let mut overlapped = (0, 0);
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         if state.timeline.is_none() {
@@ -1527,7 +1660,21 @@ impl BaseSinkImpl for SegmentRecorder {
             let time = self.timeline_time(state, buffer.pts(), reference);
             let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
             if let Some(timeline) = state.timeline.as_mut() {
-                timeline.push(time, map.len() / 2, discont, &mut state.pieces);
+                let placed = timeline.push(time, map.len() / 2, discont, &mut state.pieces);
+                self.log_placement(buffer, time, placed, &state.pieces);
+            }
+            let dropped = state
+                .pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Dropped(n) => *n,
+                    _ => 0,
+                })
+                .sum::<u64>();
+            if dropped > 0 {
+                state.overlapping += dropped;
+            } else if state.overlapping > 0 {
+                overlapped = (std::mem::take(&mut state.overlapping), state.rate());
             }
             state.make_steps();
         } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
@@ -1539,6 +1686,7 @@ impl BaseSinkImpl for SegmentRecorder {
             // Waiting for the writer must not hold the state: a flush must be able to end it.
             let (recording, steps) = (state.recording.clone(), std::mem::take(&mut state.steps));
             drop(guard);
+            self.warn_overlap(overlapped);
             self.submit(&recording, steps, &map, overflow);
         } else {
             // Queued without waiting: the steps' allocation stays for the next buffer.
@@ -1549,6 +1697,7 @@ impl BaseSinkImpl for SegmentRecorder {
                 state.recording.submit(&mut state.steps, &map, overflow)
             };
             drop(guard);
+            self.warn_overlap(overlapped);
             self.count_dropped(submitted, overflow);
         }
         Ok(gst::FlowSuccess::Ok)

@@ -3,10 +3,13 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod call;
 mod imp;
 #[cfg(feature = "s3")]
 mod upload;
 mod wallclock;
+
+pub use call::{CALL_EVENT, call_event};
 
 /// Where in a processing stage a recorder listens.
 #[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]

@@ -153,6 +153,11 @@ pub fn messages_of(bus: &gst::Bus, ty: gst::MessageType) -> Vec<gst::Message> {
     std::iter::from_fn(|| bus.pop_filtered(&[ty])).collect()
 }
 
+/// All messages waiting on `bus`.
+pub fn all_messages(bus: &gst::Bus) -> Vec<gst::Message> {
+    std::iter::from_fn(|| bus.pop()).collect()
+}
+
 /// The structures of the element messages named `name` among `messages`.
 pub fn element_messages(messages: &[gst::Message], name: &str) -> Vec<gst::Structure> {
     messages

@@ -1,0 +1,80 @@
+//! The in-band call boundary: a serialized custom downstream event that switches every recorder
+//! it reaches to another call at the same point of the stream.
+//!
+//! Setting `trace-id` on two recorders from the application lands on whatever buffer each
+//! branch is at; an event sent upstream of a `tee` travels with the data and reaches every
+//! branch between the same two buffers. Elements that do not know it pass it on; a recorder
+//! applies it as it would a property change, exactly there.
+
+/// Name of the structure of a call boundary event.
+pub const CALL_EVENT: &str = "segmentrecorder-call";
+
+/// A call boundary: from the next buffer on, the recorders it reaches file their segments under
+/// `trace_id` (and `station_key`, if given). Send it upstream of the `tee` that feeds them,
+/// e.g. on the tee's sink pad with `gst::Pad::send_event`, or push it from a pad probe.
+pub fn call_event(trace_id: &str, station_key: Option<&str>) -> gst::Event {
+    let mut s = gst::Structure::builder(CALL_EVENT).field("trace-id", trace_id);
+    if let Some(station_key) = station_key {
+        s = s.field("station-key", station_key);
+    }
+    gst::event::CustomDownstream::new(s.build())
+}
+
+/// The identifiers a call boundary event sets.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct CallChange {
+    pub(super) trace_id: String,
+    pub(super) station_key: Option<String>,
+}
+
+/// The change a call boundary event asks for, or why it cannot be applied.
+pub(super) fn parse(s: &gst::StructureRef) -> Result<CallChange, String> {
+    let field = |name: &str| match s.get_optional::<Option<String>>(name) {
+        Ok(value) => Ok(value.flatten()),
+        Err(_) => Err(format!("its field '{name}' is not a string")),
+    };
+    let Some(trace_id) = field("trace-id")? else {
+        return Err("it has no field 'trace-id'".to_owned());
+    };
+    Ok(CallChange {
+        trace_id,
+        station_key: field("station-key")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_carries_what_it_was_built_with() {
+        gst::init().unwrap();
+        let event = call_event("call-2", Some("sip:bob@example.com"));
+        assert!(event.is_serialized() && event.is_downstream());
+        let s = event.structure().unwrap();
+        assert_eq!(s.name(), CALL_EVENT);
+        assert_eq!(
+            parse(s),
+            Ok(CallChange {
+                trace_id: "call-2".into(),
+                station_key: Some("sip:bob@example.com".into())
+            })
+        );
+        let event = call_event("call-3", None);
+        assert_eq!(parse(event.structure().unwrap()).unwrap().station_key, None);
+    }
+
+    #[test]
+    fn unusable_events_say_why() {
+        gst::init().unwrap();
+        let no_id = gst::Structure::new_empty(CALL_EVENT);
+        assert_eq!(parse(&no_id), Err("it has no field 'trace-id'".into()));
+        let number = gst::Structure::builder(CALL_EVENT)
+            .field("trace-id", 42i32)
+            .build();
+        assert_eq!(
+            parse(&number),
+            Err("its field 'trace-id' is not a string".into())
+        );
+    }
+}
