@@ -1,0 +1,189 @@
+//! Call boundaries carried in the stream: the `segmentrecorder-call` event switches a recorder
+//! to another call exactly between the buffers it was sent between, and the recorders on the
+//! branches of a `tee` all at the same sample.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use gstsegmentrecorder::rebuild::rebuild;
+use gstsegmentrecorder::writer::Identity;
+use gstsegmentrecorder::{CALL_EVENT, call_event};
+
+fn ms(v: u64) -> gst::ClockTime {
+    gst::ClockTime::from_mseconds(v)
+}
+
+#[test]
+fn the_event_switches_the_call_between_two_buffers() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-1", "stt", "PRE");
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    element.connect_notify(Some("trace-id"), move |_, _| {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.push(buffer(0, 16_321, Some(ms(0)), 16_000)).unwrap();
+    assert!(h.push_event(call_event("call-2", None)));
+    h.push(buffer(16_321, 16_000, None, 16_000)).unwrap();
+    assert!(h.push_event(call_event("call-3", Some("tts"))));
+    h.push(buffer(32_321, 8_000, None, 16_000)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let tap = |trace: &str, station: &str| {
+        rebuild(
+            dir.path(),
+            &Identity::new(trace, station, "PRE").unwrap(),
+            None,
+        )
+        .unwrap()
+    };
+    let expect = |r: &gstsegmentrecorder::rebuild::Rebuilt, range: std::ops::Range<usize>| {
+        for (i, &s) in r.samples.iter().enumerate() {
+            let e = if range.contains(&i) {
+                signal(i as u64)
+            } else {
+                0
+            };
+            assert_eq!(s, e, "sample {i}");
+        }
+    };
+    expect(&tap("call-1", "stt"), 0..16_321);
+    expect(&tap("call-2", "stt"), 16_321..32_321);
+    expect(&tap("call-3", "tts"), 32_321..40_321);
+    assert_eq!(element.property::<String>("trace-id"), "call-3");
+    assert_eq!(element.property::<String>("station-key"), "tts");
+    assert_eq!(notified.load(Ordering::SeqCst), 2);
+    assert!(warning_texts(&all_messages(&bus)).is_empty());
+}
+
+#[test]
+fn an_unusable_event_is_refused_with_a_warning_and_recording_goes_on() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-1", "stt", "PRE");
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    h.push(buffer(0, 16_000, Some(ms(0)), 16_000)).unwrap();
+    let no_id = gst::event::CustomDownstream::new(gst::Structure::new_empty(CALL_EVENT));
+    let empty_id = call_event("", None);
+    let not_a_string = gst::event::CustomDownstream::new(
+        gst::Structure::builder(CALL_EVENT)
+            .field("trace-id", 7i32)
+            .build(),
+    );
+    for event in [no_id, empty_id, not_a_string] {
+        assert!(h.push_event(event));
+    }
+    h.push(buffer(16_000, 16_000, None, 16_000)).unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages = all_messages(&bus);
+    let warnings = warning_texts(&messages);
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[0].contains("no field 'trace-id'"), "{warnings:?}");
+    assert!(
+        warnings[1].contains("'trace-id' is not set"),
+        "{warnings:?}"
+    );
+    assert!(warnings[2].contains("not a string"), "{warnings:?}");
+    // Everything went on under the call it was in, and nowhere else.
+    assert_eq!(element.property::<String>("trace-id"), "call-1");
+    let r = rebuild(
+        dir.path(),
+        &Identity::new("call-1", "stt", "PRE").unwrap(),
+        None,
+    )
+    .unwrap();
+    assert!(
+        r.samples[..32_000]
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == signal(i as u64))
+    );
+    let calls: Vec<_> = std::fs::read_dir(dir.path().join("1970-01-01"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(calls, ["call-1"]);
+}
+
+/// The segment files of one tap, by call: file name → samples.
+fn tap_files(base: &Path, tap: &str) -> BTreeMap<String, BTreeMap<String, Vec<i16>>> {
+    let mut calls = BTreeMap::new();
+    let day = base.join("1970-01-01");
+    for call in std::fs::read_dir(&day).unwrap() {
+        let call = call.unwrap().file_name().into_string().unwrap();
+        let dir: PathBuf = day.join(&call).join("stt").join(tap);
+        let files = segments(&dir)
+            .into_iter()
+            .map(|f| {
+                let name = f.file_name().unwrap().to_str().unwrap().to_owned();
+                (name, read_wav(&f).0)
+            })
+            .collect();
+        calls.insert(call, files);
+    }
+    calls
+}
+
+#[test]
+fn a_hundred_boundaries_through_a_tee_switch_both_taps_at_the_same_sample() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc is-live=true wave=white-noise samplesperbuffer=320 \
+         ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t \
+         t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt tap=PRE \
+             timestamp-mode=running-time \
+         t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt tap=POST \
+             timestamp-mode=running-time"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let tee_sink = pipeline.by_name("t").unwrap().static_pad("sink").unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // From the application thread, at moments unrelated to the buffers, as an application
+    // would.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for k in 1..=100 {
+        std::thread::sleep(Duration::from_millis(7 + (k * 13) % 40));
+        assert!(tee_sink.send_event(call_event(&format!("call-{k}"), None)));
+        assert!(
+            Instant::now() < deadline,
+            "the pipeline does not take the events"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    pipeline.send_event(gst::event::Eos::new());
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("no EOS within 60 s");
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let (pre, post) = (tap_files(dir.path(), "PRE"), tap_files(dir.path(), "POST"));
+    let with_audio = pre.values().filter(|files| !files.is_empty()).count();
+    assert!(with_audio > 50, "only {with_audio} calls got audio");
+    assert_eq!(
+        pre.keys().collect::<Vec<_>>(),
+        post.keys().collect::<Vec<_>>()
+    );
+    for (call, files) in &pre {
+        // Same files, same samples: both taps switched at the same sample.
+        assert!(files == &post[call], "{call}: PRE and POST differ");
+    }
+}
