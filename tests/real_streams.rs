@@ -9,6 +9,8 @@
 //!   the check is exact; in its default mode they follow the estimated clock skew, and a packet
 //!   may sit off its sender position by as much as the PTS that last resynced the stream is
 //!   off its RTP timestamp, give or take a sample.
+//! - Speech: espeak-ng's synthesized speech, resampled to 8, 16 and 48 kHz, is recorded
+//!   sample-exact.
 //!
 //! The PRE and POST taps of each stream must be bit-identical.
 
@@ -16,7 +18,8 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,6 +32,15 @@ const CHUNK: usize = 320;
 const RATE: u32 = 16_000;
 /// 10 s of audio.
 const PACKETS: usize = 500;
+
+/// Taken shared by the live RTP runs and exclusively by the CPU-bound speech runs, which
+/// would otherwise delay the RTP packets and with them the jitterbuffer's timestamps.
+static LIVE: RwLock<()> = RwLock::new(());
+
+/// A share of [`LIVE`]; a test that failed holding it does not fail the others.
+fn live() -> std::sync::RwLockReadGuard<'static, ()> {
+    LIVE.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Aborts the test binary if still armed after `limit`: a stuck pipeline must fail the test,
 /// not hang it.
@@ -490,12 +502,14 @@ fn check_rtp(jitterbuffer: &str, premise: fn(&Told)) {
 /// least one (a few samples here, over 100 on a busy machine).
 #[test]
 fn rtp_loss_with_a_default_jitterbuffer_leaves_each_packet_at_its_sender_position() {
+    let _live = live();
     check_rtp("", Told::assert_discont);
 }
 
 /// With `mode=none` the PTS are the RTP timestamps: every packet exactly at its position.
 #[test]
 fn rtp_loss_with_a_jitterbuffer_on_rtp_timestamps_is_sample_exact() {
+    let _live = live();
     check_rtp("mode=none", |told| {
         told.assert_discont();
         told.assert_exact();
@@ -504,13 +518,130 @@ fn rtp_loss_with_a_jitterbuffer_on_rtp_timestamps_is_sample_exact() {
 
 #[test]
 fn rtp_loss_told_as_gap_events_is_silence_at_its_place() {
+    let _live = live();
     check_rtp("do-lost=true", Told::assert_gaps);
 }
 
 #[test]
 fn rtp_loss_told_as_gap_events_on_rtp_timestamps_is_sample_exact() {
+    let _live = live();
     check_rtp("do-lost=true mode=none", |told| {
         told.assert_gaps();
         told.assert_exact();
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speech
+
+/// Fails under CI, which must be able to run every test; elsewhere says loudly what is skipped.
+fn unavailable(what: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "cannot {what} ({why}), which CI must be able to do"
+    );
+    println!("skipped: cannot {what} ({why})");
+}
+
+/// Synthesizes a few sentences into `path` (22,050 Hz mono); false without espeak-ng.
+fn speech(path: &Path) -> bool {
+    let text = "Thank you for calling. Please say the name of the city you are travelling \
+                to, and the date of your journey. You can change your booking at any time.";
+    match Command::new("espeak-ng")
+        .arg("-w")
+        .arg(path)
+        .arg(text)
+        .output()
+    {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            unavailable("synthesize speech with espeak-ng", &why);
+            false
+        }
+        Err(e) => {
+            unavailable("synthesize speech", &format!("cannot run espeak-ng: {e}"));
+            false
+        }
+    }
+}
+
+/// espeak-ng's speech resampled to `rate`, recorded PRE and POST: sample for sample the
+/// reference the same pipeline wrote, after the silence of the bucket before its start.
+fn speech_is_recorded_sample_exact(rate: u32) {
+    init();
+    let _live = LIVE.write().unwrap_or_else(|e| e.into_inner());
+    let _watchdog = Watchdog::arm("speech run", Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let spoken = dir.path().join("speech.wav");
+    if !speech(&spoken) {
+        return;
+    }
+    let base = dir.path().join("rec");
+    let reference = dir.path().join("reference.wav");
+    let p = pipeline(&format!(
+        "filesrc location={} ! wavparse ! audioconvert ! audioresample \
+         ! audio/x-raw,format=S16LE,rate={rate},channels=1 ! tee name=t \
+         t. ! queue ! wavenc ! filesink location={} {}",
+        spoken.display(),
+        reference.display(),
+        recorders(&base, "speech", "tts")
+    ));
+    let first_pts = Arc::new(Mutex::new(None));
+    let seen = first_pts.clone();
+    element(&p, "t")
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let mut seen = seen.lock().unwrap();
+            if seen.is_none() {
+                *seen = info.buffer().and_then(|b| b.pts());
+            }
+            gst::PadProbeReturn::Ok
+        })
+        .unwrap();
+    play(&p, "speech pipeline");
+    run_to_eos(&p, "speech pipeline", Duration::from_secs(60));
+
+    let (reference, ref_rate) = read_wav(&reference);
+    assert_eq!(ref_rate, rate);
+    // Real speech, not a few samples of silence.
+    assert!(
+        reference.len() > 5 * rate as usize,
+        "{} samples",
+        reference.len()
+    );
+    assert!(reference.iter().filter(|&&s| s != 0).count() > reference.len() / 2);
+    let recording = recorded(&base, "speech", "tts");
+    let first = first_pts.lock().unwrap().expect("no timestamp").nseconds();
+    let lead = ((first * u64::from(rate) + 500_000_000) / 1_000_000_000) as usize;
+    assert!(recording.len() >= lead + reference.len());
+    assert!(recording[..lead].iter().all(|&s| s == 0), "leading padding");
+    if let Some(i) = (0..reference.len()).find(|&i| recording[lead + i] != reference[i]) {
+        panic!(
+            "sample {i} of {} at {rate} Hz differs: {} recorded, {} sent",
+            reference.len(),
+            recording[lead + i],
+            reference[i]
+        );
+    }
+    assert!(
+        recording[lead + reference.len()..].iter().all(|&s| s == 0),
+        "trailing padding"
+    );
+}
+
+#[test]
+fn speech_at_8_khz_is_recorded_sample_exact() {
+    speech_is_recorded_sample_exact(8_000);
+}
+
+#[test]
+fn speech_at_16_khz_is_recorded_sample_exact() {
+    speech_is_recorded_sample_exact(16_000);
+}
+
+#[test]
+fn speech_at_48_khz_is_recorded_sample_exact() {
+    speech_is_recorded_sample_exact(48_000);
 }
