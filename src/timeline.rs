@@ -257,6 +257,8 @@ pub struct Timeline {
     /// The next buffer goes where its time says, even behind what was written.
     reanchor: bool,
     written: Option<Written>,
+    /// A GAP event placed on the timeline but not written yet: where, and how many samples.
+    gap: Option<(Placement, u64)>,
     open: Option<OpenBucket>,
     /// Files opened per bucket index, for the most recent buckets.
     files: std::collections::BTreeMap<u64, u32>,
@@ -276,6 +278,7 @@ impl Timeline {
             discont_since: None,
             reanchor: false,
             written: None,
+            gap: None,
             open: None,
             files: Default::default(),
             totals: Totals::default(),
@@ -329,6 +332,7 @@ impl Timeline {
     ) -> Placement {
         self.totals.received += len as u64;
         let placement = self.align(time_ns, len as u64, discont);
+        self.place_gap(Some(placement.sample), out);
         self.place(placement, len as u64, Span::Data, out);
         placement
     }
@@ -343,8 +347,26 @@ impl Timeline {
             None => sample_at(duration_ns, rate),
         };
         if len > 0 {
+            self.place_gap(None, out);
             let placement = self.align(time_ns, len, false);
-            self.place(placement, len, Span::Gap, out);
+            self.gap = Some((placement, len));
+        }
+    }
+
+    /// Writes the silence of the GAP event not written yet, up to `data_at` if the buffer that
+    /// follows belongs inside it: declared silence gives way to the samples themselves, so that
+    /// a buffer stamped a little before the GAP's end (as `rtpjitterbuffer` sends them after
+    /// the GAP of a lost packet) loses nothing.
+    fn place_gap(&mut self, data_at: Option<u64>, out: &mut Vec<Piece>) {
+        if let Some((placement, len)) = self.gap.take() {
+            let start = placement.sample;
+            let len = match data_at {
+                Some(at) if (start..start + len).contains(&at) => at - start,
+                _ => len,
+            };
+            if len > 0 {
+                self.place(placement, len, Span::Gap, out);
+            }
         }
     }
 
@@ -358,6 +380,7 @@ impl Timeline {
     /// Closes the open bucket, padded with silence, without ending the stream: the samples that
     /// follow go to a new file of their bucket (a call boundary, whose files are counted anew).
     pub fn close_bucket(&mut self, out: &mut Vec<Piece>) {
+        self.place_gap(None, out);
         self.close(out);
         if let Some(w) = self.written.as_mut() {
             w.run_start = w.end;
@@ -368,6 +391,7 @@ impl Timeline {
     /// Ends the stream: pads the open bucket with silence, closes it, and forgets the anchor so
     /// that the next buffer starts a new stream where its time says.
     pub fn finish(&mut self, out: &mut Vec<Piece>) {
+        self.place_gap(None, out);
         self.close(out);
         self.next = None;
         self.written = None;
@@ -884,6 +908,30 @@ mod tests {
             ]
         );
         assert_eq!(tl.totals().silence, 2_900);
+    }
+
+    #[test]
+    fn declared_silence_gives_way_to_a_buffer_stamped_inside_it() {
+        // rtpjitterbuffer do-lost=true: a GAP for the lost packet, then the next packet flagged
+        // and stamped 3 samples before the GAP's end.
+        let grid = Grid::new(16_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 320, false, &mut out);
+        tl.gap(Some(20 * MS), 20 * MS, &mut out);
+        out.clear();
+        tl.push(Some(40 * MS - 3 * 62_500), 320, true, &mut out);
+        assert_eq!(
+            out,
+            [
+                Piece::Silence(317),
+                Piece::Data {
+                    offset: 0,
+                    len: 320
+                }
+            ]
+        );
+        assert_eq!(tl.totals().dropped, 0);
     }
 
     #[test]
