@@ -4,7 +4,9 @@
 //! Setting `trace-id` on two recorders from the application lands on whatever buffer each
 //! branch is at; an event sent upstream of a `tee` travels with the data and reaches every
 //! branch between the same two buffers. Elements that do not know it pass it on; a recorder
-//! applies it as it would a property change, exactly there.
+//! applies it as it would a property change, exactly there. It is sticky: a `queue` that is
+//! flushed drops the events it holds but sends the sticky ones again, so no branch misses a
+//! call it is in (the plain custom downstream event is taken too).
 
 /// Name of the structure of a call boundary event.
 pub const CALL_EVENT: &str = "segmentrecorder-call";
@@ -17,7 +19,7 @@ pub fn call_event(trace_id: &str, station_key: Option<&str>) -> gst::Event {
     if let Some(station_key) = station_key {
         s = s.field("station-key", station_key);
     }
-    gst::event::CustomDownstream::new(s.build())
+    gst::event::CustomDownstreamSticky::new(s.build())
 }
 
 /// The identifiers a call boundary event sets.
@@ -50,7 +52,7 @@ mod tests {
     fn the_event_carries_what_it_was_built_with() {
         gst::init().unwrap();
         let event = call_event("call-2", Some("sip:bob@example.com"));
-        assert!(event.is_serialized() && event.is_downstream());
+        assert!(event.is_serialized() && event.is_downstream() && event.is_sticky());
         let s = event.structure().unwrap();
         assert_eq!(s.name(), CALL_EVENT);
         assert_eq!(

@@ -153,8 +153,11 @@ struct State {
     anchor: Option<(u64, gst::ClockTime)>,
     pieces: Vec<Piece>,
     steps: Vec<Step>,
-    /// Samples dropped as overlaps since a buffer was last placed without a drop.
+    /// Samples dropped as overlaps in the current episode, which ends after a second of the
+    /// stream without a drop.
     overlapping: u64,
+    /// Samples received since the last drop.
+    clean: u64,
 }
 
 impl State {
@@ -499,7 +502,8 @@ impl SegmentRecorder {
         );
     }
 
-    /// Warns of an episode of `samples` at `rate` dropped as overlaps, once it is over.
+    /// Warns of an episode of `samples` at `rate` dropped as overlaps, once it is over (a second
+    /// of the stream without a drop, or the end of the stream).
     fn warn_overlap(&self, (samples, rate): (u64, u32)) {
         if samples == 0 {
             return;
@@ -1502,6 +1506,7 @@ impl BaseSinkImpl for SegmentRecorder {
             pieces: Vec::new(),
             steps: Vec::new(),
             overlapping: 0,
+            clean: 0,
         };
         state.recording.set_queue_limit(state.queue_limit());
         gst::info!(
@@ -1614,8 +1619,8 @@ impl BaseSinkImpl for SegmentRecorder {
             },
             // The stream goes on from wherever its next buffer says.
             gst::EventView::FlushStop(_) => self.reanchor(),
-            gst::EventView::CustomDownstream(e) => {
-                if let Some(s) = e.structure().filter(|s| s.name() == CALL_EVENT) {
+            gst::EventView::CustomDownstream(_) | gst::EventView::CustomDownstreamSticky(_) => {
+                if let Some(s) = event.structure().filter(|s| s.name() == CALL_EVENT) {
                     self.call_boundary(s);
                 }
             }
@@ -1673,8 +1678,12 @@ impl BaseSinkImpl for SegmentRecorder {
                 .sum::<u64>();
             if dropped > 0 {
                 state.overlapping += dropped;
+                state.clean = 0;
             } else if state.overlapping > 0 {
-                overlapped = (std::mem::take(&mut state.overlapping), state.rate());
+                state.clean += (map.len() / 2) as u64;
+                if state.clean >= u64::from(state.rate()) {
+                    overlapped = (std::mem::take(&mut state.overlapping), state.rate());
+                }
             }
             state.make_steps();
         } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
