@@ -134,18 +134,20 @@ fn tap_files(base: &Path, tap: &str) -> BTreeMap<String, BTreeMap<String, Vec<i1
     calls
 }
 
-#[test]
-fn a_hundred_boundaries_through_a_tee_switch_both_taps_at_the_same_sample() {
-    init();
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().display();
+/// `source` into a `tee` feeding a PRE and a POST recorder of call-0 under `base`, playing;
+/// with the tee's sink pad, where the calls are sent, and the bus.
+fn two_taps(base: &Path, source: &str) -> (gst::Pipeline, gst::Pad, gst::Bus) {
+    let base = base.display();
+    let rec = |tap: &str| {
+        format!(
+            "t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt \
+             tap={tap} timestamp-mode=running-time"
+        )
+    };
     let pipeline = gst::parse::launch(&format!(
-        "audiotestsrc is-live=true wave=white-noise samplesperbuffer=320 \
-         ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t \
-         t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt tap=PRE \
-             timestamp-mode=running-time \
-         t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt tap=POST \
-             timestamp-mode=running-time"
+        "{source} ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t {} {}",
+        rec("PRE"),
+        rec("POST")
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -153,6 +155,30 @@ fn a_hundred_boundaries_through_a_tee_switch_both_taps_at_the_same_sample() {
     let tee_sink = pipeline.by_name("t").unwrap().static_pad("sink").unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
+    (pipeline, tee_sink, bus)
+}
+
+/// Ends the stream with EOS, which must come within a minute, and stops the pipeline.
+fn end(pipeline: &gst::Pipeline, bus: &gst::Bus) {
+    pipeline.send_event(gst::event::Eos::new());
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("no EOS within 60 s");
+    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn a_hundred_boundaries_through_a_tee_switch_both_taps_at_the_same_sample() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, tee_sink, bus) = two_taps(
+        dir.path(),
+        "audiotestsrc is-live=true wave=white-noise samplesperbuffer=320",
+    );
     // From the application thread, at moments unrelated to the buffers, as an application
     // would.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -165,15 +191,7 @@ fn a_hundred_boundaries_through_a_tee_switch_both_taps_at_the_same_sample() {
         );
     }
     std::thread::sleep(Duration::from_millis(100));
-    pipeline.send_event(gst::event::Eos::new());
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("no EOS within 60 s");
-    assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
-    pipeline.set_state(gst::State::Null).unwrap();
+    end(&pipeline, &bus);
 
     let (pre, post) = (tap_files(dir.path(), "PRE"), tap_files(dir.path(), "POST"));
     let with_audio = pre.values().filter(|files| !files.is_empty()).count();
@@ -206,21 +224,10 @@ fn flushing_seeks_do_not_let_one_tap_miss_a_call() {
     init();
     for round in 0..3u64 {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().display();
-        let pipeline = gst::parse::launch(&format!(
-            "audiotestsrc wave=white-noise samplesperbuffer=160 \
-             ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! identity sync=true ! tee name=t \
-             t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt \
-                 tap=PRE timestamp-mode=running-time \
-             t. ! queue ! segmentrecorder base-dir={base} trace-id=call-0 station-key=stt \
-                 tap=POST timestamp-mode=running-time"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let tee_sink = pipeline.by_name("t").unwrap().static_pad("sink").unwrap();
-        let bus = pipeline.bus().unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
+        let (pipeline, tee_sink, bus) = two_taps(
+            dir.path(),
+            "audiotestsrc wave=white-noise samplesperbuffer=160 ! identity sync=true",
+        );
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         // Calls from three threads, flushing seeks from a fourth, for two seconds.
@@ -251,15 +258,7 @@ fn flushing_seeks_do_not_let_one_tap_miss_a_call() {
         for t in threads {
             t.join().unwrap();
         }
-        pipeline.send_event(gst::event::Eos::new());
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(60),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .expect("no EOS within 60 s");
-        assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
-        pipeline.set_state(gst::State::Null).unwrap();
+        end(&pipeline, &bus);
         // What a flush discards differs from branch to branch, but no tap files audio under a
         // call (or station) the other tap never was in.
         let (pre, post) = (call_dirs(dir.path(), "PRE"), call_dirs(dir.path(), "POST"));
