@@ -278,8 +278,11 @@ pub struct Timeline {
     /// A GAP event placed on the timeline but not written yet: where, and how many samples.
     gap: Option<(Placement, u64)>,
     open: Option<OpenBucket>,
-    /// Files opened per bucket index, for the most recent buckets.
-    files: std::collections::BTreeMap<u64, u32>,
+    /// Files opened per bucket index, and when the bucket was last used (opened or refused),
+    /// for the buckets used most recently.
+    files: std::collections::BTreeMap<u64, (u32, u64)>,
+    /// Opens and refusals so far: the clock of `files`.
+    opened: u64,
     totals: Totals,
 }
 
@@ -299,6 +302,7 @@ impl Timeline {
             gap: None,
             open: None,
             files: Default::default(),
+            opened: 0,
             totals: Totals::default(),
         };
         timeline.set_threshold(threshold_ns);
@@ -349,7 +353,18 @@ impl Timeline {
         out: &mut Vec<Piece>,
     ) -> Placement {
         self.totals.received += len as u64;
-        let placement = self.align(time_ns, len as u64, discont);
+        // Declared silence gives way to audio stamped inside it: such a buffer goes where its
+        // time says, however close to the count.
+        let in_gap = match (self.gap, time_ns) {
+            (Some((gap, gap_len)), Some(t)) => {
+                sample_at(t, self.grid.rate()) < gap.sample + gap_len
+                    && self
+                        .next
+                        .is_some_and(|next| sample_at(t, self.grid.rate()) != next)
+            }
+            _ => false,
+        };
+        let placement = self.align(time_ns, len as u64, discont || in_gap);
         self.place_gap(Some(placement.sample), out);
         self.place(placement, len as u64, Span::Data, out);
         placement
@@ -391,7 +406,7 @@ impl Timeline {
         if let Some((placement, len)) = self.gap.take() {
             let start = placement.sample;
             let len = match data_at {
-                Some(at) if (start..start + len).contains(&at) => at - start,
+                Some(at) if at < start + len => at.saturating_sub(start),
                 _ => len,
             };
             if len > 0 {
@@ -492,9 +507,17 @@ impl Timeline {
         }
     }
 
-    /// Whether the stream may open one more file for bucket `k`.
-    fn may_open(&self, k: u64) -> bool {
-        self.files.get(&k).copied().unwrap_or(0) < MAX_FILES_PER_BUCKET
+    /// Whether the stream may open one more file for bucket `k`. A full bucket that is asked
+    /// for again is remembered as recently used, so that it stays full.
+    fn may_open(&mut self, k: u64) -> bool {
+        match self.files.get_mut(&k) {
+            Some(v) if v.0 >= MAX_FILES_PER_BUCKET => {
+                self.opened += 1;
+                v.1 = self.opened;
+                false
+            }
+            _ => true,
+        }
     }
 
     fn place(&mut self, placement: Placement, len: u64, span: Span, out: &mut Vec<Piece>) {
@@ -540,7 +563,7 @@ impl Timeline {
             let mut open = match self.open {
                 Some(open) if (open.cursor..open.bucket.end).contains(&pos) => open,
                 _ => {
-                    let mut bucket = self.grid.bucket_of(pos);
+                    let bucket = self.grid.bucket_of(pos);
                     if !self.may_open(bucket.index) {
                         // Samples that would need one more file of the bucket are dropped.
                         let n = (len - offset).min(bucket.end - pos);
@@ -553,14 +576,8 @@ impl Timeline {
                     let whole = pos == bucket.first && len - offset >= bucket.len();
                     if span == Span::Gap && whole {
                         if silent_files == MAX_GAP_FILES {
-                            // The rest of a long GAP is a pause: on to its last bucket.
-                            let last = self.grid.bucket_of(pos + (len - offset));
-                            offset += last.first - pos;
-                            pos = last.first;
-                            if offset == len {
-                                break;
-                            }
-                            bucket = last;
+                            // The rest of a long GAP is a pause, like a hole: no file.
+                            break;
                         } else {
                             silent_files += 1;
                         }
@@ -618,9 +635,16 @@ impl Timeline {
     }
 
     fn count_file(&mut self, k: u64) {
-        *self.files.entry(k).or_default() += 1;
+        self.opened += 1;
+        let stamp = self.opened;
+        let entry = self.files.entry(k).or_default();
+        entry.0 += 1;
+        entry.1 = stamp;
         if self.files.len() > COUNTED_BUCKETS {
-            self.files.pop_first();
+            // The bucket whose file was opened longest ago is forgotten.
+            if let Some(&oldest) = self.files.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k) {
+                self.files.remove(&oldest);
+            }
         }
     }
 
@@ -1341,6 +1365,62 @@ mod tests {
                 "{out:?}"
             );
         }
+    }
+
+    #[test]
+    fn audio_stamped_inside_a_gap_lands_at_its_time() {
+        // 1 s of audio, a GAP of 500 ms, then the stream again from 1.2 s, 10 ms before the
+        // GAP's end, and 1 ms before the GAP's start (flagged).
+        let grid = Grid::new(16_000, 5 * SEC);
+        for (resume_ms, discont) in [(1_200, false), (1_490, false), (999, true)] {
+            let mut tl = Timeline::new(grid, 40 * MS);
+            let mut out = Vec::new();
+            tl.push(Some(0), 16_000, false, &mut out);
+            tl.gap(Some(SEC), 500 * MS, &mut out);
+            let placed = tl.push(Some(resume_ms * MS), 320, discont, &mut out);
+            assert_eq!(placed.sample, resume_ms * 16, "resumed at {resume_ms} ms");
+            let gap = (resume_ms * 16).saturating_sub(16_000);
+            assert_eq!(tl.totals().silence, gap, "resumed at {resume_ms} ms");
+            // Only what overlaps the audio before the GAP is dropped.
+            assert_eq!(
+                tl.totals().dropped,
+                16_000u64.saturating_sub(resume_ms * 16)
+            );
+        }
+    }
+
+    #[test]
+    fn strays_to_many_buckets_keep_the_stream_bucket_bounded() {
+        // Every other buffer a stray to a different far bucket.
+        let grid = Grid::new(1_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let buffers = (0..200u64).map(|k| {
+            let t = if k % 2 == 1 {
+                100 * SEC + (k / 2) * 5 * SEC
+            } else {
+                k * 20 * MS
+            };
+            (t, 20, false)
+        });
+        let (files, _) = stream(&mut tl, buffers);
+        let n = files_per_bucket(&files);
+        assert!(
+            n[&0] <= MAX_FILES_PER_BUCKET,
+            "{} files for bucket 0",
+            n[&0]
+        );
+    }
+
+    #[test]
+    fn a_stream_ending_in_a_long_gap_writes_at_most_twelve_silent_files() {
+        let grid = Grid::new(1_000, 5 * SEC);
+        let mut tl = Timeline::new(grid, 40 * MS);
+        let mut out = Vec::new();
+        tl.push(Some(0), 1_000, false, &mut out);
+        tl.gap(Some(SEC), u64::MAX - SEC, &mut out);
+        tl.finish(&mut out);
+        let opened = out.iter().filter(|p| matches!(p, Piece::Open(_))).count();
+        assert_eq!(opened as u64, 1 + MAX_GAP_FILES);
     }
 
     #[test]

@@ -270,3 +270,34 @@ fn flushing_seeks_do_not_let_one_tap_miss_a_call() {
         );
     }
 }
+
+#[test]
+fn silence_declared_before_a_boundary_is_filed_under_the_old_call() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-A", "stt", "PRE");
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    h.push(buffer(0, 16_000, Some(ms(0)), 16_000)).unwrap();
+    assert!(
+        h.push_event(
+            gst::event::Gap::builder(ms(1_000))
+                .duration(ms(11_000))
+                .build()
+        )
+    );
+    assert!(h.push_event(call_event("call-B", None)));
+    h.push(buffer(16_000, 16_000, Some(ms(12_000)), 16_000))
+        .unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let names = |call: &str| -> Vec<String> {
+        segments(&dir.path().join("1970-01-01").join(call).join("stt/PRE"))
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("call-A"),
+        ["segment_0.wav", "segment_5000.wav", "segment_10000.wav"]
+    );
+    assert_eq!(names("call-B"), ["segment_10000.wav"]);
+}

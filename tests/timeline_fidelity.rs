@@ -172,6 +172,24 @@ fn an_overlap_beyond_the_threshold_is_dropped_and_counted() {
 }
 
 #[test]
+fn the_overlap_warning_gives_the_duration_at_the_rate_it_was_dropped_at() {
+    let (_dir, element, mut h, bus) = setup("call");
+    element.set_property("discont-wait", 0u64);
+    push(&mut h, 0, 16_000, Some(ms(0)));
+    push(&mut h, 16_000, 8_000, Some(ms(800)));
+    h.set_src_caps_str("audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=8000");
+    h.push(buffer(24_000, 8_000, Some(ms(1_300)), 8_000))
+        .unwrap();
+    assert!(h.push_event(gst::event::Eos::new()));
+    let warnings = warning_texts(&all_messages(&bus));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("Dropped 3200 samples (200 ms)"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn after_a_resync_back_the_stream_is_at_its_timestamps() {
     // From 1 s on, the stream is stamped 200 ms back for good. With the default discont-wait
     // it is followed once that has lasted a second; then only the 200 ms that overlap are

@@ -154,8 +154,8 @@ struct State {
     pieces: Vec<Piece>,
     steps: Vec<Step>,
     /// Samples dropped as overlaps in the current episode, which ends after a second of the
-    /// stream without a drop.
-    overlapping: u64,
+    /// stream without a drop, and their duration in nanoseconds.
+    overlapping: (u64, u64),
     /// Samples received since the last drop.
     clean: u64,
 }
@@ -228,6 +228,8 @@ impl State {
             if let Some(timeline) = self.timeline.as_mut() {
                 timeline.close_bucket(&mut self.pieces);
             }
+            // What the old call still had to write (a GAP's files) is filed under it.
+            self.make_steps();
             self.identity = identity;
         }
     }
@@ -443,7 +445,7 @@ impl SegmentRecorder {
             let mut state = lock(&self.state);
             let state = state.as_mut()?;
             self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
-            let overlapped = (std::mem::take(&mut state.overlapping), state.rate());
+            let overlapped = std::mem::take(&mut state.overlapping);
             (state.recording.clone(), state.end_stream(), overlapped)
         };
         self.warn_overlap(overlapped);
@@ -502,9 +504,9 @@ impl SegmentRecorder {
         );
     }
 
-    /// Warns of an episode of `samples` at `rate` dropped as overlaps, once it is over (a second
-    /// of the stream without a drop, or the end of the stream).
-    fn warn_overlap(&self, (samples, rate): (u64, u32)) {
+    /// Warns of an episode of `samples` lasting `ns` dropped as overlaps, once it is over (a
+    /// second of the stream without a drop, or the end of the stream).
+    fn warn_overlap(&self, (samples, ns): (u64, u64)) {
         if samples == 0 {
             return;
         }
@@ -514,7 +516,7 @@ impl SegmentRecorder {
             (
                 "Dropped {} samples ({} ms) whose timestamps put them over audio already written",
                 samples,
-                samples * 1_000 / u64::from(rate.max(1))
+                ns / 1_000_000
             ),
             [
                 "The stream's timestamps went back; the samples that overlapped were dropped \
@@ -1505,7 +1507,7 @@ impl BaseSinkImpl for SegmentRecorder {
             anchor: None,
             pieces: Vec::new(),
             steps: Vec::new(),
-            overlapping: 0,
+            overlapping: (0, 0),
             clean: 0,
         };
         state.recording.set_queue_limit(state.queue_limit());
@@ -1649,7 +1651,7 @@ impl BaseSinkImpl for SegmentRecorder {
             gst::element_imp_error!(self, gst::StreamError::Failed, ("Cannot map buffer"));
             gst::FlowError::Error
         })?;
-        let mut overlapped = (0, 0);
+        let mut overlapped = (0, 0u64);
         let mut guard = lock(&self.state);
         let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         if state.timeline.is_none() {
@@ -1677,12 +1679,14 @@ impl BaseSinkImpl for SegmentRecorder {
                 })
                 .sum::<u64>();
             if dropped > 0 {
-                state.overlapping += dropped;
+                let rate = u64::from(state.rate().max(1));
+                state.overlapping.0 += dropped;
+                state.overlapping.1 += dropped * 1_000_000_000 / rate;
                 state.clean = 0;
-            } else if state.overlapping > 0 {
+            } else if state.overlapping.0 > 0 {
                 state.clean += (map.len() / 2) as u64;
                 if state.clean >= u64::from(state.rate()) {
-                    overlapped = (std::mem::take(&mut state.overlapping), state.rate());
+                    overlapped = std::mem::take(&mut state.overlapping);
                 }
             }
             state.make_steps();
