@@ -355,13 +355,9 @@ impl Timeline {
         self.totals.received += len as u64;
         // Declared silence gives way to audio stamped inside it: such a buffer goes where its
         // time says, however close to the count.
-        let in_gap = match (self.gap, time_ns) {
-            (Some((gap, gap_len)), Some(t)) => {
-                sample_at(t, self.grid.rate()) < gap.sample + gap_len
-                    && self
-                        .next
-                        .is_some_and(|next| sample_at(t, self.grid.rate()) != next)
-            }
+        let at = time_ns.map(|t| sample_at(t, self.grid.rate()));
+        let in_gap = match (self.gap, at) {
+            (Some((gap, gap_len)), Some(n)) => n < gap.sample + gap_len && self.next != Some(n),
             _ => false,
         };
         let placement = self.align(time_ns, len as u64, discont || in_gap);
@@ -460,11 +456,11 @@ impl Timeline {
         let rate = self.grid.rate();
         let at = time_ns.map(|t| sample_at(t, rate));
         let reanchor = std::mem::take(&mut self.reanchor);
-        let alignment = match (self.next, time_ns) {
+        let alignment = match (self.next, at.zip(time_ns)) {
             (None, _) => Alignment::Start,
             (Some(_), None) => Alignment::Counted,
-            (Some(next), Some(time)) => {
-                if sample_at(time, rate).abs_diff(next) < self.threshold {
+            (Some(next), Some((n, time))) => {
+                if n.abs_diff(next) < self.threshold {
                     self.discont_since = None;
                     if discont {
                         Alignment::Resynced
