@@ -163,12 +163,12 @@ struct State {
 impl State {
     /// Turns the timeline's pieces into writer steps (whose data is the current buffer's),
     /// in `self.steps`, whose allocation is reused from buffer to buffer.
-    fn make_steps(&mut self) {
+    fn make_steps(&mut self, imp: &SegmentRecorder) {
         let rate = self.timeline.as_ref().map_or(0, |t| t.grid().rate());
         let mut steps = std::mem::take(&mut self.steps);
         steps.extend(self.pieces.iter().map(|piece| match *piece {
             Piece::Open(bucket) => {
-                gst::debug!(CAT, "Opening bucket {} ms", bucket.start_ms());
+                gst::debug!(CAT, imp = imp, "Opening bucket {} ms", bucket.start_ms());
                 let (start_running_time_ns, start_utc_ns) = self.start_times(bucket.start_ns);
                 Step::Open(SegmentSpec {
                     identity: self.identity.clone(),
@@ -181,11 +181,15 @@ impl State {
             Piece::Silence(n) => Step::Silence(n),
             Piece::Data { offset, len } => Step::Data { offset, len },
             Piece::Dropped(n) => {
-                gst::debug!(CAT, "Dropped {n} samples overlapping earlier ones");
+                gst::debug!(
+                    CAT,
+                    imp = imp,
+                    "Dropped {n} samples overlapping earlier ones"
+                );
                 Step::Dropped(n)
             }
             Piece::Close(bucket) => {
-                gst::debug!(CAT, "Closing bucket {} ms", bucket.start_ms());
+                gst::debug!(CAT, imp = imp, "Closing bucket {} ms", bucket.start_ms());
                 Step::Close
             }
         }));
@@ -194,8 +198,8 @@ impl State {
     }
 
     /// The steps of the timeline's pieces, to submit after the state's lock is released.
-    fn steps(&mut self) -> Vec<Step> {
-        self.make_steps();
+    fn steps(&mut self, imp: &SegmentRecorder) -> Vec<Step> {
+        self.make_steps(imp);
         std::mem::take(&mut self.steps)
     }
 
@@ -216,10 +220,11 @@ impl State {
 
     /// Applies a pending call boundary: the open bucket is closed, padded, under the old
     /// identity, and what follows is filed under the new one.
-    fn apply_call_boundary(&mut self) {
+    fn apply_call_boundary(&mut self, imp: &SegmentRecorder) {
         if let Some(identity) = self.next_identity.take() {
             gst::info!(
                 CAT,
+                imp = imp,
                 "Call boundary: trace '{}', station '{}', tap {} from now on",
                 identity.trace_id(),
                 identity.station_key(),
@@ -229,19 +234,19 @@ impl State {
                 timeline.close_bucket(&mut self.pieces);
             }
             // What the old call still had to write (a GAP's files) is filed under it.
-            self.make_steps();
+            self.make_steps(imp);
             self.identity = identity;
         }
     }
 
     /// Ends the current stream: the open bucket is padded and closed (under the identity it
     /// was opened with; a pending call boundary applies from the next stream on).
-    fn end_stream(&mut self) -> Vec<Step> {
+    fn end_stream(&mut self, imp: &SegmentRecorder) -> Vec<Step> {
         if let Some(timeline) = self.timeline.as_mut() {
             timeline.finish(&mut self.pieces);
         }
-        let steps = self.steps();
-        self.apply_call_boundary();
+        let steps = self.steps(imp);
+        self.apply_call_boundary(imp);
         steps
     }
 
@@ -253,6 +258,23 @@ impl State {
             OverflowPolicy::DropNewest => Overflow::DropNewest,
             OverflowPolicy::DropOldest => Overflow::DropOldest,
         }
+    }
+
+    /// Counts a buffer of `len` samples of which `dropped` were dropped as overlaps; returns the
+    /// episode of drops this buffer ends (samples, nanoseconds), or zeros.
+    fn count_overlap(&mut self, dropped: u64, len: u64) -> (u64, u64) {
+        if dropped > 0 {
+            let rate = u64::from(self.rate().max(1));
+            self.overlapping.0 += dropped;
+            self.overlapping.1 += dropped * 1_000_000_000 / rate;
+            self.clean = 0;
+        } else if self.overlapping.0 > 0 {
+            self.clean += len;
+            if self.clean >= u64::from(self.rate()) {
+                return std::mem::take(&mut self.overlapping);
+            }
+        }
+        (0, 0)
     }
 
     /// The sample rate, once caps are set.
@@ -446,7 +468,7 @@ impl SegmentRecorder {
             let state = state.as_mut()?;
             self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
             let overlapped = std::mem::take(&mut state.overlapping);
-            (state.recording.clone(), state.end_stream(), overlapped)
+            (state.recording.clone(), state.end_stream(self), overlapped)
         };
         self.warn_overlap(overlapped);
         self.submit(&recording, batch, &[], Overflow::Wait);
@@ -593,13 +615,13 @@ impl SegmentRecorder {
             if state.timeline.is_none() || !state.record {
                 return;
             }
-            state.apply_call_boundary();
+            state.apply_call_boundary(self);
             let time = self.timeline_time(state, Some(timestamp), None);
             gst::debug!(CAT, imp = self, "Gap of {duration} at {timestamp}");
             if let Some(timeline) = state.timeline.as_mut() {
                 timeline.gap(time, duration.nseconds(), &mut state.pieces);
             }
-            (state.recording.clone(), state.steps())
+            (state.recording.clone(), state.steps(self))
         };
         self.submit(&recording, batch, &[], Overflow::Wait);
     }
@@ -1592,7 +1614,7 @@ impl BaseSinkImpl for SegmentRecorder {
                 }
             }
             state.recording.set_queue_limit(state.queue_limit());
-            (state.recording.clone(), state.steps())
+            (state.recording.clone(), state.steps(self))
         };
         self.submit(&recording, batch, &[], Overflow::Wait);
         Ok(())
@@ -1660,39 +1682,24 @@ impl BaseSinkImpl for SegmentRecorder {
             return Err(gst::FlowError::NotNegotiated);
         }
         if state.record {
-            state.apply_call_boundary();
+            state.apply_call_boundary(self);
             let reference = (state.timestamp_mode == TimestampMode::ReferenceTimestamp)
                 .then(|| reference_utc(buffer))
                 .flatten();
             let time = self.timeline_time(state, buffer.pts(), reference);
             let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+            let mut dropped = 0;
             if let Some(timeline) = state.timeline.as_mut() {
+                let before = timeline.totals().dropped;
                 let placed = timeline.push(time, map.len() / 2, discont, &mut state.pieces);
+                dropped = timeline.totals().dropped - before;
                 self.log_placement(buffer, time, placed, &state.pieces);
             }
-            let dropped = state
-                .pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Dropped(n) => *n,
-                    _ => 0,
-                })
-                .sum::<u64>();
-            if dropped > 0 {
-                let rate = u64::from(state.rate().max(1));
-                state.overlapping.0 += dropped;
-                state.overlapping.1 += dropped * 1_000_000_000 / rate;
-                state.clean = 0;
-            } else if state.overlapping.0 > 0 {
-                state.clean += (map.len() / 2) as u64;
-                if state.clean >= u64::from(state.rate()) {
-                    overlapped = std::mem::take(&mut state.overlapping);
-                }
-            }
-            state.make_steps();
+            overlapped = state.count_overlap(dropped, (map.len() / 2) as u64);
+            state.make_steps(self);
         } else if state.timeline.as_ref().is_some_and(Timeline::is_anchored) {
             gst::debug!(CAT, imp = self, "Recording paused");
-            state.steps = state.end_stream();
+            state.steps = state.end_stream(self);
         }
         let overflow = state.overflow(live);
         if overflow == Overflow::Wait {
