@@ -20,7 +20,11 @@ pub mod timeline;
 pub mod uploader;
 pub mod writer;
 
-pub use segmentrecorder::{CALL_EVENT, call_event};
+pub use segmentrecorder::{
+    CALL_EVENT, SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED, call_event,
+};
+#[cfg(feature = "s3")]
+pub use segmentrecorder::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     segmentrecorder::register(plugin)

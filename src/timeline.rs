@@ -68,6 +68,27 @@ pub fn time_of(n: u64, rate: u32) -> u64 {
     u64::try_from(t).unwrap_or(u64::MAX)
 }
 
+/// Bytes of one sample of the streams recorded (S16LE mono).
+pub const BYTES_PER_SAMPLE: usize = 2;
+
+/// The samples in `bytes` of a buffer.
+pub fn samples_in(bytes: usize) -> usize {
+    bytes / BYTES_PER_SAMPLE
+}
+
+/// The bytes that `duration_ns` of audio at `rate` takes, rounded down to a whole sample.
+pub fn bytes_for(duration_ns: u64, rate: u32) -> usize {
+    let samples = u128::from(duration_ns) * u128::from(rate) / u128::from(NS_PER_SEC);
+    usize::try_from(samples * BYTES_PER_SAMPLE as u128).unwrap_or(usize::MAX)
+}
+
+/// Time `t` of one clock on another, given that time `anchor` of the first is `other` on the
+/// second: `other + (t - anchor)`, if that is not negative.
+pub fn shift(other: u64, anchor: u64, t: u64) -> Option<u64> {
+    let shifted = i128::from(other) + i128::from(t) - i128::from(anchor);
+    u64::try_from(shifted).ok()
+}
+
 /// One bucket of the timeline: `[index·D, (index+1)·D)`, as grid samples `first..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bucket {
@@ -656,6 +677,22 @@ impl Timeline {
     fn silence(&mut self, n: u64, out: &mut Vec<Piece>) {
         self.totals.silence += n;
         out.push(Piece::Silence(n));
+    }
+}
+
+#[cfg(test)]
+mod arithmetic_tests {
+    use super::*;
+
+    #[test]
+    fn bytes_samples_and_shifts() {
+        assert_eq!(samples_in(321), 160);
+        assert_eq!(bytes_for(NS_PER_SEC, 16_000), 32_000);
+        assert_eq!(bytes_for(30 * NS_PER_SEC, 384_000), 23_040_000);
+        assert_eq!(bytes_for(1, 8_000), 0);
+        assert_eq!(shift(5, 10, 12), Some(7));
+        assert_eq!(shift(5, 10, 4), None);
+        assert_eq!(shift(u64::MAX, 0, 0), Some(u64::MAX));
     }
 }
 

@@ -8,6 +8,14 @@
 //! flushed drops the events it holds but sends the sticky ones again, so no branch misses a
 //! call it is in (the plain custom downstream event is taken too).
 
+use std::sync::Arc;
+
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::imp::{SegmentRecorder, lock};
+use super::settings::Settings;
+
 /// Name of the structure of a call boundary event.
 pub const CALL_EVENT: &str = "segmentrecorder-call";
 
@@ -42,6 +50,59 @@ pub(super) fn parse(s: &gst::StructureRef) -> Result<CallChange, String> {
         trace_id,
         station_key: field("station-key")?,
     })
+}
+
+impl SegmentRecorder {
+    /// Files what follows under the identity of `settings` from the next buffer on (a call
+    /// boundary), or says why they cannot name a directory.
+    pub(super) fn change_identity(&self, settings: &Settings) -> Result<(), String> {
+        let identity = settings.identity()?;
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.next_identity = (identity != *state.identity).then(|| Arc::new(identity));
+        }
+        Ok(())
+    }
+
+    /// Applies a call boundary event where it is in the stream: the properties it names change
+    /// as if set, and the buffers after it are filed under the new call.
+    pub(super) fn call_boundary(&self, s: &gst::StructureRef) {
+        let applied = parse(s).and_then(|change| {
+            let mut settings = lock(&self.settings);
+            let mut changed = settings.clone();
+            changed.trace_id = Some(change.trace_id);
+            if change.station_key.is_some() {
+                changed.station_key = change.station_key;
+            }
+            changed.identity()?;
+            let notify = [
+                ("trace-id", changed.trace_id != settings.trace_id),
+                ("station-key", changed.station_key != settings.station_key),
+            ];
+            *settings = changed.clone();
+            drop(settings);
+            self.change_identity(&changed)?;
+            Ok(notify)
+        });
+        match applied {
+            Ok(notify) => {
+                for (name, changed) in notify {
+                    if changed {
+                        self.obj().notify(name);
+                    }
+                }
+            }
+            Err(reason) => gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Ignored a {} event: {}; recording goes on under the current call",
+                    CALL_EVENT,
+                    reason
+                ),
+                ["{:?}", s]
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

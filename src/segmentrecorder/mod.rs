@@ -4,12 +4,18 @@ use gst::glib;
 use gst::prelude::*;
 
 mod call;
+mod clock;
 mod imp;
+mod messages;
+mod settings;
+mod stream;
 #[cfg(feature = "s3")]
 mod upload;
-mod wallclock;
 
 pub use call::{CALL_EVENT, call_event};
+pub use messages::{SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED};
+#[cfg(feature = "s3")]
+pub use upload::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 
 /// Where in a processing stage a recorder listens.
 #[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]

@@ -1,14 +1,19 @@
-//! The element's side of uploads (the `s3` feature): the `upload-*` properties and the
-//! configuration they make.
+//! The element's side of uploads (the `s3` feature): the `upload-*` properties, the
+//! configuration they make, handing published segments to the uploader and telling what became
+//! of them.
 
+use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use gst::glib;
 use gst::prelude::*;
+use gst::subclass::prelude::*;
 
+use super::imp::{CAT, SegmentRecorder, lock};
+use super::settings::Settings;
 use crate::uploader::{
     Credentials, Destination, Failure, MAX_WORKERS, Outcome, UploadConfig, UploadReport,
-    UploadStats,
+    UploadStats, Uploads,
 };
 
 const DEFAULT_REGION: &str = "us-east-1";
@@ -21,6 +26,105 @@ pub const SEGMENT_UPLOADED: &str = "segmentrecorder-segment-uploaded";
 pub const UPLOAD_DONE: &str = "upload-done";
 /// Name of the structure the `upload-done` signal carries.
 pub const UPLOAD_DONE_STRUCTURE: &str = "segmentrecorder-upload-done";
+
+impl SegmentRecorder {
+    /// Hands a published segment to the uploader, if uploads are configured.
+    pub(super) fn upload(&self, location: &Path) {
+        let uploads = lock(&self.uploads).clone();
+        if let Some((uploads, base)) = uploads
+            && let Some(relative) = location.strip_prefix(&base).ok().and_then(Path::to_str)
+        {
+            uploads.enqueue(location.to_owned(), relative);
+        }
+    }
+
+    /// Sets up uploads if `upload-location` is set, and asks for a scan of the whole base
+    /// directory for segments never confirmed uploaded (in the background: the start does not
+    /// wait for it). What the scan finds is reported by this recorder, whatever call it is of.
+    pub(super) fn start_uploads(
+        &self,
+        settings: &Settings,
+        base_dir: &Path,
+    ) -> Result<(), gst::ErrorMessage> {
+        let config = settings
+            .upload
+            .config()
+            .map_err(|reason| gst::error_msg!(gst::ResourceError::Settings, ("{}", reason)))?;
+        let uploads = match config {
+            Some(config) => {
+                let weak = self.obj().downgrade();
+                let uploads = Uploads::new(config, move |report| {
+                    if let Some(obj) = weak.upgrade() {
+                        obj.imp().upload_report(report);
+                    }
+                })
+                .map_err(|e| {
+                    gst::error_msg!(
+                        gst::CoreError::Thread,
+                        ("Cannot start the upload threads: {}", e)
+                    )
+                })?;
+                uploads.scan_backlog(base_dir.to_owned());
+                Some((Arc::new(uploads), base_dir.to_owned()))
+            }
+            None => None,
+        };
+        *lock(&self.uploads) = uploads;
+        Ok(())
+    }
+
+    /// The uploads of the current (or last) recording, if it uploads.
+    pub(super) fn uploads(&self) -> Option<Arc<Uploads>> {
+        lock(&self.uploads).as_ref().map(|(u, _)| u.clone())
+    }
+
+    /// With `upload-wait-eos`, waits until this recorder's uploads are done or gave up, or
+    /// `unlock()` ends the wait (a flush, a state change down).
+    pub(super) fn wait_for_uploads(&self) {
+        if !lock(&self.settings).upload.wait_eos {
+            return;
+        }
+        if let Some(uploads) = self.uploads() {
+            gst::debug!(CAT, imp = self, "Waiting for uploads before EOS");
+            if !uploads.wait_own() {
+                gst::debug!(CAT, imp = self, "Unlocked while waiting for uploads");
+            }
+        }
+    }
+
+    /// Called on an uploader thread for each upload done or given up, in any state: posts
+    /// what there is to post, then emits `upload-done`.
+    fn upload_report(&self, report: UploadReport) {
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Upload of {} as {}: {} after {} attempts",
+            report.location.display(),
+            report.key,
+            report.outcome.name(),
+            report.attempts
+        );
+        if let Outcome::Uploaded { .. } = report.outcome {
+            self.post(uploaded_structure(&report));
+        }
+        match warning(&report) {
+            Some((text, true)) => {
+                gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", text));
+            }
+            Some((text, false)) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("{}", text),
+                    ["Bucket {}, key {}", report.bucket, report.key]
+                );
+            }
+            None => (),
+        }
+        self.obj()
+            .emit_by_name::<()>(UPLOAD_DONE, &[&outcome_structure(&report)]);
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct UploadSettings {
