@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             gst::MessageView::Element(e) => {
                 if let Some(s) = e
                     .structure()
-                    .filter(|s| s.name() == "segmentrecorder-segment-written")
+                    .filter(|s| s.name() == gstsegmentrecorder::SEGMENT_WRITTEN)
                 {
                     println!(
                         "{:<4} {} ({} samples at {} Hz, {} of them silence)",

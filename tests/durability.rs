@@ -168,7 +168,7 @@ fn leftovers_of_a_dead_process_are_recovered_when_recording_starts() {
     assert!(h.push_event(gst::event::Eos::new()));
 
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    let recovered = element_messages(&messages, gstsegmentrecorder::SEGMENT_RECOVERED);
     assert_eq!(recovered.len(), 1);
     let location = tap.join("segment_5000.wav");
     assert_eq!(
@@ -237,7 +237,7 @@ fn start_recorder_on(base: &Path, trace: &str) -> Vec<gst::Structure> {
     assert!(h.push_event(gst::event::Eos::new()));
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
     assert!(warning_texts(&messages).is_empty());
-    element_messages(&messages, "segmentrecorder-segment-recovered")
+    element_messages(&messages, gstsegmentrecorder::SEGMENT_RECOVERED)
 }
 
 /// The files in `tap` other than bucket 60,000's.
@@ -419,6 +419,18 @@ fn a_full_disk_warns_counts_and_recording_resumes_when_space_returns() {
         "{texts:?}"
     );
     assert!(texts.iter().any(|t| t.contains("Gave up")), "{texts:?}");
+    // A full disk is told as such, in its own error domain.
+    for m in &messages {
+        if let gst::MessageView::Warning(w) = m.view()
+            && w.error().to_string().contains("No space left on device")
+        {
+            assert!(
+                w.error().matches(gst::ResourceError::NoSpaceLeft),
+                "{:?}",
+                w.error()
+            );
+        }
+    }
 
     // Space returns: later segments are written again.
     std::fs::remove_file(&filler).unwrap();
@@ -789,7 +801,35 @@ fn wall_clock_messages_give_the_utc_of_the_bucket() {
             .unwrap();
         let utc_ms = utc.to_unix() as u64 * 1_000 + u64::from(utc.microsecond() as u32) / 1_000;
         assert_eq!(utc_ms, bucket_ms);
+        assert_eq!(m.get::<u64>("utc-ns").unwrap(), bucket_ms * 1_000_000);
     }
+}
+
+#[test]
+fn utc_ns_keeps_what_the_date_time_rounds_away() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call", "stt", "PRE");
+    element.set_property_from_str("timestamp-mode", "wall-clock");
+    // Buckets start at multiples of 100 ms and 1 ns: most not on a whole microsecond.
+    let duration = 100_000_001u64;
+    element.set_property("segment-duration", duration);
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    push_signal(&mut h, ms(0), 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages = written_messages(&bus);
+    assert!(messages.len() >= 10);
+    let mut fractions = 0;
+    for m in messages {
+        let utc_ns: u64 = m.get("utc-ns").unwrap();
+        assert_eq!(utc_ns % duration, 0, "{m}");
+        assert_eq!(utc_ns / 1_000_000, m.get::<u64>("bucket-ts-ms").unwrap());
+        let utc = m.get::<gst::DateTime>("utc").unwrap();
+        let utc = utc.to_g_date_time().unwrap();
+        assert_eq!(utc.to_unix() as u64, utc_ns / 1_000_000_000);
+        fractions += usize::from(utc_ns % 1_000 != 0);
+    }
+    assert!(fractions > 0);
 }
 
 #[test]
@@ -805,6 +845,8 @@ fn running_time_mode_messages_give_the_running_time() {
         m[0].get::<gst::ClockTime>("running-time").unwrap(),
         ms(5_000)
     );
+    // UTC is told as a date and in nanoseconds, or not at all.
+    assert_eq!(m[0].has_field("utc"), m[0].has_field("utc-ns"), "{}", m[0]);
     assert!(m[0].get::<f64>("peak-dbfs").unwrap() > -60.0);
 }
 
@@ -859,7 +901,7 @@ fn silence_is_warned_about_once_and_its_end_is_told() {
     let warnings = warning_texts(&messages);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("silent"), "{warnings:?}");
-    let returned = element_messages(&messages, "segmentrecorder-sound-returned");
+    let returned = element_messages(&messages, gstsegmentrecorder::SOUND_RETURNED);
     assert_eq!(returned.len(), 1);
     assert_eq!(returned[0].get::<u64>("silent-segments").unwrap(), 4);
     assert!(

@@ -225,10 +225,11 @@ fn two_recorders_fed_the_same_buffers_write_the_same_files() {
 }
 
 /// Starts `element` alone and returns the error message text, checking that nothing was
-/// written under `dir`.
+/// written under `dir` and that the error is of an unusable setting.
 fn start_error(element: &gst::Element, dir: &Path) -> String {
     let error = start_failure(element);
     assert!(files_under(dir).is_empty(), "{:?}", files_under(dir));
+    assert!(error.matches(gst::ResourceError::Settings), "{error:?}");
     error.to_string()
 }
 
@@ -337,7 +338,7 @@ fn ids_of_any_length_are_recorded_rebuilt_and_recovered() {
     let (mut h, bus) = harness(&element, CAPS_16K);
     assert!(h.push_event(gst::event::Eos::new()));
     let messages = messages_of(&bus, gst::MessageType::Element);
-    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    let recovered = element_messages(&messages, gstsegmentrecorder::SEGMENT_RECOVERED);
     assert_eq!(recovered.len(), 1, "{messages:?}");
     let location = tap.join("segment_20000.wav");
     assert_eq!(
@@ -376,7 +377,9 @@ fn an_unusable_base_dir_fails_with_the_os_error() {
     std::fs::write(&file, b"x").unwrap();
     let base = file.join("rec");
     let element = recorder(&base, "call", "stt", "PRE");
-    let text = start_error(&element, dir.path().join("unused").as_path());
+    let error = start_failure(&element);
+    assert!(error.matches(gst::ResourceError::OpenWrite), "{error:?}");
+    let text = error.to_string();
     assert!(text.contains(base.to_str().unwrap()), "{text}");
     assert!(text.contains("Not a directory"), "{text}");
     assert_eq!(files_under(dir.path()), [file]);

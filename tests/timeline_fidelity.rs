@@ -158,7 +158,7 @@ fn an_overlap_beyond_the_threshold_is_dropped_and_counted() {
         _ => None,
     });
     let messages = all_messages(&bus);
-    let m = element_messages(&messages, "segmentrecorder-segment-written");
+    let m = element_messages(&messages, gstsegmentrecorder::SEGMENT_WRITTEN);
     assert_eq!(total(&m, "dropped-samples"), 3_200);
     // Input samples = data written + dropped.
     assert_eq!(total(&m, "data-samples") + 3_200, 24_000);
@@ -208,7 +208,7 @@ fn after_a_resync_back_the_stream_is_at_its_timestamps() {
         _ => None,
     });
     let messages = all_messages(&bus);
-    let m = element_messages(&messages, "segmentrecorder-segment-written");
+    let m = element_messages(&messages, gstsegmentrecorder::SEGMENT_WRITTEN);
     assert_eq!(total(&m, "dropped-samples"), 3_200);
     assert_eq!(warning_texts(&messages).len(), 1);
 }
@@ -238,7 +238,7 @@ fn a_stray_timestamp_loses_at_most_its_own_buffer() {
             .count();
         assert_eq!(misplaced, 0, "{late_ms} ms late, flagged {flagged}");
         let messages = all_messages(&bus);
-        let m = element_messages(&messages, "segmentrecorder-segment-written");
+        let m = element_messages(&messages, gstsegmentrecorder::SEGMENT_WRITTEN);
         assert_eq!(total(&m, "dropped-samples"), 0);
         assert!(warning_texts(&messages).is_empty());
     }
@@ -473,6 +473,7 @@ fn an_unusable_id_while_playing_is_refused_with_a_warning() {
         "{}",
         w.error()
     );
+    assert!(w.error().matches(gst::ResourceError::Settings));
     let r = tap(dir.path(), "call-1", "PRE");
     assert_samples(&r.samples, |i| (i < 32_000).then_some(i as u64));
 }

@@ -254,7 +254,7 @@ fn segments_are_uploaded_and_removed_only_after_confirmation() {
     assert!(h.push_event(gst::event::Eos::new()));
 
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    let uploaded = element_messages(&messages, "segmentrecorder-segment-uploaded");
+    let uploaded = element_messages(&messages, gstsegmentrecorder::SEGMENT_UPLOADED);
     assert_eq!(uploaded.len(), 3);
     for (k, bucket_ms) in [0u64, 5_000, 10_000].into_iter().enumerate() {
         let key = format!("t1/1970-01-01/call-up/stt/PRE/segment_{bucket_ms}.wav");
@@ -420,7 +420,7 @@ fn a_backlog_left_by_a_killed_process_is_uploaded_at_the_next_start() {
     assert!(!samples_of_wav(&recovered).is_empty());
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
     assert_eq!(
-        element_messages(&messages, "segmentrecorder-segment-uploaded").len(),
+        element_messages(&messages, gstsegmentrecorder::SEGMENT_UPLOADED).len(),
         2
     );
     assert!(segments(&base).is_empty());
@@ -575,7 +575,7 @@ fn record_and_upload(
         warning_texts(&messages)
     );
     element.set_state(gst::State::Null).unwrap();
-    element_messages(&messages, "segmentrecorder-segment-uploaded")
+    element_messages(&messages, gstsegmentrecorder::SEGMENT_UPLOADED)
         .iter()
         .map(|m| m.get::<String>("key").unwrap())
         .collect()
@@ -642,7 +642,7 @@ fn a_crash_then_a_restart_in_the_same_bucket_keeps_both_recordings() {
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(stat(&element, "uploads-done"), 2);
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    let recovered = element_messages(&messages, "segmentrecorder-segment-recovered");
+    let recovered = element_messages(&messages, gstsegmentrecorder::SEGMENT_RECOVERED);
     assert_eq!(recovered.len(), 1);
     let recovered_samples = recovered[0].get::<u64>("samples").unwrap();
 
@@ -793,7 +793,7 @@ fn every_outcome_is_told_after_the_pipeline_stopped() {
         .unwrap()
         .iter()
         .map(|s| {
-            assert_eq!(s.name(), "segmentrecorder-upload-done");
+            assert_eq!(s.name(), gstsegmentrecorder::UPLOAD_DONE_STRUCTURE);
             assert_eq!(s.get::<&str>("outcome").unwrap(), "uploaded", "{s}");
             assert_eq!(s.get::<&str>("bucket").unwrap(), BUCKET);
             assert_eq!(s.get::<u64>("size").unwrap(), 44 + 160_000);
@@ -917,7 +917,7 @@ fn the_backlog_of_the_whole_base_directory_drains_at_another_calls_start() {
     }
     assert!(segments(&base).is_empty());
     let messages: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
-    let mut told: Vec<String> = element_messages(&messages, "segmentrecorder-segment-uploaded")
+    let mut told: Vec<String> = element_messages(&messages, gstsegmentrecorder::SEGMENT_UPLOADED)
         .iter()
         .map(|m| m.get::<String>("location").unwrap())
         .collect();

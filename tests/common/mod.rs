@@ -141,7 +141,7 @@ pub fn written_messages(bus: &gst::Bus) -> Vec<gst::Structure> {
         .filter_map(|m| match m.view() {
             gst::MessageView::Element(e) => e
                 .structure()
-                .filter(|s| s.name() == "segmentrecorder-segment-written")
+                .filter(|s| s.name() == gstsegmentrecorder::SEGMENT_WRITTEN)
                 .map(|s| s.to_owned()),
             _ => None,
         })
