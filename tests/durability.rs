@@ -820,6 +820,7 @@ fn utc_ns_keeps_what_the_date_time_rounds_away() {
     let messages = written_messages(&bus);
     assert!(messages.len() >= 10);
     let mut fractions = 0;
+    let mut times = Vec::new();
     for m in messages {
         let utc_ns: u64 = m.get("utc-ns").unwrap();
         assert_eq!(utc_ns % duration, 0, "{m}");
@@ -828,8 +829,17 @@ fn utc_ns_keeps_what_the_date_time_rounds_away() {
         let utc = utc.to_g_date_time().unwrap();
         assert_eq!(utc.to_unix() as u64, utc_ns / 1_000_000_000);
         fractions += usize::from(utc_ns % 1_000 != 0);
+        // Always there for a C application to read, GST_CLOCK_TIME_NONE when not known: the
+        // first bucket starts before running time 0.
+        let rt = m.get::<Option<gst::ClockTime>>("running-time").unwrap();
+        times.push((utc_ns, rt.map(gst::ClockTime::nseconds)));
     }
     assert!(fractions > 0);
+    assert_eq!(times[0].1, None, "{times:?}");
+    let (utc1, rt1) = (times[1].0, times[1].1.unwrap());
+    for &(utc, rt) in &times[1..] {
+        assert_eq!(rt, Some(rt1 + (utc - utc1)), "{times:?}");
+    }
 }
 
 #[test]
