@@ -529,3 +529,34 @@ fn an_id_that_is_not_utf8_is_refused_without_taking_the_process_down() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn every_property_has_a_short_blurb_and_the_element_a_file_sink_klass() {
+    init();
+    let factory = gst::ElementFactory::find("segmentrecorder").unwrap();
+    assert_eq!(
+        factory.metadata(gst::ELEMENT_METADATA_KLASS),
+        Some("Sink/File/Audio")
+    );
+    let author = factory.metadata(gst::ELEMENT_METADATA_AUTHOR).unwrap();
+    assert!(author.contains('<') && author.ends_with('>'), "{author}");
+    let element = factory.create().build().unwrap();
+    for pspec in element.list_properties() {
+        if pspec.owner_type() != element.type_() {
+            continue;
+        }
+        let blurb = pspec.blurb().unwrap_or_default();
+        // One sentence: no full stop followed by another sentence.
+        let sentences = blurb
+            .split(". ")
+            .skip(1)
+            .filter(|rest| rest.starts_with(char::is_uppercase))
+            .count();
+        assert!(
+            (20..=100).contains(&blurb.len()) && sentences == 0,
+            "{}: {blurb:?} ({} characters)",
+            pspec.name(),
+            blurb.len()
+        );
+    }
+}

@@ -232,7 +232,7 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
             time(
                 "alignment-threshold",
                 "Alignment threshold",
-                "Timestamp jitter in nanoseconds a buffer may have and still follow on; raise it for coarse timestamps",
+                "Timestamp jitter in nanoseconds that still counts as continuous; raise it for coarse timestamps",
                 DEFAULT_ALIGNMENT_THRESHOLD,
             )
             .maximum(MAX_DISCONT_WAIT.nseconds())

@@ -171,14 +171,12 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
             string(
                 "upload-location",
                 "Upload location",
-                "s3://bucket/prefix to upload each finished segment to, under the same \
-                 YYYY-MM-DD/<trace-id>/<station-key>/<TAP>/segment_<ms>.wav key (unset: no upload)",
+                "s3://bucket/prefix to upload each finished segment to (unset: no upload)",
             ),
             string(
                 "upload-endpoint",
                 "Upload endpoint",
-                "URL of an S3-compatible service (SeaweedFS, MinIO, Ceph, Garage, Oracle), \
-                 addressed path-style, e.g. http://127.0.0.1:8333 (unset: AWS S3 of upload-region)",
+                "URL of an S3-compatible service, e.g. http://127.0.0.1:8333 (unset: AWS S3)",
             ),
             glib::ParamSpecString::builder("upload-region")
                 .nick("Upload region")
@@ -199,12 +197,11 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
             string(
                 "upload-session-token",
                 "Upload session token",
-                "Session token of temporary credentials (unset: AWS_SESSION_TOKEN from the \
-                 environment, if any)",
+                "Session token of temporary credentials (unset: AWS_SESSION_TOKEN, if set)",
             ),
             glib::ParamSpecUInt::builder("upload-workers")
                 .nick("Upload workers")
-                .blurb("Upload threads the process should have (shared by all recorders)")
+                .blurb("Upload threads of the process, shared by all recorders")
                 .minimum(1)
                 .maximum(MAX_WORKERS as u32)
                 .default_value(DEFAULT_WORKERS)
@@ -213,8 +210,7 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
             glib::ParamSpecUInt::builder("upload-retries")
                 .nick("Upload retries")
                 .blurb(
-                    "Times a failed upload (server down, timeout, 5xx, throttling) is tried again \
-                     with backoff before the file is left on disk for the next start",
+                    "Times a failed upload is retried before the file is left for the next start",
                 )
                 .maximum(100)
                 .default_value(DEFAULT_RETRIES)
@@ -222,20 +218,13 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoolean::builder("upload-keep-local")
                 .nick("Keep local files")
-                .blurb(
-                    "Keep each local file after its upload was confirmed (default: delete it; \
-                     its .uploaded mark stays, so that the name is not reused)",
-                )
+                .blurb("Keep each local file once its upload is confirmed (default: delete it)")
                 .default_value(false)
                 .mutable_ready()
                 .build(),
             glib::ParamSpecBoolean::builder("upload-wait-eos")
                 .nick("Wait for uploads on EOS")
-                .blurb(
-                    "EOS reaches the bus only once every segment of this recorder was uploaded \
-                     or gave up, or a flush or a state change down ends the wait (default: EOS \
-                     does not wait; segment-uploaded messages and the upload-done signal tell)",
-                )
+                .blurb("Hold EOS until this recorder's uploads are done or gave up")
                 .default_value(false)
                 .mutable_ready()
                 .build(),
