@@ -13,9 +13,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::layout::{Identity, identity_dir, parse_segment_file_name};
 use crate::timeline::{Grid, NS_PER_SEC};
-use crate::writer::Identity;
-use crate::writer::layout::{identity_dir, parse_segment_file_name};
 
 /// A tap's audio, from the start of its first bucket to the end of its last.
 #[derive(Debug, Clone, PartialEq, Eq)]

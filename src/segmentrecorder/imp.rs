@@ -15,11 +15,12 @@ use gst_base::subclass::prelude::*;
 use super::call::{self, CALL_EVENT};
 use super::wallclock::WallClock;
 use super::{OverflowPolicy, Tap, TimestampMode};
+use crate::layout::Identity;
 use crate::lock_order::{Guard, Level, OrderedMutex};
 use crate::timeline::{Alignment, Grid, Piece, Placement, Timeline, Totals};
 use crate::writer::{
-    self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    Submitted, WaitEnd, WriterStats, size,
+    self, Config, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step, Submitted,
+    WaitEnd, WriterStats, size,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -100,7 +101,7 @@ impl Settings {
         Identity::new(
             self.trace_id.as_deref().unwrap_or_default(),
             self.station_key.as_deref().unwrap_or_default(),
-            self.tap.dir_name(),
+            self.tap,
         )
         .map_err(|(name, e)| format!("Property '{name}' cannot name a directory: {e}"))
     }

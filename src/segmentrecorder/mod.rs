@@ -9,31 +9,8 @@ mod imp;
 mod upload;
 mod wallclock;
 
+pub use crate::layout::Tap;
 pub use call::{CALL_EVENT, call_event};
-
-/// Where in a processing stage a recorder listens.
-#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstSegmentRecorderTap")]
-pub enum Tap {
-    /// Before the stage: what went in.
-    #[default]
-    #[enum_value(name = "PRE", nick = "pre")]
-    Pre = 0,
-    /// After the stage: what came out.
-    #[enum_value(name = "POST", nick = "post")]
-    Post = 1,
-}
-
-impl Tap {
-    /// The name of the tap's directory.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            Tap::Pre => "PRE",
-            Tap::Post => "POST",
-        }
-    }
-}
 
 /// The timeline that buckets and file names are measured on.
 #[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]

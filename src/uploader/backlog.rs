@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use super::marks::mark_of;
 use super::{Inner, Kind, UPLOADERS, register};
+use crate::layout::parse_segment_file_name;
 use crate::lock_order::{Level, OrderedMutex};
-use crate::writer::layout::parse_segment_file_name;
 
 /// Files of one scan being uploaded at once.
 const JOBS_AT_ONCE: usize = 2;

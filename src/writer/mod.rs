@@ -29,7 +29,6 @@
 //! taken.
 
 mod files;
-pub mod layout;
 pub mod levels;
 pub mod recover;
 pub mod size;
@@ -44,10 +43,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::layout::Identity;
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
 use files::Files;
-pub use layout::Identity;
 pub use levels::Measured;
 pub use recover::Recovered;
 

@@ -19,9 +19,8 @@ use std::io::{self, BufReader, Seek};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::Identity;
 use super::files::{io_error, publish};
-use super::layout::{identity_dir, is_new_file_name, parse_segment_file_name};
+use crate::layout::{Identity, identity_dir, is_new_file_name, parse_segment_file_name};
 
 /// A `.part` file made whole again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +53,7 @@ pub fn identity_dirs(base: &Path, identity: &Identity) -> Vec<PathBuf> {
 }
 
 /// Recovers every `.part` file directly in `dir`, and removes the files dead writers were
-/// making `.part`s under (see [`new_file_name`](super::layout::new_file_name)): they hold at
+/// making `.part`s under (see [`new_file_name`](crate::layout::new_file_name)): they hold at
 /// most a header, or are a second link of a `.part` or a segment.
 pub fn recover_dir(dir: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, io::Error)>> {
     let Ok(entries) = fs::read_dir(dir) else {

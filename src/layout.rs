@@ -1,9 +1,12 @@
-//! Where a segment lives on disk.
+//! Where a segment lives on disk, for everything that writes, finds or names one: the writer,
+//! recovery, the uploader (whose keys repeat the path below the base directory), the element and
+//! the offline tools.
 //!
-//! `<base>/YYYY-MM-DD/<trace>/<station>/<TAP>/segment_<bucket_ms>.wav`, the date being the UTC
-//! date of the bucket's start, and `<trace>` and `<station>` the escaped identifiers.
-//!
-//! # Escaping
+//! `<base>/YYYY-MM-DD/<trace_id>/<station_key>/<PRE|POST>/segment_<bucket_ts_ms>.wav`: the date
+//! is the UTC date of the bucket's start, `<trace_id>` and `<station_key>` are the escaped
+//! identifiers, `PRE` or `POST` the [`Tap`], and a bucket's further files are
+//! `segment_<bucket_ts_ms>-<n>.wav`. Beside a segment lie its `.part` while it is written and its
+//! `.uploaded` mark once it is uploaded.
 //!
 //! Identifiers come from outside (call ids, SIP URIs, user input), so each is turned into exactly
 //! one safe path component: ASCII letters, digits and `- _ . @ + =` stay as they are, every other
@@ -32,17 +35,63 @@ const DIGEST_SEPARATOR: char = '~';
 /// Hex digits of the identifier's SHA-256 that end a long identifier's name (128 bits).
 const DIGEST_HEX_LEN: usize = 32;
 
+/// Where in a processing stage a recorder listens. `gst-inspect-1.0` lists it by its nick, the
+/// name `gst-launch-1.0` takes, which is also its directory's name and what messages say.
+#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegmentRecorderTap")]
+pub enum Tap {
+    /// Before the stage: what went in.
+    #[default]
+    #[enum_value(name = "Before the stage: what went in", nick = "PRE")]
+    Pre = 0,
+    /// After the stage: what came out.
+    #[enum_value(name = "After the stage: what came out", nick = "POST")]
+    Post = 1,
+}
+
+impl Tap {
+    /// The tap's name, `PRE` or `POST`: its nick, and its directory's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tap::Pre => "PRE",
+            Tap::Post => "POST",
+        }
+    }
+}
+
+impl fmt::Display for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for Tap {
+    type Error = IdentifierError;
+
+    /// The tap named `name`, exactly `PRE` or `POST`.
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        [Tap::Pre, Tap::Post]
+            .into_iter()
+            .find(|tap| tap.as_str() == name)
+            .ok_or(IdentifierError::UnknownTap)
+    }
+}
+
 /// Why an identifier cannot name a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentifierError {
     /// The identifier is empty.
     Empty,
+    /// The tap is neither `PRE` nor `POST`.
+    UnknownTap,
 }
 
 impl fmt::Display for IdentifierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdentifierError::Empty => f.write_str("it is empty"),
+            IdentifierError::UnknownTap => f.write_str("it is neither PRE nor POST"),
         }
     }
 }
@@ -108,26 +157,29 @@ pub fn identifier_component(value: &str) -> Result<String, IdentifierError> {
 pub struct Identity {
     trace_id: String,
     station_key: String,
-    tap: &'static str,
+    tap: Tap,
     trace_dir: String,
     station_dir: String,
 }
 
 impl Identity {
-    /// Checks the identifiers and names their directories. `tap` is the tap directory's name (`PRE`, `POST`).
+    /// Checks the identifiers and names their directories. `tap` is a [`Tap`] or its name
+    /// (`"PRE"`, `"POST"`).
     ///
-    /// On error, says which of the two identifiers is unusable.
+    /// On error, says which of the identifiers (`trace-id`, `station-key`, `tap`) is unusable.
     pub fn new(
         trace_id: &str,
         station_key: &str,
-        tap: &'static str,
+        tap: impl TryInto<Tap>,
     ) -> Result<Self, (&'static str, IdentifierError)> {
         Ok(Identity {
             trace_dir: identifier_component(trace_id).map_err(|e| ("trace-id", e))?,
             station_dir: identifier_component(station_key).map_err(|e| ("station-key", e))?,
+            tap: tap
+                .try_into()
+                .map_err(|_| ("tap", IdentifierError::UnknownTap))?,
             trace_id: trace_id.to_owned(),
             station_key: station_key.to_owned(),
-            tap,
         })
     }
 
@@ -141,9 +193,9 @@ impl Identity {
         &self.station_key
     }
 
-    /// The tap's name.
+    /// The tap's name, `PRE` or `POST`, as in paths and messages.
     pub fn tap(&self) -> &'static str {
-        self.tap
+        self.tap.as_str()
     }
 }
 
@@ -173,7 +225,7 @@ pub fn identity_dir(identity: &Identity) -> PathBuf {
     [
         identity.trace_dir.as_str(),
         identity.station_dir.as_str(),
-        identity.tap,
+        identity.tap.as_str(),
     ]
     .iter()
     .collect()
@@ -299,6 +351,8 @@ mod tests {
         assert_eq!(identifier_component(""), Err(IdentifierError::Empty));
         let err = Identity::new("ok", "", "PRE").unwrap_err();
         assert_eq!(err, ("station-key", IdentifierError::Empty));
+        let err = Identity::new("ok", "stt", "pre").unwrap_err();
+        assert_eq!(err, ("tap", IdentifierError::UnknownTap));
     }
 
     /// Checks the name of a long identifier: one component of at most `MAX_COMPONENT_LEN`
@@ -394,6 +448,22 @@ mod tests {
                 prop_assert_eq!(c.matches('~').count(), 1);
             }
         }
+    }
+
+    #[test]
+    fn a_tap_has_one_name_in_gst_inspect_paths_and_messages() {
+        use glib::prelude::*;
+        let class = glib::EnumClass::with_type(Tap::static_type()).unwrap();
+        for tap in [Tap::Pre, Tap::Post] {
+            let value = class.value(tap as i32).unwrap();
+            assert_eq!(value.nick(), tap.as_str());
+            assert_eq!(class.value_by_nick(tap.as_str()), Some(value));
+            assert_eq!(Tap::try_from(tap.as_str()), Ok(tap));
+            let id = Identity::new("c", "s", tap).unwrap();
+            assert_eq!(id.tap(), tap.as_str());
+            assert!(identity_dir(&id).ends_with(tap.as_str()));
+        }
+        assert_eq!(Tap::try_from("post"), Err(IdentifierError::UnknownTap));
     }
 
     #[test]
