@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gstsegmentrecorder::writer::{Config, Identity, Overflow, Recording, SegmentSpec, Step};
+use gstsegmentrecorder::layout::Identity;
+use gstsegmentrecorder::writer::{Config, Overflow, Recording, SegmentSpec, Step};
 
 /// Writes `segments` 5-second 16 kHz segments and returns the time taken.
 fn run(base: PathBuf, fsync: bool, segments: u64) -> Duration {

@@ -5,12 +5,14 @@
 //! aligned, sample-exact WAV segments, with all file IO off the streaming thread.
 //!
 //! Three rooms: [`segmentrecorder`] is the element (properties, caps, events, messages),
-//! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; and
-//! [`rebuild`] joins a tap's segments back into one recording; with the `s3` feature,
-//! `uploader` sends finished segments to object storage.
+//! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; they, the
+//! uploader and the offline tools share one [`layout`] of the files on disk. [`rebuild`] joins a
+//! tap's segments back into one recording; with the `s3` feature, `uploader` sends finished
+//! segments to object storage.
 
 use gst::glib;
 
+pub mod layout;
 mod lock_order;
 mod pool;
 pub mod rebuild;

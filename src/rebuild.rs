@@ -9,13 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::layout::{Found, Identity, SegmentFile, Walk, identity_dir};
 use crate::timeline::{Grid, NS_PER_SEC};
-use crate::writer::Identity;
-use crate::writer::layout::{identity_dir, parse_segment_file_name};
 
 /// A tap's audio, from the start of its first bucket to the end of its last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,40 +87,12 @@ impl fmt::Display for RebuildError {
 
 impl std::error::Error for RebuildError {}
 
-struct Segment {
-    path: PathBuf,
-    bucket_ms: u64,
-    file_index: u32,
-}
-
 /// The segment files of `identity` under `base`, in bucket and file order.
-fn segments(base: &Path, identity: &Identity) -> Result<Vec<Segment>, RebuildError> {
-    let io_err = |p: &Path| {
-        let p = p.to_owned();
-        move |e| RebuildError::Io(p, e)
-    };
+fn segments(base: &Path, identity: &Identity) -> Result<Vec<SegmentFile>, RebuildError> {
     let mut found = Vec::new();
-    for date in fs::read_dir(base).map_err(io_err(base))? {
-        let dir = date
-            .map_err(io_err(base))?
-            .path()
-            .join(identity_dir(identity));
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.map_err(io_err(&dir))?.path();
-            let parsed = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(parse_segment_file_name);
-            if let Some((bucket_ms, file_index)) = parsed {
-                found.push(Segment {
-                    path,
-                    bucket_ms,
-                    file_index,
-                });
-            }
+    for item in Walk::identity(base, identity) {
+        if let Found::Segment(segment) = item.map_err(|(dir, e)| RebuildError::Io(dir, e))? {
+            found.push(segment);
         }
     }
     found.sort_by_key(|s| (s.bucket_ms, s.file_index));
@@ -237,6 +207,7 @@ pub fn write_wav(rebuilt: &Rebuilt, path: &Path) -> Result<(), hound::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn write(path: &Path, rate: u32, samples: &[i16]) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gst::prelude::*;
+use gstsegmentrecorder::layout::Identity;
 use gstsegmentrecorder::rebuild::rebuild;
-use gstsegmentrecorder::writer::Identity;
 use gstsegmentrecorder::{CALL_EVENT, call_event};
 
 fn ms(v: u64) -> gst::ClockTime {

@@ -85,7 +85,7 @@ fn large_buffers_spanning_several_buckets_are_split() {
 fn the_message_names_the_segment() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let element = recorder(dir.path(), "call-7", "translate", "post");
+    let element = recorder(dir.path(), "call-7", "translate", "POST");
     let (mut h, bus) = harness(&element, CAPS_16K);
     push_signal(&mut h, 2 * SEC, 16_000, 320, 16_000);
     assert!(h.push_event(gst::event::Eos::new()));

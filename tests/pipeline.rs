@@ -54,7 +54,7 @@ fn tee_into_pre_and_post_rebuilds_the_reference() {
     // 12.3 s of noise in odd 333-sample buffers, faster than real time.
     let pipeline = tee_pipeline(
         "audiotestsrc wave=white-noise samplesperbuffer=333 num-buffers=591",
-        [&rec("PRE"), &rec("post")],
+        [&rec("PRE"), &rec("POST")],
         &reference,
     );
     let out = launch(&pipeline, &registry);

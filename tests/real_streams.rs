@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use gst::prelude::*;
+use gstsegmentrecorder::layout::Identity;
 use gstsegmentrecorder::rebuild::rebuild;
-use gstsegmentrecorder::writer::Identity;
 
 /// Samples of one RTP packet: 20 ms at 16 kHz.
 const CHUNK: usize = 320;

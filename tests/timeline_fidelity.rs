@@ -8,8 +8,8 @@ use std::path::Path;
 
 use common::*;
 use gst::prelude::*;
+use gstsegmentrecorder::layout::Identity;
 use gstsegmentrecorder::rebuild::{Rebuilt, rebuild};
-use gstsegmentrecorder::writer::Identity;
 
 const MS: u64 = 1_000_000;
 

@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use gstsegmentrecorder::layout::{Identity, Tap};
 use gstsegmentrecorder::rebuild::{rebuild, write_wav};
-use gstsegmentrecorder::writer::Identity;
 
 const USAGE: &str = "usage: segmentrecorder-rebuild BASE_DIR TRACE_ID STATION_KEY PRE|POST \
                      OUTPUT.wav [SEGMENT_DURATION_MS]";
@@ -18,11 +18,8 @@ fn run(args: &[String]) -> Result<String, String> {
     let [base, trace, station, tap, output, rest @ ..] = args else {
         return Err(USAGE.into());
     };
-    let tap = match tap.to_ascii_uppercase().as_str() {
-        "PRE" => "PRE",
-        "POST" => "POST",
-        _ => return Err(format!("the tap is PRE or POST, not '{tap}'\n{USAGE}")),
-    };
+    let tap = Tap::try_from(tap.to_ascii_uppercase().as_str())
+        .map_err(|_| format!("the tap is PRE or POST, not '{tap}'\n{USAGE}"))?;
     let duration_ns = match rest {
         [] => None,
         [ms] => Some(

@@ -12,34 +12,11 @@ mod stream;
 #[cfg(feature = "s3")]
 mod upload;
 
+pub use crate::layout::Tap;
 pub use call::{CALL_EVENT, call_event};
 pub use messages::{SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED};
 #[cfg(feature = "s3")]
 pub use upload::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
-
-/// Where in a processing stage a recorder listens.
-#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstSegmentRecorderTap")]
-pub enum Tap {
-    /// Before the stage: what went in.
-    #[default]
-    #[enum_value(name = "PRE", nick = "pre")]
-    Pre = 0,
-    /// After the stage: what came out.
-    #[enum_value(name = "POST", nick = "post")]
-    Post = 1,
-}
-
-impl Tap {
-    /// The name of the tap's directory.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            Tap::Pre => "PRE",
-            Tap::Post => "POST",
-        }
-    }
-}
 
 /// The timeline that buckets and file names are measured on.
 #[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]

@@ -8,7 +8,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::{OverflowPolicy, Tap, TimestampMode};
-use crate::writer::Identity;
+use crate::layout::Identity;
 
 pub(super) const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
 pub(super) const DEFAULT_SEGMENT_DURATION: gst::ClockTime = gst::ClockTime::from_seconds(5);
@@ -75,7 +75,7 @@ impl Settings {
         Identity::new(
             self.trace_id.as_deref().unwrap_or_default(),
             self.station_key.as_deref().unwrap_or_default(),
-            self.tap.dir_name(),
+            self.tap,
         )
         .map_err(|(name, e)| format!("Property '{name}' cannot name a directory: {e}"))
     }

@@ -10,8 +10,9 @@ use super::TimestampMode;
 use super::clock::{StreamClock, reference_utc};
 use super::imp::{CAT, SegmentRecorder};
 use super::settings::Settings;
+use crate::layout::Identity;
 use crate::timeline::{self, Alignment, Grid, Piece, Placement, Timeline};
-use crate::writer::{Identity, Overflow, Recording, SegmentSpec, Step};
+use crate::writer::{Overflow, Recording, SegmentSpec, Step};
 
 /// Everything between `start()` and `stop()`.
 pub(super) struct State {

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use super::marks::mark_of;
 use super::{Inner, Kind, UPLOADERS, register};
+use crate::layout::{Found, Walk};
 use crate::lock_order::{Level, OrderedMutex};
-use crate::writer::layout::parse_segment_file_name;
 
 /// Files of one scan being uploaded at once.
 const JOBS_AT_ONCE: usize = 2;
@@ -100,40 +100,20 @@ fn walk(id: &Path) {
     else {
         return;
     };
-    let mut found = VecDeque::new();
-    collect(&base, keep_local, &mut found);
+    // Regular files only, in path order: a symbolic link is neither followed nor uploaded.
+    let found = Walk::tree(&base)
+        .filter_map(|found| match found {
+            Ok(Found::Segment(segment)) => Some(segment),
+            _ => None,
+        })
+        .filter(|segment| segment.file_type.is_file())
+        .map(|segment| segment.path)
+        .filter(|path| !(keep_local && mark_of(path).exists()))
+        .collect();
     if let Some(scan) = SCANS.lock().get_mut(id) {
         scan.found = Some(found);
     }
     feed(id);
-}
-
-/// The segments under `dir` to upload, in name order; symbolic links are not followed.
-fn collect(dir: &Path, keep_local: bool, found: &mut VecDeque<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries
-        .filter_map(|e| {
-            let e = e.ok()?;
-            Some((e.path(), e.file_type().ok()?))
-        })
-        .collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (path, kind) in entries {
-        if kind.is_dir() {
-            collect(&path, keep_local, found);
-        } else if kind.is_file()
-            && path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(parse_segment_file_name)
-                .is_some()
-            && !(keep_local && mark_of(&path).exists())
-        {
-            found.push_back(path);
-        }
-    }
 }
 
 /// What [`feed`] does next.

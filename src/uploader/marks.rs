@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::s3::hex;
-use crate::writer::layout::uploaded_mark_name;
+use crate::layout::uploaded_mark_name;
 
 /// The mark that tells a file's upload was confirmed; the writer never gives its name to
 /// another segment.

@@ -41,9 +41,9 @@ pub use rusty_s3::Credentials;
 use s3::md5;
 pub use s3::{Destination, PutError, Stored};
 
+use crate::layout::{parse_segment_file_name, segment_file_name};
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
-use crate::writer::layout::{parse_segment_file_name, segment_file_name};
 use crate::writer::recover::remove_leftover_links;
 
 /// Files a bucket may have in the store: `segment_<ms>.wav` to `segment_<ms>-999.wav`, as on

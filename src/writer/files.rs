@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::layout::{
-    new_file_name, part_file_name, segment_dir, segment_file_name, uploaded_mark_name,
-};
 use super::levels::Levels;
 use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
+use crate::layout::{
+    Walk, new_file_name, part_file_name, segment_dir, segment_file_name, uploaded_mark_name,
+};
 
 /// Samples kept in memory before they are written even if the flush interval has not passed.
 const MAX_PENDING: usize = 32_768;
@@ -277,8 +277,7 @@ impl Files {
                 Current::Idle => Ok(()),
             },
             Command::Recover(identity) => {
-                let dirs = super::recover::identity_dirs(&self.config.base_dir, &identity);
-                for dir in dirs {
+                for dir in Walk::identity(&self.config.base_dir, &identity).dirs() {
                     for result in super::recover::recover_dir(&dir, self.config.fsync) {
                         reports.push(match result {
                             Ok(recovered) => {
@@ -775,7 +774,7 @@ pub(super) fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::Identity;
+    use crate::layout::Identity;
     use std::cell::{Cell, RefCell};
     use std::rc::Rc;
     use std::sync::Arc;

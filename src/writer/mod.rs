@@ -29,27 +29,30 @@
 //! taken.
 
 mod files;
-pub mod layout;
 pub mod levels;
 pub mod recover;
 pub mod size;
+#[cfg(feature = "test-seams")]
+mod stall;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::layout::Identity;
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pool::Pool;
 use files::Files;
-pub use layout::Identity;
 pub use levels::Measured;
 pub use recover::Recovered;
+#[cfg(feature = "test-seams")]
+pub use stall::stall_writer_for_tests;
 
 /// How a recording writes.
 #[derive(Debug, Clone)]
@@ -362,10 +365,6 @@ pub struct Recording {
     inbox: Arc<Inbox>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Recording {
     /// A recording writing as `config` says, with at most `queue_limit` sample bytes waiting,
     /// and telling what became of each segment to `reports`, which is called on a writer
@@ -610,7 +609,8 @@ fn schedule(inbox: Arc<Inbox>) {
 /// Serves `inbox` on a writer thread: carries out its queued commands, delivers their reports,
 /// and has it served again if more came meanwhile, or at its retry time.
 fn serve(inbox: Arc<Inbox>) {
-    STALL.wait_while_stalled();
+    #[cfg(feature = "test-seams")]
+    stall::wait_while_stalled();
     let mut serving = Serving {
         inbox: &inbox,
         done: false,
@@ -742,47 +742,14 @@ impl Drop for Serving<'_> {
     }
 }
 
-/// Holds every writer thread before its next batch, for tests and benchmarks that need a writer
-/// slower than the audio. Costs one atomic load per batch when unused.
-struct Stall {
-    on: AtomicBool,
-    lock: Mutex<()>,
-    released: Condvar,
-}
-
-static STALL: Stall = Stall {
-    on: AtomicBool::new(false),
-    lock: Mutex::new(()),
-    released: Condvar::new(),
-};
-
-impl Stall {
-    fn wait_while_stalled(&self) {
-        if self.on.load(Ordering::Acquire) {
-            let mut guard = lock(&self.lock);
-            while self.on.load(Ordering::Acquire) {
-                guard = self
-                    .released
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-    }
-}
-
-/// Stalls (`true`) or releases (`false`) every writer thread of the process, as a disk that
-/// stops answering would. For tests and benchmarks only.
-#[doc(hidden)]
-pub fn stall_writer_for_tests(on: bool) {
-    let _guard = lock(&STALL.lock);
-    STALL.on.store(on, Ordering::Release);
-    STALL.released.notify_all();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
+    use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
     fn identity() -> Arc<Identity> {
         Arc::new(Identity::new("call", "stt", "PRE").unwrap())

@@ -19,9 +19,8 @@ use std::io::{self, BufReader, Seek};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::Identity;
 use super::files::{io_error, publish};
-use super::layout::{identity_dir, is_new_file_name, parse_segment_file_name};
+use crate::layout::{Walk, is_new_file_name, parse_segment_file_name};
 
 /// A `.part` file made whole again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,21 +39,8 @@ pub struct Recovered {
     pub samples: u64,
 }
 
-/// The tap directories of `identity` under `base`, one per date directory.
-pub fn identity_dirs(base: &Path, identity: &Identity) -> Vec<PathBuf> {
-    let Ok(dates) = fs::read_dir(base) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = dates
-        .filter_map(|d| Some(d.ok()?.path().join(identity_dir(identity))))
-        .filter(|d| d.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// Recovers every `.part` file directly in `dir`, and removes the files dead writers were
-/// making `.part`s under (see [`new_file_name`](super::layout::new_file_name)): they hold at
+/// making `.part`s under (see [`new_file_name`](crate::layout::new_file_name)): they hold at
 /// most a header, or are a second link of a `.part` or a segment.
 pub fn recover_dir(dir: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, io::Error)>> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -92,21 +78,12 @@ pub fn recover_dir(dir: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, i
     results
 }
 
-/// Recovers every `.part` file anywhere under `base`.
+/// Recovers every `.part` file anywhere under `base`, a directory before the directories in it.
 pub fn recover_tree(base: &Path, fsync: bool) -> Vec<Result<Recovered, (PathBuf, io::Error)>> {
-    let mut results = recover_dir(base, fsync);
-    let Ok(entries) = fs::read_dir(base) else {
-        return results;
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.is_dir() && !p.is_symlink())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
-        results.extend(recover_tree(&dir, fsync));
-    }
-    results
+    Walk::tree(base)
+        .dirs()
+        .flat_map(|dir| recover_dir(&dir, fsync))
+        .collect()
 }
 
 /// Recovers one `.part`. `Ok(None)`: it is being written or recovered by someone else, it is

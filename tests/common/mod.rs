@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::{Once, OnceLock};
 
 use gst::prelude::*;
-use gstsegmentrecorder::writer::layout::parse_segment_file_name;
+use gstsegmentrecorder::layout::parse_segment_file_name;
 
 pub const CAPS_16K: &str = "audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=16000";
 

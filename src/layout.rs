@@ -1,9 +1,14 @@
-//! Where a segment lives on disk.
+//! Where a segment lives on disk, for everything that writes, finds or names one: the writer,
+//! recovery, the uploader (whose keys repeat the path below the base directory), the element and
+//! the offline tools.
 //!
-//! `<base>/YYYY-MM-DD/<trace>/<station>/<TAP>/segment_<bucket_ms>.wav`, the date being the UTC
-//! date of the bucket's start, and `<trace>` and `<station>` the escaped identifiers.
-//!
-//! # Escaping
+//! `<base>/YYYY-MM-DD/<trace_id>/<station_key>/<PRE|POST>/segment_<bucket_ts_ms>.wav`: the date
+//! is the UTC date of the bucket's start, `<trace_id>` and `<station_key>` are the escaped
+//! identifiers, `PRE` or `POST` the [`Tap`], and a bucket's further files are
+//! `segment_<bucket_ts_ms>-<n>.wav`. Beside a segment lie its `.part` while it is written and its
+//! `.uploaded` mark once it is uploaded. A [`Walk`] finds them again: the whole tree under a
+//! base directory (recovery of everything, the upload backlog) or the tap directories of one
+//! identity (recovery at a recorder's start, the rebuild tool).
 //!
 //! Identifiers come from outside (call ids, SIP URIs, user input), so each is turned into exactly
 //! one safe path component: ASCII letters, digits and `- _ . @ + =` stay as they are, every other
@@ -18,7 +23,10 @@
 //! and is refused.
 
 use std::fmt::{self, Write as _};
+use std::fs::{self, DirEntry, FileType};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::vec;
 
 use sha2::{Digest as _, Sha256};
 
@@ -32,17 +40,63 @@ const DIGEST_SEPARATOR: char = '~';
 /// Hex digits of the identifier's SHA-256 that end a long identifier's name (128 bits).
 const DIGEST_HEX_LEN: usize = 32;
 
+/// Where in a processing stage a recorder listens. `gst-inspect-1.0` lists it by its nick, the
+/// name `gst-launch-1.0` takes, which is also its directory's name and what messages say.
+#[derive(Debug, Default, Eq, PartialEq, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSegmentRecorderTap")]
+pub enum Tap {
+    /// Before the stage: what went in.
+    #[default]
+    #[enum_value(name = "Before the stage: what went in", nick = "PRE")]
+    Pre = 0,
+    /// After the stage: what came out.
+    #[enum_value(name = "After the stage: what came out", nick = "POST")]
+    Post = 1,
+}
+
+impl Tap {
+    /// The tap's name, `PRE` or `POST`: its nick, and its directory's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tap::Pre => "PRE",
+            Tap::Post => "POST",
+        }
+    }
+}
+
+impl fmt::Display for Tap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for Tap {
+    type Error = IdentifierError;
+
+    /// The tap named `name`, exactly `PRE` or `POST`.
+    fn try_from(name: &str) -> Result<Self, Self::Error> {
+        [Tap::Pre, Tap::Post]
+            .into_iter()
+            .find(|tap| tap.as_str() == name)
+            .ok_or(IdentifierError::UnknownTap)
+    }
+}
+
 /// Why an identifier cannot name a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentifierError {
     /// The identifier is empty.
     Empty,
+    /// The tap is neither `PRE` nor `POST`.
+    UnknownTap,
 }
 
 impl fmt::Display for IdentifierError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdentifierError::Empty => f.write_str("it is empty"),
+            IdentifierError::UnknownTap => f.write_str("it is neither PRE nor POST"),
         }
     }
 }
@@ -108,26 +162,29 @@ pub fn identifier_component(value: &str) -> Result<String, IdentifierError> {
 pub struct Identity {
     trace_id: String,
     station_key: String,
-    tap: &'static str,
+    tap: Tap,
     trace_dir: String,
     station_dir: String,
 }
 
 impl Identity {
-    /// Checks the identifiers and names their directories. `tap` is the tap directory's name (`PRE`, `POST`).
+    /// Checks the identifiers and names their directories. `tap` is a [`Tap`] or its name
+    /// (`"PRE"`, `"POST"`).
     ///
-    /// On error, says which of the two identifiers is unusable.
+    /// On error, says which of the identifiers (`trace-id`, `station-key`, `tap`) is unusable.
     pub fn new(
         trace_id: &str,
         station_key: &str,
-        tap: &'static str,
+        tap: impl TryInto<Tap>,
     ) -> Result<Self, (&'static str, IdentifierError)> {
         Ok(Identity {
             trace_dir: identifier_component(trace_id).map_err(|e| ("trace-id", e))?,
             station_dir: identifier_component(station_key).map_err(|e| ("station-key", e))?,
+            tap: tap
+                .try_into()
+                .map_err(|_| ("tap", IdentifierError::UnknownTap))?,
             trace_id: trace_id.to_owned(),
             station_key: station_key.to_owned(),
-            tap,
         })
     }
 
@@ -141,9 +198,9 @@ impl Identity {
         &self.station_key
     }
 
-    /// The tap's name.
+    /// The tap's name, `PRE` or `POST`, as in paths and messages.
     pub fn tap(&self) -> &'static str {
-        self.tap
+        self.tap.as_str()
     }
 }
 
@@ -173,7 +230,7 @@ pub fn identity_dir(identity: &Identity) -> PathBuf {
     [
         identity.trace_dir.as_str(),
         identity.station_dir.as_str(),
-        identity.tap,
+        identity.tap.as_str(),
     ]
     .iter()
     .collect()
@@ -222,6 +279,170 @@ pub fn is_new_file_name(name: &str) -> bool {
     name.strip_suffix(".new")
         .and_then(|n| n.rsplit_once('.'))
         .is_some_and(|(file_name, _)| parse_segment_file_name(file_name).is_some())
+}
+
+/// What a [`Walk`] finds.
+#[derive(Debug)]
+pub enum Found {
+    /// A directory.
+    Dir(PathBuf),
+    /// A file named like a segment.
+    Segment(SegmentFile),
+}
+
+/// A file named like a segment, `segment_<ms>[-<n>].wav`.
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Start of its bucket, in ms on the recorder's timeline.
+    pub bucket_ms: u64,
+    /// Its file index (0 for `segment_<ms>.wav`).
+    pub file_index: u32,
+    /// What it is: a symbolic link is not followed, and anything but a directory counts.
+    pub file_type: FileType,
+}
+
+/// Why a [`Walk`] could not go on: the directory it was reading, and the error.
+pub type WalkError = (PathBuf, io::Error);
+
+/// A walk through a base directory, one directory read at a time: a directory found is read
+/// when the walk goes on after it, so what a caller does to it meanwhile is seen.
+///
+/// The entries of a directory come in path order, and a subdirectory's walk comes before its
+/// next sibling. A base directory that cannot be read, or an entry of a directory that cannot
+/// be read, is an error; a directory below the base that cannot be read (gone meanwhile, not a
+/// directory) is passed over. After an error the walk goes on.
+#[derive(Debug)]
+pub struct Walk {
+    /// For the walk of one identity, its path below a date directory (see [`identity_dir`]).
+    below_dates: Option<PathBuf>,
+    /// Whether the tap directories of an identity are read for their segment files.
+    files: bool,
+    /// The base of a tree, found before anything in it.
+    base: Option<PathBuf>,
+    /// The directory found last, to be read at the next step.
+    unread: Option<PathBuf>,
+    /// The directories being read, innermost last, each with its entries still to come.
+    open: Vec<(PathBuf, vec::IntoIter<io::Result<DirEntry>>)>,
+}
+
+impl Walk {
+    /// Every directory under `base`, `base` first, and every file named like a segment, at any
+    /// depth. Symbolic links are not followed.
+    pub fn tree(base: &Path) -> Self {
+        Walk {
+            below_dates: None,
+            files: true,
+            base: Some(base.to_owned()),
+            unread: None,
+            open: Vec::new(),
+        }
+    }
+
+    /// The tap directories of `identity` under `base`, `<base>/<date>/<trace>/<station>/<TAP>`
+    /// for every date directory that has one, in date order, each followed by the files in it
+    /// named like a segment. Symbolic links to a date or tap directory are followed.
+    pub fn identity(base: &Path, identity: &Identity) -> Self {
+        Walk {
+            below_dates: Some(identity_dir(identity)),
+            files: true,
+            base: None,
+            unread: Some(base.to_owned()),
+            open: Vec::new(),
+        }
+    }
+
+    /// The directories alone, errors passed over. The tap directories of an identity are then
+    /// not read at all.
+    pub fn dirs(mut self) -> impl Iterator<Item = PathBuf> {
+        self.files = false;
+        self.filter_map(|found| match found {
+            Ok(Found::Dir(dir)) => Some(dir),
+            _ => None,
+        })
+    }
+
+    /// Reads the directory found last, if any.
+    fn read_unread(&mut self) -> Result<(), WalkError> {
+        let Some(dir) = self.unread.take() else {
+            return Ok(());
+        };
+        match fs::read_dir(&dir) {
+            Ok(entries) => {
+                let mut entries: Vec<_> = entries.collect();
+                entries.sort_by_cached_key(|entry| entry.as_ref().ok().map(DirEntry::path));
+                self.open.push((dir, entries.into_iter()));
+                Ok(())
+            }
+            Err(e) if self.open.is_empty() => Err((dir, e)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Iterator for Walk {
+    type Item = Result<Found, WalkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(base) = self.base.take() {
+            self.unread = Some(base.clone());
+            return Some(Ok(Found::Dir(base)));
+        }
+        if let Err(e) = self.read_unread() {
+            return Some(Err(e));
+        }
+        loop {
+            let depth = self.open.len();
+            let (dir, entries) = self.open.last_mut()?;
+            let Some(entry) = entries.next() else {
+                self.open.pop();
+                continue;
+            };
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err((dir.clone(), e))),
+            };
+            let path = entry.path();
+            if let Some(below) = &self.below_dates
+                && depth == 1
+            {
+                // A date directory, or anything else: only a tap directory below it counts.
+                let tap = path.join(below);
+                if !tap.is_dir() {
+                    continue;
+                }
+                if self.files {
+                    self.unread = Some(tap.clone());
+                }
+                return Some(Ok(Found::Dir(tap)));
+            }
+            let file_type = match entry.file_type() {
+                Ok(file_type) => file_type,
+                Err(e) => return Some(Err((dir.clone(), e))),
+            };
+            if file_type.is_dir() {
+                // A tree's walk goes down every directory; an identity's stops at its taps.
+                if self.below_dates.is_some() {
+                    continue;
+                }
+                self.unread = Some(path.clone());
+                return Some(Ok(Found::Dir(path)));
+            }
+            let parsed = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(parse_segment_file_name);
+            if let Some((bucket_ms, file_index)) = parsed {
+                return Some(Ok(Found::Segment(SegmentFile {
+                    path,
+                    bucket_ms,
+                    file_index,
+                    file_type,
+                })));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +520,8 @@ mod tests {
         assert_eq!(identifier_component(""), Err(IdentifierError::Empty));
         let err = Identity::new("ok", "", "PRE").unwrap_err();
         assert_eq!(err, ("station-key", IdentifierError::Empty));
+        let err = Identity::new("ok", "stt", "pre").unwrap_err();
+        assert_eq!(err, ("tap", IdentifierError::UnknownTap));
     }
 
     /// Checks the name of a long identifier: one component of at most `MAX_COMPONENT_LEN`
@@ -394,6 +617,167 @@ mod tests {
                 prop_assert_eq!(c.matches('~').count(), 1);
             }
         }
+    }
+
+    #[test]
+    fn a_tap_has_one_name_in_gst_inspect_paths_and_messages() {
+        use glib::prelude::*;
+        let class = glib::EnumClass::with_type(Tap::static_type()).unwrap();
+        for tap in [Tap::Pre, Tap::Post] {
+            let value = class.value(tap as i32).unwrap();
+            assert_eq!(value.nick(), tap.as_str());
+            assert_eq!(class.value_by_nick(tap.as_str()), Some(value));
+            assert_eq!(Tap::try_from(tap.as_str()), Ok(tap));
+            let id = Identity::new("c", "s", tap).unwrap();
+            assert_eq!(id.tap(), tap.as_str());
+            assert!(identity_dir(&id).ends_with(tap.as_str()));
+        }
+        assert_eq!(Tap::try_from("post"), Err(IdentifierError::UnknownTap));
+    }
+
+    /// What a walk found, below `base`: `d:` a directory, `s:` a segment file.
+    fn walked(base: &Path, walk: Walk) -> Vec<String> {
+        walk.map(|found| match found.unwrap() {
+            Found::Dir(dir) => format!("d:{}", dir.strip_prefix(base).unwrap().display()),
+            Found::Segment(s) => format!(
+                "s:{} {} {}",
+                s.path.strip_prefix(base).unwrap().display(),
+                s.bucket_ms,
+                s.file_index
+            ),
+        })
+        .collect()
+    }
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+
+    #[test]
+    fn a_tree_walk_finds_every_directory_and_segment_in_path_order_without_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        for file in [
+            "segment_9.wav",
+            "1970-01-02/c/s/PRE/segment_86400000.wav",
+            "1970-01-01/c/s/PRE/segment_5000-1.wav",
+            "1970-01-01/c/s/PRE/segment_5000.wav",
+            "1970-01-01/c/s/PRE/segment_5000.wav.part",
+            "1970-01-01/c/s/PRE/segment_0.wav.uploaded",
+            "1970-01-01/c/s/POST/notes.txt",
+        ] {
+            touch(&base.join(file));
+        }
+        std::os::unix::fs::symlink(base.join("1970-01-01"), base.join("link")).unwrap();
+        std::os::unix::fs::symlink(
+            base.join("segment_9.wav"),
+            base.join("1970-01-02/segment_8.wav"),
+        )
+        .unwrap();
+        let found = walked(base, Walk::tree(base));
+        assert_eq!(
+            found,
+            [
+                "d:",
+                "d:1970-01-01",
+                "d:1970-01-01/c",
+                "d:1970-01-01/c/s",
+                "d:1970-01-01/c/s/POST",
+                "d:1970-01-01/c/s/PRE",
+                "s:1970-01-01/c/s/PRE/segment_5000-1.wav 5000 1",
+                "s:1970-01-01/c/s/PRE/segment_5000.wav 5000 0",
+                "d:1970-01-02",
+                "d:1970-01-02/c",
+                "d:1970-01-02/c/s",
+                "d:1970-01-02/c/s/PRE",
+                "s:1970-01-02/c/s/PRE/segment_86400000.wav 86400000 0",
+                "s:1970-01-02/segment_8.wav 8 0",
+                "s:segment_9.wav 9 0",
+            ]
+        );
+        let link = Walk::tree(base)
+            .find_map(|found| match found {
+                Ok(Found::Segment(s)) if s.bucket_ms == 8 => Some(s.file_type),
+                _ => None,
+            })
+            .unwrap();
+        assert!(link.is_symlink());
+        assert_eq!(Walk::tree(base).dirs().count(), 10);
+    }
+
+    #[test]
+    fn a_directory_is_read_when_the_walk_goes_on_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::create_dir(base.join("a")).unwrap();
+        let mut walk = Walk::tree(base);
+        assert!(matches!(walk.next(), Some(Ok(Found::Dir(_)))));
+        assert!(matches!(walk.next(), Some(Ok(Found::Dir(_)))));
+        touch(&base.join("a/segment_0.wav"));
+        assert!(matches!(walk.next(), Some(Ok(Found::Segment(_)))));
+        assert!(walk.next().is_none());
+    }
+
+    #[test]
+    fn an_identity_walk_finds_its_tap_directories_and_their_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let id = Identity::new("call/1", "stt", Tap::Post).unwrap();
+        for file in [
+            "1970-01-02/call%2F1/stt/POST/segment_86400000.wav",
+            "1970-01-02/call%2F1/stt/POST/sub/segment_1.wav",
+            "1970-01-01/call%2F1/stt/POST/segment_5000.wav.part",
+            "1970-01-01/call%2F1/stt/POST/segment_0.wav",
+            "1970-01-01/call%2F1/stt/PRE/segment_0.wav",
+            "1970-01-01/other/stt/POST/segment_0.wav",
+            "call%2F1/stt/POST/segment_0.wav",
+        ] {
+            touch(&base.join(file));
+        }
+        let elsewhere = tempfile::tempdir().unwrap();
+        touch(
+            &elsewhere
+                .path()
+                .join("call%2F1/stt/POST/segment_172800000.wav"),
+        );
+        std::os::unix::fs::symlink(elsewhere.path(), base.join("1970-01-03")).unwrap();
+        assert_eq!(
+            walked(base, Walk::identity(base, &id)),
+            [
+                "d:1970-01-01/call%2F1/stt/POST",
+                "s:1970-01-01/call%2F1/stt/POST/segment_0.wav 0 0",
+                "d:1970-01-02/call%2F1/stt/POST",
+                "s:1970-01-02/call%2F1/stt/POST/segment_86400000.wav 86400000 0",
+                "d:1970-01-03/call%2F1/stt/POST",
+                "s:1970-01-03/call%2F1/stt/POST/segment_172800000.wav 172800000 0",
+            ]
+        );
+        let dirs: Vec<PathBuf> = Walk::identity(base, &id).dirs().collect();
+        assert_eq!(dirs.len(), 3);
+        assert!(dirs.iter().all(|d| d.ends_with("call%2F1/stt/POST")));
+    }
+
+    #[test]
+    fn only_a_base_that_cannot_be_read_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let id = Identity::new("c", "s", Tap::Pre).unwrap();
+        let mut walk = Walk::identity(&missing, &id);
+        let (at, e) = walk.next().unwrap().unwrap_err();
+        assert_eq!((at, e.kind()), (missing.clone(), io::ErrorKind::NotFound));
+        assert!(walk.next().is_none());
+        let mut walk = Walk::tree(&missing);
+        assert!(matches!(walk.next(), Some(Ok(Found::Dir(d))) if d == missing));
+        assert!(walk.next().unwrap().is_err());
+        assert!(walk.next().is_none());
+        // Below the base, a directory gone before it is read is passed over.
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let mut walk = Walk::tree(dir.path());
+        assert!(walk.next().unwrap().is_ok());
+        assert!(walk.next().unwrap().is_ok());
+        std::fs::remove_dir(dir.path().join("a")).unwrap();
+        assert!(walk.next().is_none());
     }
 
     #[test]
