@@ -12,6 +12,7 @@
 use gst::glib;
 
 mod lock_order;
+pub mod log;
 mod pool;
 pub mod rebuild;
 pub mod segmentrecorder;

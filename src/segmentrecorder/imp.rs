@@ -338,7 +338,7 @@ impl Default for SegmentRecorder {
     }
 }
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "segmentrecorder",
         gst::DebugColorFlags::empty(),
@@ -774,7 +774,7 @@ impl SegmentRecorder {
     fn start_uploads(&self, settings: &Settings, base_dir: &Path) -> Result<(), gst::ErrorMessage> {
         let config = settings
             .upload
-            .config()
+            .config(super::log_hook::logger(&self.obj()))
             .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{}", reason)))?;
         let uploads = match config {
             Some(config) => {
@@ -1500,6 +1500,7 @@ impl BaseSinkImpl for SegmentRecorder {
             fsync: settings.fsync,
             retry_time: duration(settings.write_retry_time),
             voice_threshold_dbfs: settings.voice_threshold,
+            log: super::log_hook::logger(&self.obj()),
         };
         let recording = Recording::new(config, 0, move |report| {
             if let Some(obj) = weak.upgrade() {

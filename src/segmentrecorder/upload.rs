@@ -6,6 +6,8 @@ use std::sync::{Arc, LazyLock};
 use gst::glib;
 use gst::prelude::*;
 
+use crate::log::Logger;
+
 use crate::uploader::{
     Credentials, Destination, Failure, MAX_WORKERS, Outcome, UploadConfig, UploadReport,
     UploadStats,
@@ -181,8 +183,9 @@ impl UploadSettings {
         })
     }
 
-    /// The upload configuration, if `upload-location` is set; an error says what is wrong.
-    pub(super) fn config(&self) -> Result<Option<UploadConfig>, String> {
+    /// The upload configuration, if `upload-location` is set, logging to `log`; an error says
+    /// what is wrong.
+    pub(super) fn config(&self, log: Logger) -> Result<Option<UploadConfig>, String> {
         let Some(location) = self.location.as_deref().filter(|l| !l.is_empty()) else {
             return Ok(None);
         };
@@ -212,6 +215,7 @@ impl UploadSettings {
             keep_local: self.keep_local,
             retries: self.retries,
             workers: self.workers as usize,
+            log,
         }))
     }
 }

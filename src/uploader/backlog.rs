@@ -93,15 +93,19 @@ pub(super) fn job_done(id: &Path) {
 
 /// Walks the base directory of the scan of `id`, then queues what it found.
 fn walk(id: &Path) {
-    let Some((base, keep_local)) = SCANS
-        .lock()
-        .get(id)
-        .map(|s| (s.base.clone(), s.inbox.config.keep_local))
-    else {
+    let Some((base, keep_local, log)) = SCANS.lock().get(id).map(|s| {
+        let config = &s.inbox.config;
+        (s.base.clone(), config.keep_local, config.log.clone())
+    }) else {
         return;
     };
     let mut found = VecDeque::new();
     collect(&base, keep_local, &mut found);
+    log.debug(format_args!(
+        "Backlog of {}: {} segments never confirmed uploaded",
+        base.display(),
+        found.len()
+    ));
     if let Some(scan) = SCANS.lock().get_mut(id) {
         scan.found = Some(found);
     }

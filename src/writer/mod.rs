@@ -45,6 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::lock_order::{Level, OrderedMutex};
+use crate::log::Logger;
 use crate::pool::Pool;
 use files::Files;
 pub use layout::Identity;
@@ -65,6 +66,8 @@ pub struct Config {
     pub retry_time: Duration,
     /// 10 ms frames above this RMS level count as voiced.
     pub voice_threshold_dbfs: f64,
+    /// Where the writer tells what it does with the recording's files.
+    pub log: Logger,
 }
 
 /// Which segment a file holds.
@@ -795,6 +798,7 @@ mod tests {
             fsync: false,
             retry_time: Duration::from_millis(300),
             voice_threshold_dbfs: -45.0,
+            log: Logger::none(),
         }
     }
 
@@ -1156,6 +1160,65 @@ mod tests {
             dir.path()
                 .join("1970-01-01/call/stt/PRE/segment_1000.wav")
                 .exists()
+        );
+    }
+
+    #[test]
+    fn the_log_tells_each_file_opened_written_published_and_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = Arc::new(crate::log::Collect::default());
+        let mut config = config(dir.path());
+        config.log = Logger::new(lines.clone());
+        let (rec, _rx) = recording_with(config);
+        let id = identity();
+        submit_segment(&rec, &id, 0, &[1, 2]);
+        rec.wait_idle(false).unwrap();
+        let tap = dir.path().join("1970-01-01/call/stt/PRE");
+        let part = tap.join("segment_0.wav.part");
+        let told = |level: crate::log::Level, text: String| {
+            let lines = lines.lines();
+            assert!(
+                lines.contains(&(level, text.clone())),
+                "{text} not in {lines:#?}"
+            );
+        };
+        use crate::log::Level::{Debug, Log, Warning};
+        told(
+            Debug,
+            format!("Opened {} for bucket 0 ms at 8000 Hz", part.display()),
+        );
+        told(
+            Log,
+            format!("Wrote 5 samples to {}: 5 in it", part.display()),
+        );
+        told(
+            Debug,
+            format!(
+                "Published {} as {}: 5 samples (625µs), 2 of the stream, 3 of silence",
+                part.display(),
+                tap.join("segment_0.wav").display()
+            ),
+        );
+
+        // A file where the date directory should be: tried again, then given up.
+        fs::remove_dir_all(dir.path().join("1970-01-01")).unwrap();
+        fs::write(dir.path().join("1970-01-01"), b"").unwrap();
+        submit_segment(&rec, &id, 1_000, &[3]);
+        rec.wait_idle(false).unwrap();
+        let warnings: Vec<String> = lines
+            .lines()
+            .into_iter()
+            .filter(|(level, _)| *level == Warning)
+            .map(|(_, text)| text)
+            .collect();
+        assert!(
+            matches!(warnings.as_slice(), [tried, gave_up]
+                if tried.starts_with(&format!(
+                    "Cannot create {}: ",
+                    tap.join("segment_1000.wav").display()
+                ))
+                    && gave_up.starts_with("Gave up the segment of bucket 1000 ms")),
+            "{warnings:#?}"
         );
     }
 
