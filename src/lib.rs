@@ -24,6 +24,9 @@ pub mod writer;
 pub use segmentrecorder::{CALL_EVENT, call_event};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Registered with the plugin rather than at its first line, so that `--gst-debug-help`
+    // lists it.
+    segmentrecorder::debug_category();
     segmentrecorder::register(plugin)
 }
 

@@ -95,3 +95,21 @@ fn the_log_tells_each_file_opened_written_and_published_by_its_recorder() {
         );
     }
 }
+
+#[test]
+fn the_debug_category_is_listed_with_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gst_tool(
+        "gst-launch-1.0",
+        // Colours are switched off only by an option before the help.
+        &["--gst-debug-no-color", "--gst-debug-help"],
+        &dir.path().join("registry.bin"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("segmentrecorder ") && l.ends_with("Segment recorder")),
+        "{text}"
+    );
+}
