@@ -18,8 +18,8 @@ use super::{OverflowPolicy, Tap, TimestampMode};
 use crate::lock_order::{Guard, Level, OrderedMutex};
 use crate::timeline::{Alignment, Grid, Piece, Placement, Timeline, Totals};
 use crate::writer::{
-    self, Config, Identity, Overflow, Recording, Report, SegmentSpec, SegmentWritten, Step,
-    Submitted, WaitEnd, WriterStats, size,
+    self, Config, Identity, Overflow, Recording, Report, SegmentOpened, SegmentSpec,
+    SegmentWritten, Step, Submitted, WaitEnd, WriterStats, size,
 };
 
 const DEFAULT_BASE_DIR: &str = "/var/monitoring/audio";
@@ -53,6 +53,8 @@ const MAX_RATE: i32 = 384_000;
 /// Caps of the `GstReferenceTimestampMeta` that carries UTC (RTP/NTP-aware sources).
 const UNIX_TIMESTAMP_CAPS: &str = "timestamp/x-unix";
 
+/// Name of the message posted for each segment file opened.
+pub const SEGMENT_OPENED: &str = "segmentrecorder-segment-opened";
 /// Name of the message posted for each segment written.
 pub const SEGMENT_WRITTEN: &str = "segmentrecorder-segment-written";
 /// Name of the message posted for each `.part` of a dead process recovered.
@@ -861,9 +863,10 @@ impl SegmentRecorder {
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
-    /// Called on a writer thread for each segment written or given up.
+    /// Called on a writer thread for each segment opened, written or given up.
     fn report(&self, report: Report) {
         match report {
+            Report::Opened(o) => self.post(opened_structure(&o)),
             Report::Written(w) => {
                 gst::debug!(
                     CAT,
@@ -1009,6 +1012,34 @@ impl SegmentRecorder {
     }
 }
 
+/// The `segmentrecorder-segment-opened` message of a segment.
+fn opened_structure(o: &SegmentOpened) -> gst::Structure {
+    let mut s = gst::Structure::builder(SEGMENT_OPENED)
+        .field("location", o.location.to_string_lossy().as_ref())
+        .field("trace-id", o.spec.identity.trace_id())
+        .field("station-key", o.spec.identity.station_key())
+        .field("tap", o.spec.identity.tap())
+        .field("bucket-ts-ms", o.spec.bucket_ms)
+        .field("file-index", o.file_index)
+        .field("sample-rate", o.spec.rate)
+        .build();
+    set_start_times(&mut s, &o.spec);
+    s
+}
+
+/// Sets `running-time` and `utc` of a segment's message, as far as they are known.
+fn set_start_times(s: &mut gst::StructureRef, spec: &SegmentSpec) {
+    if let Some(rt) = spec.start_running_time_ns {
+        s.set("running-time", gst::ClockTime::from_nseconds(rt));
+    }
+    if let Some(utc) = spec
+        .start_utc_ns
+        .and_then(|ns| gst::DateTime::from_unix_epoch_utc_usecs((ns / 1_000) as i64).ok())
+    {
+        s.set("utc", utc);
+    }
+}
+
 /// The `segmentrecorder-segment-written` message of a segment.
 fn written_structure(w: &SegmentWritten) -> gst::Structure {
     let rate = u64::from(w.spec.rate.max(1));
@@ -1032,16 +1063,7 @@ fn written_structure(w: &SegmentWritten) -> gst::Structure {
         .field("peak-dbfs", w.levels.peak_dbfs)
         .field("voiced-ratio", w.levels.voiced_ratio)
         .build();
-    if let Some(rt) = w.spec.start_running_time_ns {
-        s.set("running-time", gst::ClockTime::from_nseconds(rt));
-    }
-    if let Some(utc) = w
-        .spec
-        .start_utc_ns
-        .and_then(|ns| gst::DateTime::from_unix_epoch_utc_usecs((ns / 1_000) as i64).ok())
-    {
-        s.set("utc", utc);
-    }
+    set_start_times(&mut s, &w.spec);
     s
 }
 

@@ -13,7 +13,7 @@ use super::layout::{
     new_file_name, part_file_name, segment_dir, segment_file_name, uploaded_mark_name,
 };
 use super::levels::Levels;
-use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
+use super::{Command, Config, Report, SegmentOpened, SegmentSpec, SegmentWritten, WriterStats};
 use crate::log::Level;
 
 /// Samples kept in memory before they are written even if the flush interval has not passed.
@@ -70,6 +70,18 @@ struct OpenSegment {
 }
 
 impl OpenSegment {
+    /// The report of the segment's opening.
+    fn opened(&self) -> SegmentOpened {
+        SegmentOpened {
+            spec: self.spec.clone(),
+            location: self
+                .dir
+                .join(segment_file_name(self.spec.bucket_ms, self.suffix)),
+            part: self.part.clone(),
+            file_index: self.suffix,
+        }
+    }
+
     /// Closes the segment's file as it is, which releases its lock, so that recovery can take
     /// it. Returns how many samples of the stream did not reach the file, and the file with how
     /// many samples it holds, unless it holds none and could be removed.
@@ -412,6 +424,9 @@ impl Files {
                             .or_else(|| self.spec_of(&op)),
                         after: since.elapsed(),
                     });
+                }
+                if let (Op::Open(_), Current::Open(s)) = (&op, &self.current) {
+                    reports.push(Report::Opened(s.opened()));
                 }
                 if let Some(mut written) = written {
                     written.dropped_samples = std::mem::take(&mut self.dropped);
@@ -961,11 +976,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (_, reports, recovered) = record_while_another_starts(dir.path(), Some(at));
             assert!(recovered.is_empty(), "step {at}: {recovered:?}");
-            let [Report::Written(w)] = reports.as_slice() else {
+            let [Report::Opened(o), Report::Written(w)] = reports.as_slice() else {
                 panic!("step {at}: {reports:?}")
             };
             let tap = dir.path().join("1970-01-01/call/stt/PRE");
             assert_eq!(w.location, tap.join("segment_0.wav"));
+            assert_eq!(o.location, w.location);
             let mut reader = hound::WavReader::open(&w.location).unwrap();
             let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
             assert_eq!(samples, [1, 2, 3], "step {at}");
