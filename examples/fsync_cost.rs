@@ -21,6 +21,7 @@ fn run(base: PathBuf, fsync: bool, segments: u64) -> Duration {
         fsync,
         retry_time: Duration::from_secs(10),
         voice_threshold_dbfs: -45.0,
+        log: Default::default(),
     };
     let recording = Recording::new(config, 64 << 20, |_| {}).expect("writer threads");
     let identity = Arc::new(Identity::new("bench", "fsync", "PRE").expect("valid ids"));

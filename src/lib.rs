@@ -14,6 +14,7 @@ use gst::glib;
 
 pub mod layout;
 mod lock_order;
+pub mod log;
 mod pool;
 pub mod rebuild;
 pub mod segmentrecorder;
@@ -29,6 +30,9 @@ pub use segmentrecorder::{
 pub use segmentrecorder::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Registered with the plugin rather than at its first line, so that `--gst-debug-help`
+    // lists it.
+    segmentrecorder::debug_category();
     segmentrecorder::register(plugin)
 }
 

@@ -112,6 +112,75 @@ fn the_message_names_the_segment() {
 }
 
 #[test]
+fn each_segment_is_announced_when_opened_before_it_is_written() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-8", "stt", "POST");
+    element.set_property("segment-duration", SEC.nseconds());
+    let (mut h, bus) = harness(&element, CAPS_16K);
+    let start = gst::ClockTime::from_mseconds(1_500);
+    push_signal(&mut h, start, 2 * 16_000, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let messages = all_messages(&bus);
+    let told: Vec<gst::Structure> = messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Element(e) => e.structure().map(|s| s.to_owned()),
+            _ => None,
+        })
+        .filter(|s| s.name().starts_with("segmentrecorder-segment-"))
+        .collect();
+    let files = segments(dir.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(told.len(), 2 * files.len(), "{told:?}");
+    for ((pair, file), bucket_ms) in told.chunks(2).zip(&files).zip([1_000u64, 2_000, 3_000]) {
+        let [opened, written] = pair else {
+            unreachable!("chunks of two")
+        };
+        assert_eq!(opened.name(), "segmentrecorder-segment-opened", "{told:?}");
+        assert_eq!(
+            written.name(),
+            "segmentrecorder-segment-written",
+            "{told:?}"
+        );
+        assert_eq!(
+            opened.get::<String>("location").unwrap(),
+            file.to_str().unwrap()
+        );
+        assert_eq!(opened.get::<u64>("bucket-ts-ms").unwrap(), bucket_ms);
+        assert_eq!(
+            opened.get::<gst::ClockTime>("running-time").unwrap(),
+            gst::ClockTime::from_mseconds(bucket_ms)
+        );
+        for field in ["location", "trace-id", "station-key", "tap"] {
+            assert_eq!(
+                opened.get::<String>(field).unwrap(),
+                written.get::<String>(field).unwrap(),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            opened.get::<u64>("bucket-ts-ms").unwrap(),
+            written.get::<u64>("bucket-ts-ms").unwrap()
+        );
+        for field in ["file-index", "sample-rate"] {
+            assert_eq!(
+                opened.get::<u32>(field).unwrap(),
+                written.get::<u32>(field).unwrap(),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            opened.get::<gst::ClockTime>("running-time").unwrap(),
+            written.get::<gst::ClockTime>("running-time").unwrap()
+        );
+    }
+    assert_eq!(told[0].get::<String>("trace-id").unwrap(), "call-8");
+    assert_eq!(told[0].get::<String>("tap").unwrap(), "POST");
+}
+
+#[test]
 fn eos_returns_when_every_file_is_complete() {
     init();
     let dir = tempfile::tempdir().unwrap();

@@ -60,6 +60,7 @@ fn run(args: &[String]) -> Result<(u64, u64), String> {
             keep_local,
             retries,
             workers,
+            log: Default::default(),
         },
         move |report: UploadReport| match &report.outcome {
             Outcome::Uploaded { local_error } => {

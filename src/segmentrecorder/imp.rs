@@ -394,6 +394,7 @@ impl BaseSinkImpl for SegmentRecorder {
             fsync: settings.fsync,
             retry_time: duration(settings.write_retry_time),
             voice_threshold_dbfs: settings.voice_threshold,
+            log: super::log_hook::logger(&self.obj()),
         };
         let recording = Recording::new(config, 0, move |report| {
             if let Some(obj) = weak.upgrade() {

@@ -12,7 +12,7 @@ use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
 use crate::timeline::{self, Totals};
-use crate::writer::{Overflow, Report, SegmentWritten, Submitted, WriterStats};
+use crate::writer::{Overflow, Report, SegmentOpened, SegmentWritten, Submitted, WriterStats};
 
 /// Name of the message posted when a segment's file is opened.
 pub const SEGMENT_OPENED: &str = "segmentrecorder-segment-opened";
@@ -36,9 +36,10 @@ impl SegmentRecorder {
         let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
-    /// Called on a writer thread for each segment written or given up.
+    /// Called on a writer thread for each segment opened, written or given up.
     pub(super) fn report(&self, report: Report) {
         match report {
+            Report::Opened(o) => self.post(opened_structure(&o)),
             Report::Written(w) => {
                 gst::debug!(
                     CAT,
@@ -273,6 +274,21 @@ impl SegmentRecorder {
         }
         s
     }
+}
+
+/// The `segmentrecorder-segment-opened` message of a segment.
+fn opened_structure(o: &SegmentOpened) -> gst::Structure {
+    let mut s = gst::Structure::builder(SEGMENT_OPENED)
+        .field("location", o.location.to_string_lossy().as_ref())
+        .field("trace-id", o.spec.identity.trace_id())
+        .field("station-key", o.spec.identity.station_key())
+        .field("tap", o.spec.identity.tap())
+        .field("bucket-ts-ms", o.spec.bucket_ms)
+        .field("file-index", o.file_index)
+        .field("sample-rate", o.spec.rate)
+        .build();
+    set_start_times(&mut s, o.spec.start_running_time_ns, o.spec.start_utc_ns);
+    s
 }
 
 /// The `segmentrecorder-segment-written` message of a segment.

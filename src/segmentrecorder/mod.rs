@@ -6,6 +6,7 @@ use gst::prelude::*;
 mod call;
 mod clock;
 mod imp;
+mod log_hook;
 mod messages;
 mod settings;
 mod stream;
@@ -81,6 +82,12 @@ glib::wrapper! {
     /// Sink that records mono S16LE audio into wall-clock aligned WAV segments.
     pub struct SegmentRecorder(ObjectSubclass<imp::SegmentRecorder>)
         @extends gst_base::BaseSink, gst::Element, gst::Object;
+}
+
+/// The debug category of the element, and of the writer and the uploader through the hook it
+/// gives them.
+pub(crate) fn debug_category() -> gst::DebugCategory {
+    *imp::CAT
 }
 
 /// Registers the element with `plugin`.

@@ -11,6 +11,7 @@ use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
 use super::settings::Settings;
+use crate::log::Logger;
 use crate::uploader::{
     Credentials, Destination, Failure, MAX_WORKERS, Outcome, UploadConfig, UploadReport,
     UploadStats, Uploads,
@@ -48,7 +49,7 @@ impl SegmentRecorder {
     ) -> Result<(), gst::ErrorMessage> {
         let config = settings
             .upload
-            .config()
+            .config(super::log_hook::logger(&self.obj()))
             .map_err(|reason| gst::error_msg!(gst::ResourceError::Settings, ("{}", reason)))?;
         let uploads = match config {
             Some(config) => {
@@ -274,8 +275,9 @@ impl UploadSettings {
         })
     }
 
-    /// The upload configuration, if `upload-location` is set; an error says what is wrong.
-    pub(super) fn config(&self) -> Result<Option<UploadConfig>, String> {
+    /// The upload configuration, if `upload-location` is set, logging to `log`; an error says
+    /// what is wrong.
+    pub(super) fn config(&self, log: Logger) -> Result<Option<UploadConfig>, String> {
         let Some(location) = self.location.as_deref().filter(|l| !l.is_empty()) else {
             return Ok(None);
         };
@@ -305,6 +307,7 @@ impl UploadSettings {
             keep_local: self.keep_local,
             retries: self.retries,
             workers: self.workers as usize,
+            log,
         }))
     }
 }

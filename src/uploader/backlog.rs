@@ -93,15 +93,14 @@ pub(super) fn job_done(id: &Path) {
 
 /// Walks the base directory of the scan of `id`, then queues what it found.
 fn walk(id: &Path) {
-    let Some((base, keep_local)) = SCANS
-        .lock()
-        .get(id)
-        .map(|s| (s.base.clone(), s.inbox.config.keep_local))
-    else {
+    let Some((base, keep_local, log)) = SCANS.lock().get(id).map(|s| {
+        let config = &s.inbox.config;
+        (s.base.clone(), config.keep_local, config.log.clone())
+    }) else {
         return;
     };
     // Regular files only, in path order: a symbolic link is neither followed nor uploaded.
-    let found = Walk::tree(&base)
+    let found: VecDeque<_> = Walk::tree(&base)
         .filter_map(|found| match found {
             Ok(Found::Segment(segment)) => Some(segment),
             _ => None,
@@ -110,6 +109,11 @@ fn walk(id: &Path) {
         .map(|segment| segment.path)
         .filter(|path| !(keep_local && mark_of(path).exists()))
         .collect();
+    log.debug(format_args!(
+        "Backlog of {}: {} segments never confirmed uploaded",
+        base.display(),
+        found.len()
+    ));
     if let Some(scan) = SCANS.lock().get_mut(id) {
         scan.found = Some(found);
     }

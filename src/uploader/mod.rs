@@ -43,6 +43,7 @@ pub use s3::{Destination, PutError, Stored};
 
 use crate::layout::{parse_segment_file_name, segment_file_name};
 use crate::lock_order::{Level, OrderedMutex};
+use crate::log::Logger;
 use crate::pool::Pool;
 use crate::writer::recover::remove_leftover_links;
 
@@ -68,6 +69,8 @@ pub struct UploadConfig {
     pub retries: u32,
     /// Uploader threads the process should have (at most [`MAX_WORKERS`]).
     pub workers: usize,
+    /// Where the uploader tells what it does with the recorder's files.
+    pub log: Logger,
 }
 
 /// What became of one segment's upload: told for every segment handed to the uploader.
@@ -400,12 +403,17 @@ impl Job {
     fn run(mut self) -> Option<Job> {
         self.attempts += 1;
         let inner = self.inbox.clone();
+        let log = &inner.config.log;
         let data = match fs::read(&self.path) {
             Ok(data) => data,
             Err(error)
                 if error.kind() == io::ErrorKind::NotFound && mark_of(&self.path).exists() =>
             {
                 // Uploaded and removed by another process since it was queued.
+                log.debug(format_args!(
+                    "{} was uploaded and removed by another process",
+                    self.path.display()
+                ));
                 self.end(None);
                 return None;
             }
@@ -419,6 +427,10 @@ impl Job {
             && let Some(key) = read_mark(&self.path).filter(|m| m.0 == digest).map(|m| m.1)
         {
             // Confirmed before: only the removal is left to do.
+            log.debug(format_args!(
+                "{} was confirmed uploaded as {key} before",
+                self.path.display()
+            ));
             self.key = key;
             let removed = match inner.config.keep_local {
                 true => Ok(()),
@@ -428,6 +440,14 @@ impl Job {
             return None;
         }
         loop {
+            log.debug(format_args!(
+                "Uploading {} to bucket {} as {}: {} bytes, attempt {}",
+                self.path.display(),
+                inner.config.destination.bucket(),
+                self.key,
+                data.len(),
+                self.attempts
+            ));
             match inner.config.destination.put_new(&self.key, &data, &digest) {
                 Ok(Stored::Created | Stored::AlreadyThere) => {
                     let confirmed = self.confirm(&digest);
@@ -436,7 +456,13 @@ impl Job {
                 }
                 // Someone else's object: it stays, ours goes to the next free key.
                 Ok(Stored::Taken) => match next_key(&self.key) {
-                    Some(key) => self.key = key,
+                    Some(key) => {
+                        log.debug(format_args!(
+                            "{} holds another object: trying {key}",
+                            self.key
+                        ));
+                        self.key = key;
+                    }
                     None => {
                         let outcome = Outcome::Failed(Failure::Store(PutError::NoFreeKey));
                         self.finish(data.len() as u64, outcome);
@@ -444,6 +470,14 @@ impl Job {
                     }
                 },
                 Err(error) if error.is_transient() && self.attempts <= inner.config.retries => {
+                    log.info(format_args!(
+                        "Cannot upload {} as {}: {error}; trying again in {:?} (attempt {} of {})",
+                        self.path.display(),
+                        self.key,
+                        self.backoff(),
+                        self.attempts + 1,
+                        inner.config.retries + 1
+                    ));
                     inner.state.lock().stats.retried += 1;
                     return Some(self);
                 }
@@ -482,6 +516,25 @@ impl Job {
 
     /// Ends the job: its report goes to every recorder waiting for the file.
     fn finish(&self, size: u64, outcome: Outcome) {
+        let (log, path, key) = (&self.inbox.config.log, self.path.display(), &self.key);
+        match &outcome {
+            Outcome::Uploaded { local_error: None } => {
+                log.debug(format_args!("Uploaded {path} as {key}: {size} bytes"));
+            }
+            Outcome::Uploaded {
+                local_error: Some(e),
+            } => log.warning(format_args!(
+                "Uploaded {path} as {key}, but the local file could not be marked or removed: {e}"
+            )),
+            Outcome::Failed(failure) => log.warning(format_args!(
+                "Gave up uploading {path} as {key} after {} attempts: {failure}; the file stays \
+                 for a later start",
+                self.attempts
+            )),
+            Outcome::Refused { error, .. } => log.warning(format_args!(
+                "The store refuses {path} as {key}: {error}; the file stays for a later start"
+            )),
+        }
         self.end(Some(UploadReport {
             location: self.path.clone(),
             bucket: self.inbox.config.destination.bucket().to_owned(),
@@ -551,6 +604,7 @@ mod tests {
             keep_local: false,
             retries,
             workers: 2,
+            log: Logger::none(),
         }
     }
 
@@ -597,6 +651,46 @@ mod tests {
         }
         assert!(rx.try_recv().is_err());
         assert!(file.exists());
+    }
+
+    #[test]
+    fn the_log_tells_each_attempt_the_retry_and_the_giving_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let relative = "1970-01-01/c/s/PRE/segment_0.wav";
+        let file = dir.path().join(relative);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, b"RIFF").unwrap();
+        let lines = Arc::new(crate::log::Collect::default());
+        let mut config = unreachable(1);
+        config.log = Logger::new(lines.clone());
+        let uploads = Uploads::new(config, |_| ()).unwrap();
+        uploads.enqueue(file.clone(), relative);
+        wait_until_idle(&[&uploads]);
+        use crate::log::Level::{Debug, Info, Warning};
+        let lines = lines.lines();
+        let levels: Vec<_> = lines.iter().map(|l| l.0).collect();
+        assert_eq!(levels, [Debug, Info, Debug, Warning], "{lines:#?}");
+        let key = format!("p/{relative}");
+        assert_eq!(
+            lines[0].1,
+            format!(
+                "Uploading {} to bucket rec as {key}: 4 bytes, attempt 1",
+                file.display()
+            )
+        );
+        assert!(
+            lines[1]
+                .1
+                .contains("trying again in 500ms (attempt 2 of 2)")
+        );
+        assert!(lines[2].1.ends_with("attempt 2"));
+        assert!(
+            lines[3].1.starts_with(&format!(
+                "Gave up uploading {} as {key} after 2 attempts: ",
+                file.display()
+            )),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::levels::Levels;
-use super::{Command, Config, Report, SegmentSpec, SegmentWritten, WriterStats};
+use super::{Command, Config, Report, SegmentOpened, SegmentSpec, SegmentWritten, WriterStats};
 use crate::layout::{
     Walk, new_file_name, part_file_name, segment_dir, segment_file_name, uploaded_mark_name,
 };
+use crate::log::Level;
 
 /// Samples kept in memory before they are written even if the flush interval has not passed.
 const MAX_PENDING: usize = 32_768;
@@ -69,6 +70,18 @@ struct OpenSegment {
 }
 
 impl OpenSegment {
+    /// The report of the segment's opening.
+    fn opened(&self) -> SegmentOpened {
+        SegmentOpened {
+            spec: self.spec.clone(),
+            location: self
+                .dir
+                .join(segment_file_name(self.spec.bucket_ms, self.suffix)),
+            part: self.part.clone(),
+            file_index: self.suffix,
+        }
+    }
+
     /// Closes the segment's file as it is, which releases its lock, so that recovery can take
     /// it. Returns how many samples of the stream did not reach the file, and the file with how
     /// many samples it holds, unless it holds none and could be removed.
@@ -177,6 +190,17 @@ enum Op {
     Close,
 }
 
+impl Op {
+    /// What the operation does to its file, for the log.
+    fn verb(&self) -> &'static str {
+        match self {
+            Op::Open(_) => "create",
+            Op::Flush => "write",
+            Op::Close => "finish",
+        }
+    }
+}
+
 struct Retry {
     op: Op,
     backoff: Duration,
@@ -218,6 +242,12 @@ impl Files {
     /// Drops whatever was being written, after a panic cut it short: the open segment's
     /// `.part` stays on disk, unlocked, for recovery; the segment counts as failed.
     pub(super) fn abandon(&mut self) {
+        if let Current::Open(s) = &self.current {
+            self.config.log.warning(format_args!(
+                "Writing was cut short by a panic: {} stays for recovery",
+                s.part.display()
+            ));
+        }
         if !matches!(self.current, Current::Idle) {
             self.stats.segments_failed += 1;
         }
@@ -242,6 +272,12 @@ impl Files {
         match command {
             Command::Open(spec) => {
                 // A segment still open (no close came) is dropped as it is: its `.part` stays.
+                if let Current::Open(s) = &self.current {
+                    self.config.log.info(format_args!(
+                        "{} was never closed: it stays as it is, for recovery",
+                        s.part.display()
+                    ));
+                }
                 self.current = Current::Idle;
                 self.run(Op::Open(spec), reports)
             }
@@ -278,13 +314,27 @@ impl Files {
             },
             Command::Recover(identity) => {
                 for dir in Walk::identity(&self.config.base_dir, &identity).dirs() {
+                    self.config.log.debug(format_args!(
+                        "Recovering what dead processes left in {}",
+                        dir.display()
+                    ));
                     for result in super::recover::recover_dir(&dir, self.config.fsync) {
                         reports.push(match result {
                             Ok(recovered) => {
+                                self.config.log.info(format_args!(
+                                    "Recovered {} as {}: {} samples",
+                                    recovered.part.display(),
+                                    recovered.location.display(),
+                                    recovered.samples
+                                ));
                                 self.stats.segments_recovered += 1;
                                 Report::Recovered(recovered)
                             }
                             Err((location, error)) => {
+                                self.config.log.warning(format_args!(
+                                    "Cannot recover {}: {error}",
+                                    location.display()
+                                ));
                                 self.note_error(&location, &error);
                                 Report::RecoveryFailed { location, error }
                             }
@@ -362,6 +412,10 @@ impl Files {
                 if (retried || written.is_some())
                     && let Some(since) = self.failing_since.take()
                 {
+                    self.config.log.info(format_args!(
+                        "Writing works again after failing for {:?}",
+                        since.elapsed()
+                    ));
                     reports.push(Report::Resumed {
                         spec: written
                             .as_ref()
@@ -369,6 +423,9 @@ impl Files {
                             .or_else(|| self.spec_of(&op)),
                         after: since.elapsed(),
                     });
+                }
+                if let (Op::Open(_), Current::Open(s)) = (&op, &self.current) {
+                    reports.push(Report::Opened(s.opened()));
                 }
                 if let Some(mut written) = written {
                     written.dropped_samples = std::mem::take(&mut self.dropped);
@@ -384,6 +441,11 @@ impl Files {
                 let now = Instant::now();
                 let retry_time = self.config.retry_time;
                 let Some(since) = self.failing_since else {
+                    self.config.log.warning(format_args!(
+                        "Cannot {} {}: {error}; trying again for up to {retry_time:?}",
+                        op.verb(),
+                        location.display()
+                    ));
                     self.failing_since = Some(now);
                     self.retry = Some(Retry {
                         op,
@@ -404,11 +466,14 @@ impl Files {
                         .as_ref()
                         .map_or(FIRST_BACKOFF, |r| (r.backoff * 2).min(MAX_BACKOFF));
                     // The last try is when the episode has lasted the retry time.
-                    self.retry = Some(Retry {
-                        op,
-                        backoff,
-                        next: (now + backoff).min(since + retry_time),
-                    });
+                    let next = (now + backoff).min(since + retry_time);
+                    self.config.log.debug(format_args!(
+                        "Cannot {} {} yet: {error}; next try in {:?}",
+                        op.verb(),
+                        location.display(),
+                        next - now
+                    ));
+                    self.retry = Some(Retry { op, backoff, next });
                     Err(Stalled)
                 } else {
                     self.retry = None;
@@ -435,6 +500,21 @@ impl Files {
         };
         self.stats.segments_failed += 1;
         self.stats.samples_lost += samples_lost;
+        if self.config.log.enabled(Level::Warning) {
+            let what = match &kept {
+                Some((file, samples)) => format!(
+                    "{samples} samples stay in {}, {samples_lost} are lost",
+                    file.display()
+                ),
+                None => "what it held is lost".to_owned(),
+            };
+            self.config.log.warning(format_args!(
+                "Gave up the segment of bucket {} ms: cannot {} {}: {error}; {what}",
+                spec.as_ref().map_or(0, |s| s.bucket_ms),
+                op.verb(),
+                location.display(),
+            ));
+        }
         reports.push(Report::Failed {
             spec,
             location,
@@ -481,6 +561,12 @@ impl Files {
             other => other,
         }
         .map_err(|e| (dir.join(segment_file_name(spec.bucket_ms, 0)), e))?;
+        self.config.log.debug(format_args!(
+            "Opened {} for bucket {} ms at {} Hz",
+            new.part.display(),
+            spec.bucket_ms,
+            spec.rate
+        ));
         Ok(OpenSegment {
             spec: spec.clone(),
             wav: new.wav,
@@ -504,6 +590,7 @@ impl Files {
         let Current::Open(s) = &mut self.current else {
             return Ok(());
         };
+        let before = s.written;
         let result = (|| {
             while !s.pending.is_empty() {
                 let end = s.data_start + s.written * 2;
@@ -525,6 +612,14 @@ impl Files {
             s.pending.samples.shrink_to(KEEP_PENDING);
             Ok(())
         })();
+        if s.written > before {
+            self.config.log.log(format_args!(
+                "Wrote {} samples to {}: {} in it",
+                s.written - before,
+                s.part.display(),
+                s.written
+            ));
+        }
         result.map_err(|e| (s.part.clone(), e))
     }
 
@@ -545,6 +640,14 @@ impl Files {
                 publish(&s.part, &s.dir, s.spec.bucket_ms, s.suffix)
             })();
             let published = result.map_err(|e| (s.part.clone(), e))?;
+            if published.file_index != s.suffix {
+                self.config.log.info(format_args!(
+                    "{} was taken while {} was written: published as {}",
+                    segment_file_name(s.spec.bucket_ms, s.suffix),
+                    s.part.display(),
+                    published.location.display()
+                ));
+            }
             if let Some(e) = published.leftover {
                 // Published all the same: the `.part` left is a second link of the segment,
                 // which recovery removes; publishing again would make a copy.
@@ -564,10 +667,20 @@ impl Files {
         };
         let s = *s;
         let _ = s.wav.finalize();
+        let location = s.published.unwrap_or_default();
+        let samples = s.data + s.silence;
+        self.config.log.debug(format_args!(
+            "Published {} as {}: {samples} samples ({:?}), {} of the stream, {} of silence",
+            s.part.display(),
+            location.display(),
+            Duration::from_nanos(samples * 1_000_000_000 / u64::from(s.spec.rate.max(1))),
+            s.data,
+            s.silence
+        ));
         Ok(SegmentWritten {
-            location: s.published.unwrap_or_default(),
+            location,
             file_index: s.suffix,
-            samples: s.data + s.silence,
+            samples,
             data_samples: s.data,
             silence_samples: s.silence,
             dropped_samples: 0,
@@ -786,6 +899,7 @@ mod tests {
             fsync: false,
             retry_time: Duration::from_millis(300),
             voice_threshold_dbfs: -45.0,
+            log: crate::log::Logger::none(),
         }
     }
 
@@ -861,11 +975,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (_, reports, recovered) = record_while_another_starts(dir.path(), Some(at));
             assert!(recovered.is_empty(), "step {at}: {recovered:?}");
-            let [Report::Written(w)] = reports.as_slice() else {
+            let [Report::Opened(o), Report::Written(w)] = reports.as_slice() else {
                 panic!("step {at}: {reports:?}")
             };
             let tap = dir.path().join("1970-01-01/call/stt/PRE");
             assert_eq!(w.location, tap.join("segment_0.wav"));
+            assert_eq!(o.location, w.location);
             let mut reader = hound::WavReader::open(&w.location).unwrap();
             let samples: Vec<i16> = reader.samples().map(Result::unwrap).collect();
             assert_eq!(samples, [1, 2, 3], "step {at}");

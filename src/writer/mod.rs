@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::Identity;
 use crate::lock_order::{Level, OrderedMutex};
+use crate::log::Logger;
 use crate::pool::Pool;
 use files::Files;
 pub use levels::Measured;
@@ -68,6 +69,8 @@ pub struct Config {
     pub retry_time: Duration,
     /// 10 ms frames above this RMS level count as voiced.
     pub voice_threshold_dbfs: f64,
+    /// Where the writer tells what it does with the recording's files.
+    pub log: Logger,
 }
 
 /// Which segment a file holds.
@@ -155,9 +158,27 @@ pub struct SegmentWritten {
     pub levels: Measured,
 }
 
+/// A segment whose file was opened.
+#[derive(Debug, Clone)]
+pub struct SegmentOpened {
+    /// Which segment.
+    pub spec: SegmentSpec,
+    /// The name it is to be published under, the first of its bucket free when it was opened.
+    /// Publishing never replaces a file: should another process take that name meanwhile, the
+    /// segment is published under the next free one, which its [`Report::Written`] tells.
+    pub location: PathBuf,
+    /// The `.part` it is written to until then.
+    pub part: PathBuf,
+    /// The file index of `location`.
+    pub file_index: u32,
+}
+
 /// What happened to a segment.
 #[derive(Debug)]
 pub enum Report {
+    /// The segment's file was opened; the segment's [`Report::Written`] or [`Report::Failed`]
+    /// follows.
+    Opened(SegmentOpened),
     /// The segment's file is complete under its final name.
     Written(SegmentWritten),
     /// An operation failed; it is tried again for up to `retry_for`, and later commands wait.
@@ -762,14 +783,18 @@ mod tests {
             fsync: false,
             retry_time: Duration::from_millis(300),
             voice_threshold_dbfs: -45.0,
+            log: Logger::none(),
         }
     }
 
+    /// A recording whose reports, but those of segments opened, come out of the receiver.
     fn recording_with(config: Config) -> (Recording, mpsc::Receiver<Report>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let rec = Recording::new(config, 1 << 20, move |r| {
-            let _ = lock(&tx).send(r);
+            if !matches!(r, Report::Opened(_)) {
+                let _ = lock(&tx).send(r);
+            }
         })
         .unwrap();
         (rec, rx)
@@ -1053,10 +1078,10 @@ mod tests {
         let tx = Mutex::new(tx);
         let panics_before = WRITERS.panics();
         let rec = Recording::new(config(dir.path()), 1 << 20, move |r| {
-            if let Report::Written(w) = &r
-                && w.spec.bucket_ms == 0
-            {
-                panic!("a report callback failed");
+            match &r {
+                Report::Written(w) if w.spec.bucket_ms == 0 => panic!("a report callback failed"),
+                Report::Opened(_) => return,
+                _ => (),
             }
             let _ = lock(&tx).send(r);
         })
@@ -1123,6 +1148,108 @@ mod tests {
             dir.path()
                 .join("1970-01-01/call/stt/PRE/segment_1000.wav")
                 .exists()
+        );
+    }
+
+    #[test]
+    fn a_segment_is_told_opened_before_written_under_the_name_it_is_to_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let rec = Recording::new(config(dir.path()), 1 << 20, move |r| {
+            let _ = lock(&tx).send(r);
+        })
+        .unwrap();
+        let id = identity();
+        let tap = dir.path().join("1970-01-01/call/stt/PRE");
+        submit_segment(&rec, &id, 0, &[1]);
+        rec.wait_idle(false).unwrap();
+        let reports: Vec<_> = rx.try_iter().collect();
+        let [Report::Opened(o), Report::Written(w)] = reports.as_slice() else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(o.location, tap.join("segment_0.wav"));
+        assert_eq!(o.part, tap.join("segment_0.wav.part"));
+        assert_eq!((&o.location, o.file_index), (&w.location, w.file_index));
+        assert_eq!(o.spec, w.spec);
+
+        // Another process takes the name while the segment is written: it goes to the next.
+        rec.submit(
+            &mut vec![Step::Open(spec(&id, 5_000)), Step::Silence(1)],
+            &[],
+            Overflow::Wait,
+        );
+        rec.wait_idle(false).unwrap();
+        let Ok(Report::Opened(o)) = rx.try_recv() else {
+            panic!("not opened")
+        };
+        assert_eq!(o.location, tap.join("segment_5000.wav"));
+        fs::write(&o.location, b"theirs").unwrap();
+        rec.submit(&mut vec![Step::Close], &[], Overflow::Wait);
+        rec.wait_idle(false).unwrap();
+        let Ok(Report::Written(w)) = rx.try_recv() else {
+            panic!("not written")
+        };
+        assert_eq!(w.location, tap.join("segment_5000-1.wav"));
+        assert_eq!(fs::read(&o.location).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn the_log_tells_each_file_opened_written_published_and_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = Arc::new(crate::log::Collect::default());
+        let mut config = config(dir.path());
+        config.log = Logger::new(lines.clone());
+        let (rec, _rx) = recording_with(config);
+        let id = identity();
+        submit_segment(&rec, &id, 0, &[1, 2]);
+        rec.wait_idle(false).unwrap();
+        let tap = dir.path().join("1970-01-01/call/stt/PRE");
+        let part = tap.join("segment_0.wav.part");
+        let told = |level: crate::log::Level, text: String| {
+            let lines = lines.lines();
+            assert!(
+                lines.contains(&(level, text.clone())),
+                "{text} not in {lines:#?}"
+            );
+        };
+        use crate::log::Level::{Debug, Log, Warning};
+        told(
+            Debug,
+            format!("Opened {} for bucket 0 ms at 8000 Hz", part.display()),
+        );
+        told(
+            Log,
+            format!("Wrote 5 samples to {}: 5 in it", part.display()),
+        );
+        told(
+            Debug,
+            format!(
+                "Published {} as {}: 5 samples (625µs), 2 of the stream, 3 of silence",
+                part.display(),
+                tap.join("segment_0.wav").display()
+            ),
+        );
+
+        // A file where the date directory should be: tried again, then given up.
+        fs::remove_dir_all(dir.path().join("1970-01-01")).unwrap();
+        fs::write(dir.path().join("1970-01-01"), b"").unwrap();
+        submit_segment(&rec, &id, 1_000, &[3]);
+        rec.wait_idle(false).unwrap();
+        let warnings: Vec<String> = lines
+            .lines()
+            .into_iter()
+            .filter(|(level, _)| *level == Warning)
+            .map(|(_, text)| text)
+            .collect();
+        assert!(
+            matches!(warnings.as_slice(), [tried, gave_up]
+                if tried.starts_with(&format!(
+                    "Cannot create {}: ",
+                    tap.join("segment_1000.wav").display()
+                ))
+                    && gave_up.starts_with("Gave up the segment of bucket 1000 ms")),
+            "{warnings:#?}"
         );
     }
 
