@@ -90,7 +90,7 @@ fn the_log_tells_each_file_opened_written_and_published_by_its_recorder() {
         assert!(
             lines.iter().any(|l| l.1 == address(element)
                 && l.2.starts_with("src/segmentrecorder/")
-                && l.3 == "Opening bucket 1000 ms"),
+                && l.3.starts_with("Opening bucket 1000 ms ")),
             "{tap}: {lines:#?}"
         );
     }
