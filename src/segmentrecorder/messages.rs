@@ -5,6 +5,7 @@
 //! splitmuxsink's are. Their names are exported from the crate root.
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use gst::prelude::*;
@@ -12,7 +13,9 @@ use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
 use crate::timeline::{self, Totals};
-use crate::writer::{Overflow, Report, SegmentOpened, SegmentWritten, Submitted, WriterStats};
+use crate::writer::{
+    Overflow, Report, SegmentOpened, SegmentSpec, SegmentWritten, Submitted, WriterStats,
+};
 
 /// Name of the message posted when a segment's file is opened.
 pub const SEGMENT_OPENED: &str = "segmentrecorder-segment-opened";
@@ -278,29 +281,12 @@ impl SegmentRecorder {
 
 /// The `segmentrecorder-segment-opened` message of a segment.
 fn opened_structure(o: &SegmentOpened) -> gst::Structure {
-    let mut s = gst::Structure::builder(SEGMENT_OPENED)
-        .field("location", o.location.to_string_lossy().as_ref())
-        .field("trace-id", o.spec.identity.trace_id())
-        .field("station-key", o.spec.identity.station_key())
-        .field("tap", o.spec.identity.tap())
-        .field("bucket-ts-ms", o.spec.bucket_ms)
-        .field("file-index", o.file_index)
-        .field("sample-rate", o.spec.rate)
-        .build();
-    set_start_times(&mut s, o.spec.start_running_time_ns, o.spec.start_utc_ns);
-    s
+    segment_structure(SEGMENT_OPENED, &o.spec, &o.location, o.file_index).build()
 }
 
 /// The `segmentrecorder-segment-written` message of a segment.
 fn written_structure(w: &SegmentWritten) -> gst::Structure {
-    let mut s = gst::Structure::builder(SEGMENT_WRITTEN)
-        .field("location", w.location.to_string_lossy().as_ref())
-        .field("trace-id", w.spec.identity.trace_id())
-        .field("station-key", w.spec.identity.station_key())
-        .field("tap", w.spec.identity.tap())
-        .field("bucket-ts-ms", w.spec.bucket_ms)
-        .field("file-index", w.file_index)
-        .field("sample-rate", w.spec.rate)
+    segment_structure(SEGMENT_WRITTEN, &w.spec, &w.location, w.file_index)
         .field("samples", w.samples)
         .field("data-samples", w.data_samples)
         .field("silence-samples", w.silence_samples)
@@ -312,25 +298,39 @@ fn written_structure(w: &SegmentWritten) -> gst::Structure {
         .field("rms-dbfs", w.levels.rms_dbfs)
         .field("peak-dbfs", w.levels.peak_dbfs)
         .field("voiced-ratio", w.levels.voiced_ratio)
-        .build();
-    set_start_times(&mut s, w.spec.start_running_time_ns, w.spec.start_utc_ns);
-    s
+        .build()
 }
 
-/// Sets a segment's `running-time` (`GST_CLOCK_TIME_NONE` when unknown: the stream never gave
-/// one) and, when UTC is known, `utc` and `utc-ns` (absent in running-time mode without a
+/// The fields every message of a segment has: where, whose, which bucket, and when it starts.
+/// `running-time` is `GST_CLOCK_TIME_NONE` when unknown (the bucket starts before running time
+/// 0); `utc` and `utc-ns` are there when UTC is known (not in running-time mode without a
 /// clock).
-fn set_start_times(s: &mut gst::Structure, running_time_ns: Option<u64>, utc_ns: Option<u64>) {
-    s.set(
-        "running-time",
-        running_time_ns.map(gst::ClockTime::from_nseconds),
-    );
-    if let Some(ns) = utc_ns {
-        s.set("utc-ns", ns);
+fn segment_structure(
+    name: &str,
+    spec: &SegmentSpec,
+    location: &Path,
+    file_index: u32,
+) -> gst::structure::Builder {
+    let mut s = gst::Structure::builder(name)
+        .field("location", location.to_string_lossy().as_ref())
+        .field("trace-id", spec.identity.trace_id())
+        .field("station-key", spec.identity.station_key())
+        .field("tap", spec.identity.tap())
+        .field("bucket-ts-ms", spec.bucket_ms)
+        .field("file-index", file_index)
+        .field("sample-rate", spec.rate)
+        .field(
+            "running-time",
+            spec.start_running_time_ns
+                .map(gst::ClockTime::from_nseconds),
+        );
+    if let Some(ns) = spec.start_utc_ns {
+        s = s.field("utc-ns", ns);
         if let Ok(utc) = gst::DateTime::from_unix_epoch_utc_usecs((ns / 1_000) as i64) {
-            s.set("utc", utc);
+            s = s.field("utc", utc);
         }
     }
+    s
 }
 
 /// The error domain of a failed write: a full disk, or any other.
