@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--streams S] [--seconds T] [--dir DIR] [--quick]
-//!     [--only throughput|cost|isolation|scale]
+//!     [--only throughput|cost|isolation|scale] [--readme README.md]
 //! ```
 //!
 //! 1. Throughput: S streams × T seconds of 16 kHz mono in 20 ms buffers, pushed as fast as
@@ -15,6 +15,11 @@
 //!    stalled for 2 s.
 //! 4. Scale: N recorders (and N fakesinks) fed in real time for a few seconds, each N in a
 //!    fresh process: threads, resident memory and CPU per element, samples dropped.
+//!
+//! It prints each part's markdown table as it is measured, then the verdicts against the
+//! targets. With `--readme FILE` it also writes all of it into FILE between the lines
+//! `<!-- bench:start -->` and `<!-- bench:end -->`, so the README's figures are always those of
+//! one whole run, and the README's prose need not repeat them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +33,22 @@ const RATE: u64 = 16_000;
 const BUFFER_SAMPLES: usize = 320;
 const CAPS: &str = "audio/x-raw,format=S16LE,layout=interleaved,channels=1,rate=16000";
 
+/// The targets a run is judged against. Throughput: the recorder's, relative to the plain loop's
+/// and to splitmuxsink's (their wall time over the recorder's), at least this much.
+const TARGET_VS_PLAIN_LOOP: f64 = 0.9;
+const TARGET_VS_SPLITMUX: f64 = 3.0;
+/// Streaming-thread CPU per buffer, relative to fakesink's, at most this much.
+const TARGET_COST_VS_FAKESINK: f64 = 1.2;
+/// Push latency while the writer is stalled, at most this much (µs).
+const TARGET_P999_US: f64 = 50.0;
+const TARGET_MAX_US: f64 = 1_000.0;
+/// Resident memory per recorder beyond a fakesink's, at most this much (KB).
+const TARGET_KB_PER_RECORDER: f64 = 64.0;
+
+/// Where `--readme` writes, between these two lines.
+const README_START: &str = "<!-- bench:start -->";
+const README_END: &str = "<!-- bench:end -->";
+
 struct Options {
     streams: usize,
     seconds: u64,
@@ -35,6 +56,7 @@ struct Options {
     scale: Vec<usize>,
     scale_seconds: u64,
     only: Option<String>,
+    readme: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -42,9 +64,11 @@ fn options() -> Options {
         streams: 200,
         seconds: 60,
         dir: PathBuf::from("target/bench"),
-        scale: vec![1, 100, 1_000, 2_000],
+        // From 100 up: one recorder's memory is below the noise of the process's own.
+        scale: vec![100, 1_000, 2_000],
         scale_seconds: 3,
         only: None,
+        readme: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -54,16 +78,79 @@ fn options() -> Options {
             "--seconds" => o.seconds = value().parse().expect("a number of seconds"),
             "--dir" => o.dir = PathBuf::from(value()),
             "--only" => o.only = Some(value()),
+            "--readme" => o.readme = Some(PathBuf::from(value())),
             "--quick" => {
                 o.streams = 20;
                 o.seconds = 20;
-                o.scale = vec![1, 100, 500];
+                o.scale = vec![100, 500];
                 o.scale_seconds = 2;
             }
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!(
+        o.readme.is_none() || o.only.is_none(),
+        "--readme writes the results of every part: it cannot be given with --only"
+    );
     o
+}
+
+/// `n` with thousands separated by commas, as the README writes numbers.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `x` with `decimals` decimals and its thousands separated by commas.
+fn fixed(x: f64, decimals: usize) -> String {
+    let text = format!("{x:.decimals$}");
+    match text.split_once('.') {
+        Some((whole, fraction)) => format!("{}.{fraction}", thousands(whole.parse().unwrap_or(0))),
+        None => thousands(text.parse().unwrap_or(0)),
+    }
+}
+
+/// `markdown` with its prose lines (not table rows) wrapped at the README's width, a list item's
+/// continuation indented under its text.
+fn wrap_prose(markdown: &str) -> String {
+    const WIDTH: usize = 96;
+    let mut out = String::new();
+    for line in markdown.lines() {
+        if line.starts_with('|') || line.chars().count() <= WIDTH {
+            out += line;
+            out += "\n";
+            continue;
+        }
+        let indent = if line.starts_with("- ") { "  " } else { "" };
+        let mut width = 0;
+        for word in line.split(' ') {
+            let len = word.chars().count();
+            if width > 0 && width + 1 + len > WIDTH {
+                out += "\n";
+                out += indent;
+                width = indent.len();
+            } else if width > 0 {
+                out += " ";
+                width += 1;
+            }
+            out += word;
+            width += len;
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// "met" or a bold "not met", for the verdicts.
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
 }
 
 fn init() {
@@ -179,8 +266,77 @@ fn plain_loop(dir: &Path, streams: usize, seconds: u64) -> (f64, f64) {
     )
 }
 
-fn throughput(o: &Options, streams: usize, seconds: u64) {
-    let audio = (streams as u64 * seconds) as f64;
+/// What the throughput part compares, in the order of its tables.
+#[derive(Clone, Copy, PartialEq)]
+enum Sink {
+    Recorder,
+    Fakesink,
+    Splitmux,
+    Wavenc,
+    PlainLoop,
+}
+
+impl Sink {
+    fn label(self) -> &'static str {
+        match self {
+            Sink::Recorder => "segmentrecorder",
+            Sink::Fakesink => "fakesink (GStreamer's floor)",
+            Sink::Splitmux => "splitmuxsink muxer-factory=wavenc max-size-time=5s",
+            Sink::Wavenc => "wavenc ! filesink (one file, no splitting)",
+            Sink::PlainLoop => "plain loop: hound + `.part` + rename, same files",
+        }
+    }
+}
+
+/// One throughput load: each sink's wall and CPU seconds.
+struct Throughput {
+    streams: usize,
+    seconds: u64,
+    rows: Vec<(Sink, f64, f64)>,
+}
+
+impl Throughput {
+    fn wall(&self, sink: Sink) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.0 == sink)
+            .map_or(f64::NAN, |r| r.1)
+    }
+
+    /// The recorder's speed relative to `sink`'s: its wall time over the recorder's.
+    fn recorder_vs(&self, sink: Sink) -> f64 {
+        self.wall(sink) / self.wall(Sink::Recorder)
+    }
+
+    fn load(&self) -> String {
+        let s = if self.streams == 1 { "" } else { "s" };
+        format!(
+            "{} stream{s} × {} s",
+            thousands(self.streams as u64),
+            thousands(self.seconds)
+        )
+    }
+
+    fn markdown(&self) -> String {
+        let audio = (self.streams as u64 * self.seconds) as f64;
+        let mut out = format!(
+            "| {} | wall s | CPU s | audio s per wall s | wall time ÷ the recorder's |\n\
+             |---|---|---|---|---|\n",
+            self.load()
+        );
+        for &(sink, wall, cpu) in &self.rows {
+            out += &format!(
+                "| {} | {wall:.2} | {cpu:.2} | {} | {:.2}× |\n",
+                sink.label(),
+                thousands((audio / wall).round() as u64),
+                self.recorder_vs(sink)
+            );
+        }
+        out
+    }
+}
+
+fn throughput(o: &Options, streams: usize, seconds: u64) -> Throughput {
     let dir = o.dir.join(format!("throughput-{streams}x{seconds}"));
     let _ = std::fs::remove_dir_all(&dir);
     let d = |sub: &str| {
@@ -189,12 +345,10 @@ fn throughput(o: &Options, streams: usize, seconds: u64) {
         p
     };
     let (rec, split, wav, plain) = (d("rec"), d("splitmux"), d("wavenc"), d("plain"));
-    println!("\n## Throughput: {streams} streams × {seconds} s of 16 kHz mono, 20 ms buffers\n");
-    println!("| sink | wall s | CPU s | audio s per wall s | recorder's speed relative to it |");
-    println!("|---|---|---|---|---|");
     let mut rows = Vec::new();
-    rows.push((
-        "segmentrecorder",
+    let mut measured = |sink: Sink, (wall, cpu): (f64, f64)| rows.push((sink, wall, cpu));
+    measured(
+        Sink::Recorder,
         run_pipelines(streams, seconds, |i| {
             format!(
                 "segmentrecorder base-dir={} trace-id=s{i} station-key=bench \
@@ -202,39 +356,33 @@ fn throughput(o: &Options, streams: usize, seconds: u64) {
                 rec.display()
             )
         }),
-    ));
-    rows.push((
-        "fakesink",
+    );
+    measured(
+        Sink::Fakesink,
         run_pipelines(streams, seconds, |_| "fakesink sync=false".into()),
-    ));
-    rows.push((
-        "splitmuxsink muxer-factory=wavenc max-size-time=5s",
+    );
+    measured(
+        Sink::Splitmux,
         run_pipelines(streams, seconds, |i| {
             format!(
                 "splitmuxsink muxer-factory=wavenc max-size-time=5000000000 location={}/s{i}_%05d.wav",
                 split.display()
             )
         }),
-    ));
-    rows.push((
-        "wavenc ! filesink (no splitting)",
+    );
+    measured(
+        Sink::Wavenc,
         run_pipelines(streams, seconds, |i| {
             format!("wavenc ! filesink location={}/s{i}.wav", wav.display())
         }),
-    ));
-    rows.push((
-        "plain loop: hound + .part + rename",
-        plain_loop(&plain, streams, seconds),
-    ));
-    let recorder_wall = rows[0].1.0;
-    for (name, (wall, cpu)) in &rows {
-        println!(
-            "| {name} | {wall:.2} | {cpu:.2} | {:.0} | {:.2}× |",
-            audio / wall,
-            wall / recorder_wall
-        );
-    }
+    );
+    measured(Sink::PlainLoop, plain_loop(&plain, streams, seconds));
     let _ = std::fs::remove_dir_all(&dir);
+    Throughput {
+        streams,
+        seconds,
+        rows,
+    }
 }
 
 /// CPU time of the calling thread so far.
@@ -286,32 +434,63 @@ fn recorder(dir: &Path, name: &str) -> gst::Element {
         .expect("segmentrecorder")
 }
 
-fn streaming_cost(o: &Options) {
+/// The streaming-thread cost part: mean ns per buffer, (thread CPU, wall), of each sink.
+struct Cost {
+    buffers: usize,
+    rounds: usize,
+    fakesink: (f64, f64),
+    recorder: (f64, f64),
+}
+
+impl Cost {
+    /// The recorder's streaming-thread CPU per buffer relative to fakesink's.
+    fn ratio(&self) -> f64 {
+        self.recorder.0 / self.fakesink.0
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| sink | thread CPU ns per buffer | wall ns per push | CPU ÷ fakesink's |\n\
+             |---|---|---|---|\n",
+        );
+        for (sink, (cpu, wall)) in [
+            ("fakesink", self.fakesink),
+            ("segmentrecorder", self.recorder),
+        ] {
+            out += &format!(
+                "| {sink} | {} | {} | {:.2}× |\n",
+                thousands(cpu.round() as u64),
+                thousands(wall.round() as u64),
+                cpu / self.fakesink.0
+            );
+        }
+        out
+    }
+}
+
+fn streaming_cost(o: &Options) -> Cost {
     let dir = o.dir.join("cost");
-    let buffers = 20_000;
+    let (buffers, rounds) = (20_000, 3);
     let (mut rec, mut fake) = ((0.0, 0.0), (0.0, 0.0));
-    // Alternate, three rounds each, so both see the same machine.
-    for round in 0..3 {
+    let n = rounds as f64;
+    // Alternate, round by round, so both see the same machine.
+    for round in 0..rounds {
         let fakesink = gst::ElementFactory::make("fakesink")
             .property("sync", false)
             .build()
             .expect("fakesink");
         let f = push_cost(&fakesink, buffers);
         let r = push_cost(&recorder(&dir, &format!("cost{round}")), buffers);
-        fake = (fake.0 + f.0 / 3.0, fake.1 + f.1 / 3.0);
-        rec = (rec.0 + r.0 / 3.0, rec.1 + r.1 / 3.0);
+        fake = (fake.0 + f.0 / n, fake.1 + f.1 / n);
+        rec = (rec.0 + r.0 / n, rec.1 + r.1 / n);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("\n## Streaming-thread cost per 20 ms buffer ({buffers} buffers × 3 rounds)\n");
-    println!("| sink | thread CPU ns per buffer | wall ns per push |");
-    println!("|---|---|---|");
-    println!("| fakesink | {:.0} | {:.0} |", fake.0, fake.1);
-    println!("| segmentrecorder | {:.0} | {:.0} |", rec.0, rec.1);
-    println!(
-        "\nrecorder / fakesink: {:.2}× in streaming-thread CPU, {:.2}× in wall time",
-        rec.0 / fake.0,
-        rec.1 / fake.1
-    );
+    Cost {
+        buffers,
+        rounds,
+        fakesink: fake,
+        recorder: rec,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -319,7 +498,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-fn isolation(o: &Options) {
+/// The isolation part: push latencies in µs while the writer was stalled.
+struct Isolation {
+    pushes: usize,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    dropped: u64,
+}
+
+impl Isolation {
+    fn markdown(&self) -> String {
+        format!(
+            "| pushes | p50 µs | p99 µs | p99.9 µs | max µs | samples dropped |\n\
+             |---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} | {} | {} |\n",
+            thousands(self.pushes as u64),
+            fixed(self.p50, 1),
+            fixed(self.p99, 1),
+            fixed(self.p999, 1),
+            fixed(self.max, 1),
+            thousands(self.dropped)
+        )
+    }
+}
+
+fn isolation(o: &Options) -> Isolation {
     let dir = o.dir.join("isolation");
     let recorders: Vec<(gst::Element, gst_check::Harness)> = (0..20)
         .map(|i| {
@@ -369,19 +574,14 @@ fn isolation(o: &Options) {
     let _ = std::fs::remove_dir_all(&dir);
     latencies.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "\n## Isolation: 20 recorders fed in real time, writer stalled for 2 s ({} pushes)\n",
-        latencies.len()
-    );
-    println!("| p50 µs | p99 µs | p99.9 µs | max µs | samples dropped |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {:.1} | {:.1} | {:.1} | {:.1} | {dropped} |",
-        us(percentile(&latencies, 0.5)),
-        us(percentile(&latencies, 0.99)),
-        us(percentile(&latencies, 0.999)),
-        us(*latencies.last().expect("pushes"))
-    );
+    Isolation {
+        pushes: latencies.len(),
+        p50: us(percentile(&latencies, 0.5)),
+        p99: us(percentile(&latencies, 0.99)),
+        p999: us(percentile(&latencies, 0.999)),
+        max: us(*latencies.last().expect("pushes")),
+        dropped,
+    }
 }
 
 /// In a child process: N elements fed in real time; prints one line of measurements.
@@ -445,16 +645,45 @@ fn scale_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
     );
 }
 
-fn scale(o: &Options) {
-    println!(
-        "\n## Scale: N elements fed 20 ms buffers in real time for {} s, each run in a fresh process\n",
-        o.scale_seconds
+/// One N of the scale part.
+struct ScaleRow {
+    n: usize,
+    writer_threads: f64,
+    threads_recorder: f64,
+    threads_fakesink: f64,
+    kb_per_recorder: f64,
+    cpu_recorder: f64,
+    cpu_fakesink: f64,
+    late: f64,
+    rounds: f64,
+    dropped: f64,
+}
+
+fn scale_markdown(rows: &[ScaleRow]) -> String {
+    let mut out = String::from(
+        "| N | writer threads | threads added: recorders (fakesinks) | KB per recorder beyond \
+         fakesink | CPU per recorder, % of a core (fakesink) | 20 ms deadlines the feeding \
+         thread missed | samples dropped |\n|---|---|---|---|---|---|---|\n",
     );
-    println!(
-        "| N | writer threads | threads added (recorder / fakesink) | KB per element beyond \
-         fakesink | CPU % of a core per recorder (fakesink) | late rounds | samples dropped |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} ({}) | {:.0} | {:.3} ({:.3}) | {} of {} | {} |\n",
+            thousands(r.n as u64),
+            r.writer_threads,
+            r.threads_recorder,
+            r.threads_fakesink,
+            r.kb_per_recorder,
+            r.cpu_recorder,
+            r.cpu_fakesink,
+            r.late,
+            r.rounds,
+            thousands(r.dropped as u64)
+        );
+    }
+    out
+}
+
+fn scale(o: &Options) -> Vec<ScaleRow> {
     let exe = std::env::current_exe().expect("own path");
     let run = |kind: &str, n: usize| -> Vec<f64> {
         let dir = o.dir.join(format!("scale-{kind}-{n}"));
@@ -478,23 +707,136 @@ fn scale(o: &Options) {
             .map(|v| v.parse().expect("number"))
             .collect()
     };
-    for &n in &o.scale {
-        let rec = run("recorder", n);
-        let fake = run("fakesink", n);
-        let per_core = |m: &[f64]| m[3] / m[4] / n as f64 * 100.0;
-        println!(
-            "| {n} | {} | {} / {} | {:.1} | {:.3} ({:.3}) | {} of {} | {} |",
-            rec[2],
-            rec[1],
-            fake[1],
-            (rec[0] - fake[0]) / n as f64,
-            per_core(&rec),
-            per_core(&fake),
-            rec[6],
-            rec[7],
-            rec[5]
-        );
+    o.scale
+        .iter()
+        .map(|&n| {
+            let rec = run("recorder", n);
+            let fake = run("fakesink", n);
+            let per_core = |m: &[f64]| m[3] / m[4] / n as f64 * 100.0;
+            ScaleRow {
+                n,
+                writer_threads: rec[2],
+                threads_recorder: rec[1],
+                threads_fakesink: fake[1],
+                kb_per_recorder: (rec[0] - fake[0]) / n as f64,
+                cpu_recorder: per_core(&rec),
+                cpu_fakesink: per_core(&fake),
+                late: rec[6],
+                rounds: rec[7],
+                dropped: rec[5],
+            }
+        })
+        .collect()
+}
+
+/// Everything one run measured; a part not run is `None` (or empty).
+#[derive(Default)]
+struct Report {
+    throughput: Vec<Throughput>,
+    cost: Option<Cost>,
+    isolation: Option<Isolation>,
+    scale: Vec<ScaleRow>,
+}
+
+impl Report {
+    /// Each target with whether this run met it and the figure it was judged by.
+    fn verdicts(&self) -> String {
+        let mut out = String::new();
+        let per_load = |sink: Sink, target: f64| -> String {
+            self.throughput
+                .iter()
+                .map(|t| {
+                    let r = t.recorder_vs(sink);
+                    format!("{} at {} ({r:.2}×)", met(r >= target), t.load())
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        if !self.throughput.is_empty() {
+            out += &format!(
+                "- Throughput ≥ {TARGET_VS_PLAIN_LOOP}× the plain loop's: {}.\n",
+                per_load(Sink::PlainLoop, TARGET_VS_PLAIN_LOOP)
+            );
+            out += &format!(
+                "- Throughput ≥ {TARGET_VS_SPLITMUX}× splitmuxsink's: {}.\n",
+                per_load(Sink::Splitmux, TARGET_VS_SPLITMUX)
+            );
+        }
+        if let Some(c) = &self.cost {
+            let added_ns = c.recorder.0 - c.fakesink.0;
+            // A recorder takes 50 buffers of 20 ms a second.
+            let core_percent = added_ns * 50.0 / 1e9 * 100.0;
+            out += &format!(
+                "- Streaming-thread CPU ≤ {TARGET_COST_VS_FAKESINK}× fakesink's: {} ({:.2}×). \
+                 The recorder adds {} ns per 20 ms buffer: {core_percent:.4} % of a core per \
+                 recorder.\n",
+                met(c.ratio() <= TARGET_COST_VS_FAKESINK),
+                c.ratio(),
+                thousands(added_ns.max(0.0).round() as u64),
+            );
+        }
+        if let Some(i) = &self.isolation {
+            out += &format!(
+                "- Isolation: p99.9 ≤ {TARGET_P999_US} µs: {} ({} µs); max ≤ {} µs: {} \
+                 ({} µs); nothing dropped: {}.\n",
+                met(i.p999 <= TARGET_P999_US),
+                fixed(i.p999, 1),
+                fixed(TARGET_MAX_US, 0),
+                met(i.max <= TARGET_MAX_US),
+                fixed(i.max, 0),
+                met(i.dropped == 0),
+            );
+        }
+        if let (Some(first), Some(last)) = (self.scale.first(), self.scale.last()) {
+            let threads_same = self
+                .scale
+                .iter()
+                .all(|r| r.threads_recorder == first.threads_recorder);
+            let kb = self
+                .scale
+                .iter()
+                .map(|r| r.kb_per_recorder)
+                .fold(f64::MIN, f64::max);
+            let dropped: f64 = self.scale.iter().map(|r| r.dropped).sum();
+            out += &format!(
+                "- Scale: threads independent of N: {} ({} added at N = {}, {} at N = {}); \
+                 ≤ {TARGET_KB_PER_RECORDER} KB per recorder beyond fakesink: {} (at most \
+                 {kb:.0}); nothing dropped: {}.\n",
+                met(threads_same),
+                first.threads_recorder,
+                thousands(first.n as u64),
+                last.threads_recorder,
+                thousands(last.n as u64),
+                met(kb <= TARGET_KB_PER_RECORDER),
+                met(dropped == 0.0),
+            );
+        }
+        out
     }
+}
+
+/// Replaces what is between the `bench:start` and `bench:end` lines of `path` with `text`.
+fn write_readme(path: &Path, text: &str) -> Result<(), String> {
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let readme = std::fs::read_to_string(path).map_err(at)?;
+    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
+        return Err(format!(
+            "{} has no {README_START} … {README_END} lines to write between",
+            path.display()
+        ));
+    };
+    let start = start + README_START.len();
+    if end < start {
+        return Err(format!(
+            "{}: {README_END} before {README_START}",
+            path.display()
+        ));
+    }
+    let updated = format!("{}\n{text}{}", &readme[..start], &readme[end..]);
+    // Written aside and renamed over, so an interrupted run never leaves half a README.
+    let tmp = path.with_extension("bench-tmp");
+    std::fs::write(&tmp, updated).map_err(at)?;
+    std::fs::rename(&tmp, path).map_err(at)
 }
 
 fn main() {
@@ -507,22 +849,79 @@ fn main() {
     }
     let o = options();
     init();
-    println!(
-        "# segmentrecorder benchmark ({} cores)",
-        thread::available_parallelism().map_or(0, |n| n.get())
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    // The command as run, but for where it put its files and wrote its results.
+    let mut shown = Vec::new();
+    let mut given = args[1..].iter();
+    while let Some(arg) = given.next() {
+        if arg == "--dir" || arg == "--readme" {
+            given.next();
+        } else {
+            shown.push(arg.as_str());
+        }
+    }
+    let mut text = format!(
+        "<!-- Written by examples/bench.rs (--readme): run it again rather than editing. -->\n\
+         One run of `cargo run --release --example bench{}{}` on {cores} cores.\n",
+        if shown.is_empty() { "" } else { " -- " },
+        shown.join(" ")
     );
+    // Each part's table is printed as soon as it is measured, and kept for the README.
+    let mut part = |markdown: String| {
+        let markdown = wrap_prose(&markdown);
+        print!("\n{markdown}");
+        text += "\n";
+        text += &markdown;
+    };
     let run = |section: &str| o.only.as_deref().is_none_or(|only| only == section);
+    let mut report = Report::default();
     if run("throughput") {
-        throughput(&o, o.streams, o.seconds);
-        throughput(&o, 1, o.seconds * 10);
+        part(String::from(
+            "**Throughput**: S streams × T s of silent 16 kHz mono in 20 ms buffers from \
+             `audiotestsrc`, pushed as fast as possible, all pipelines at once, until every file is \
+             written and finalised. The last column is each sink's wall time over the recorder's: \
+             above 1, the recorder finished first.\n",
+        ));
+        for (streams, seconds) in [(o.streams, o.seconds), (1, o.seconds * 10)] {
+            let t = throughput(&o, streams, seconds);
+            part(t.markdown());
+            report.throughput.push(t);
+        }
     }
     if run("cost") {
-        streaming_cost(&o);
+        let c = streaming_cost(&o);
+        part(format!(
+            "**Streaming-thread cost**: thread CPU time per 20 ms buffer pushed through a \
+             `gst_check::Harness`, {} alternating rounds of {} buffers.\n\n{}",
+            c.rounds,
+            thousands(c.buffers as u64),
+            c.markdown()
+        ));
+        report.cost = Some(c);
     }
     if run("isolation") {
-        isolation(&o);
+        let i = isolation(&o);
+        part(format!(
+            "**Isolation**: 20 recorders fed in real time while the writer is stalled for 2 s.\n\n{}",
+            i.markdown()
+        ));
+        report.isolation = Some(i);
     }
     if run("scale") {
-        scale(&o);
+        report.scale = scale(&o);
+        part(format!(
+            "**Scale**: N recorders (and, separately, N fakesinks) fed 20 ms buffers in real time \
+             for {} s from one thread, each N in a fresh process.\n\n{}",
+            o.scale_seconds,
+            scale_markdown(&report.scale)
+        ));
+    }
+    part(format!("Against the targets:\n\n{}", report.verdicts()));
+    if let Some(readme) = &o.readme {
+        if let Err(e) = write_readme(readme, &text) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        println!("\nwrote the results into {}", readme.display());
     }
 }
