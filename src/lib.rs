@@ -15,6 +15,7 @@ use gst::glib;
 pub mod layout;
 mod lock_order;
 pub mod log;
+pub mod pairing;
 mod pool;
 pub mod rebuild;
 pub mod segmentrecorder;

@@ -28,6 +28,8 @@ pub enum Level {
     /// An element's connection to the uploader.
     #[cfg(feature = "s3")]
     ElementUploads,
+    /// The PRE and POST halves waiting for their partner, process-wide.
+    Pairs,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.
