@@ -13,8 +13,8 @@
 //! Identifiers come from outside (call ids, SIP URIs, user input), so each is turned into exactly
 //! one safe path component: ASCII letters, digits and `- _ . @ + =` stay as they are, every other
 //! byte of the UTF-8 text becomes `%XX` (upper-case hex), `%` and `~` included, and so does a
-//! leading `.` (no `.`, `..` or hidden names). The escaping can be undone, so two different
-//! identifiers never share a directory. An identifier whose escaped form is longer than
+//! leading `.` (no `.`, `..` or hidden names). The escaping can be undone
+//! ([`unescape_component`]), so two different identifiers never share a directory. An identifier whose escaped form is longer than
 //! [`MAX_COMPONENT_LEN`] bytes is named by as many of its first characters, escaped, as fit,
 //! then `~` and the first 32 hex digits of the SHA-256 of the identifier's UTF-8 bytes: the name
 //! stays recognisable and within what file systems allow, the digest keeps long identifiers
@@ -155,6 +155,25 @@ pub fn identifier_component(value: &str) -> Result<String, IdentifierError> {
         let _ = write!(name, "{byte:02x}");
     }
     Ok(name)
+}
+
+/// The identifier that `name` is the directory name of (see [`identifier_component`]), for
+/// tools that show what they find. `None` for a long identifier's name, which holds only its
+/// beginning and a digest, and for any name the escaping does not make.
+pub fn unescape_component(name: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.find('%') {
+        bytes.extend_from_slice(&rest.as_bytes()[..i]);
+        let hex = rest.get(i + 1..i + 3)?;
+        bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        rest = &rest[i + 3..];
+    }
+    bytes.extend_from_slice(rest.as_bytes());
+    let value = String::from_utf8(bytes).ok()?;
+    // Only the one name the escaping gives (upper-case hex, plain bytes left plain, no digest)
+    // is undone: a name from elsewhere is not taken for an identifier.
+    (identifier_component(&value).ok()? == name).then_some(value)
 }
 
 /// Who a stream belongs to: the call, the processing stage and the tap.
@@ -506,6 +525,36 @@ mod tests {
     }
 
     #[test]
+    fn names_are_unescaped_back_to_their_identifiers_and_nothing_else_is() {
+        for value in [
+            "call-42",
+            "sip:alice@example.com;tag=1",
+            "ünïcödé 通话",
+            ".hidden",
+            "~",
+        ] {
+            let name = identifier_component(value).unwrap();
+            assert_eq!(unescape_component(&name).as_deref(), Some(value), "{name}");
+        }
+        let digested = identifier_component(&"a".repeat(MAX_COMPONENT_LEN + 1)).unwrap();
+        for name in [
+            digested.as_str(),
+            "",
+            "sip%3abob",
+            "%",
+            "%4",
+            "%G1",
+            "%+A",
+            "%FF",
+            ".hidden",
+            "a~b",
+            "a b",
+        ] {
+            assert_eq!(unescape_component(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
     fn readable_identifiers_are_kept() {
         assert_eq!(
             escape_component("call-42_a.b@host+x=1"),
@@ -613,8 +662,10 @@ mod tests {
             if plain.len() <= MAX_COMPONENT_LEN {
                 prop_assert!(!c.contains('~'));
                 prop_assert_eq!(unescape(&c), value.as_bytes());
+                prop_assert_eq!(unescape_component(&c), Some(value));
             } else {
                 prop_assert_eq!(c.matches('~').count(), 1);
+                prop_assert_eq!(unescape_component(&c), None);
             }
         }
     }

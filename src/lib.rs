@@ -7,14 +7,16 @@
 //! Three rooms: [`segmentrecorder`] is the element (properties, caps, events, messages),
 //! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; they, the
 //! uploader and the offline tools share one [`layout`] of the files on disk. [`rebuild`] joins a
-//! tap's segments back into one recording; with the `s3` feature, `uploader` sends finished
-//! segments to object storage.
+//! tap's segments back into one recording; [`pair`] compares a bucket's PRE and POST segments
+//! (delay, likeness, gain of the stage between them); with the `s3` feature, `uploader` sends
+//! finished segments to object storage.
 
 use gst::glib;
 
 pub mod layout;
 mod lock_order;
 pub mod log;
+pub mod pair;
 pub mod pairing;
 mod pool;
 pub mod rebuild;
