@@ -30,6 +30,8 @@ pub enum Level {
     ElementUploads,
     /// The PRE and POST halves waiting for their partner, process-wide.
     Pairs,
+    /// What each stage did in its last pair, for its alarms.
+    PairStages,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.

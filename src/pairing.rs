@@ -1,4 +1,4 @@
-//! Where the PRE and the POST half of a bucket meet.
+//! PRE/POST pairs: where the two halves of a bucket meet, and their comparison.
 //!
 //! A recorder that publishes a segment offers it here as a half. The two halves of a pair are
 //! the files of one call, station, bucket and file index under the `PRE` and the `POST`
@@ -9,15 +9,29 @@
 //! [`MAX_WAITING`] halves wait, and handed back so that its recorder can count it: the memory
 //! for waiting halves is bounded however the recorders behave.
 //!
-//! Mutex order: `waiting` is a leaf of the element level (crate::lock_order::Level::Pairs):
-//! nothing else is taken while it is held.
+//! A complete pair is compared ([`crate::pair`]) on a thread of its own pool, off the writer's
+//! path: the writer only offers a half, which costs a map look-up. At most
+//! [`MAX_COMPARING`] pairs wait for or undergo comparison; a pair beyond that is skipped and
+//! counted, never queued without bound. Each comparison is reported to the recorder that
+//! published the pair's second half, with the alarms it raises for its stage: the stage muted
+//! the audio, its delay jumped, it clips. An alarm is raised once per episode, which ends at the
+//! first pair of the stage without it.
+//!
+//! Mutex order: `Level::Pairs` (the halves waiting), then `Level::PairStages` (what each stage
+//! did last); in practice each is taken alone, and nothing else while it is held.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::layout::Tap;
+use crate::layout::{Identity, Tap};
 use crate::lock_order::{Level, OrderedMutex};
+use crate::pair::{Alignment, Analyzer, Config, Figures};
+use crate::pool::Pool;
 
 /// How long a half waits for its partner. Both taps of a bucket are published within a
 /// flush interval or two of each other, whatever the segment duration; a minute also covers a
@@ -155,6 +169,250 @@ impl<T> Waiting<T> {
     }
 }
 
+/// A delay that moves by more than this from one pair of a stage to the next is a jump.
+pub const DELAY_TOLERANCE_MS: f64 = 10.0;
+
+/// Below this correlation POST is not recognisably PRE: its delay means nothing, and is not
+/// compared with the stage's previous one.
+pub const MIN_CORRELATION: f64 = 0.5;
+
+/// Pairs waiting for or undergoing comparison at most; more are skipped and counted.
+pub const MAX_COMPARING: usize = 64;
+
+/// Stages whose last comparison is remembered for their alarms.
+const MAX_STAGES: usize = 4_096;
+
+/// Threads that compare pairs. One comparison takes about a millisecond.
+const COMPARERS: usize = 2;
+
+/// What a recorder counts of its pairs.
+#[derive(Debug, Default)]
+pub struct PairCounters {
+    /// Pairs whose comparison this recorder reported.
+    pub compared: AtomicU64,
+    /// Pairs whose second half this recorder published but that were not compared: too many
+    /// comparisons at once, or a file that could no longer be read.
+    pub skipped: AtomicU64,
+    /// Halves this recorder published whose partner never came.
+    pub unmatched: AtomicU64,
+}
+
+/// An alarm a comparison raises for its stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Alarm {
+    /// PRE has voice, POST stays under the silence threshold.
+    Muted,
+    /// The stage's delay moved by more than [`DELAY_TOLERANCE_MS`].
+    DelayJumped {
+        /// The delay of the stage's previous recognisable pair, in ms.
+        from_ms: f64,
+        /// The delay now, in ms.
+        to_ms: f64,
+    },
+    /// POST has samples at full scale where PRE had none.
+    Clips {
+        /// POST's samples at full scale.
+        samples: u64,
+    },
+}
+
+/// A comparison, reported to the recorder that published the pair's second half.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    /// The call and station (of the PRE half; the POST half's are the same).
+    pub identity: Arc<Identity>,
+    /// The bucket.
+    pub bucket_ms: u64,
+    /// The file index within the bucket.
+    pub file_index: u32,
+    /// The PRE file.
+    pub pre: PathBuf,
+    /// The POST file.
+    pub post: PathBuf,
+    /// Samples per second of both.
+    pub rate: u32,
+    /// What the comparison found.
+    pub figures: Figures,
+    /// The alarms whose episode this pair begins.
+    pub alarms: Vec<Alarm>,
+}
+
+/// Where a recorder hears of its comparisons; called on a comparing thread, with no lock held.
+pub type Reports = Arc<dyn Fn(Compared) + Send + Sync>;
+
+/// How a recorder wants its pairs compared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompareSettings {
+    /// Largest delay searched either way, in ms.
+    pub max_delay_ms: u32,
+    /// Peak level in dBFS under which a side counts as silent.
+    pub silence_threshold_dbfs: f64,
+    /// RMS level in dBFS above which a 10 ms frame counts as voiced.
+    pub voice_threshold_dbfs: f64,
+}
+
+/// A published segment offered for pairing.
+pub struct Half {
+    /// The file.
+    pub location: PathBuf,
+    /// Its call, station and tap.
+    pub identity: Arc<Identity>,
+    /// Its bucket.
+    pub bucket_ms: u64,
+    /// Its file index within the bucket.
+    pub file_index: u32,
+    /// How the recorder that published it wants pairs compared, should it be the second half.
+    pub settings: CompareSettings,
+    /// That recorder's counters.
+    pub counters: Arc<PairCounters>,
+    /// Where that recorder hears of the comparison.
+    pub reports: Reports,
+}
+
+static HALVES: Meeting<Half> = Meeting::new();
+static COMPARING_POOL: Pool = Pool::with_spares("segrec-pair", 0);
+static COMPARING: AtomicUsize = AtomicUsize::new(0);
+static STAGES: OrderedMutex<Option<HashMap<PathBuf, Stage>>> =
+    OrderedMutex::new(Level::PairStages, None);
+
+/// What a stage did in its last pair, for its alarms.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stage {
+    /// The delay of the last pair whose correlation was at least [`MIN_CORRELATION`].
+    delay_ms: Option<f64>,
+    muted: bool,
+    clipping: bool,
+}
+
+/// Starts the comparing threads, if they are not running yet: an error if the system refuses
+/// one.
+pub fn ensure_threads() -> io::Result<()> {
+    COMPARING_POOL.ensure_threads(COMPARERS)
+}
+
+/// Offers a published segment: if its partner waited, the pair is queued for comparison (or
+/// skipped if [`MAX_COMPARING`] are already); halves forgotten meanwhile are counted by their
+/// recorders.
+pub fn offer(half: Half) {
+    let mut forgotten = Vec::new();
+    let location = half.location.clone();
+    let pair = HALVES.offer(&location, Instant::now(), half, &mut forgotten);
+    for half in forgotten {
+        half.counters.unmatched.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(pair) = pair else { return };
+    // The second half, the one offered now, is the one whose recorder reports.
+    let second = match pair_key(&location) {
+        Some((Tap::Pre, _)) => &pair.pre,
+        _ => &pair.post,
+    };
+    if COMPARING.fetch_add(1, Ordering::AcqRel) >= MAX_COMPARING {
+        COMPARING.fetch_sub(1, Ordering::AcqRel);
+        second.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let second_is_pre = std::ptr::eq(second, &pair.pre);
+    COMPARING_POOL.run(move || {
+        compare(pair, second_is_pre);
+        COMPARING.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+thread_local! {
+    static ANALYZER: RefCell<Analyzer> = RefCell::new(Analyzer::new());
+}
+
+/// Reads and compares a pair, raises its alarms and reports it to its second half's recorder.
+fn compare(pair: Pair<Half>, second_is_pre: bool) {
+    let second = if second_is_pre { &pair.pre } else { &pair.post };
+    let read = read_samples(&pair.pre.location).and_then(|pre| {
+        let post = read_samples(&pair.post.location)?;
+        Ok((pre, post))
+    });
+    let ((pre_rate, pre), (post_rate, post)) = match read {
+        Ok(read) => read,
+        Err(_) => {
+            // Removed after its upload, or the disk failed: nothing to compare.
+            second.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    if pre_rate != post_rate {
+        second.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let settings = second.settings;
+    let config = Config {
+        silence_threshold_dbfs: settings.silence_threshold_dbfs,
+        voice_threshold_dbfs: settings.voice_threshold_dbfs,
+        ..Config::new(pre_rate).with_max_delay_ms(settings.max_delay_ms)
+    };
+    let figures = ANALYZER.with(|a| a.borrow_mut().analyze(&pre, &post, &config));
+    let stage = pair
+        .pre
+        .location
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_owned);
+    let alarms = stage.map_or_else(Vec::new, |stage| raise_alarms(stage, &figures));
+    second.counters.compared.fetch_add(1, Ordering::Relaxed);
+    (second.reports)(Compared {
+        identity: pair.pre.identity.clone(),
+        bucket_ms: pair.pre.bucket_ms,
+        file_index: pair.pre.file_index,
+        pre: pair.pre.location.clone(),
+        post: pair.post.location.clone(),
+        rate: pre_rate,
+        figures,
+        alarms,
+    });
+}
+
+/// The samples of a segment file, and its rate.
+fn read_samples(path: &Path) -> Result<(u32, Vec<i16>), hound::Error> {
+    let mut reader = hound::WavReader::open(path)?;
+    let rate = reader.spec().sample_rate;
+    let samples = reader.samples::<i16>().collect::<Result<Vec<_>, _>>()?;
+    Ok((rate, samples))
+}
+
+/// The alarms whose episode `figures` begins for the stage (its PRE and POST directories'
+/// parent).
+fn raise_alarms(stage: PathBuf, figures: &Figures) -> Vec<Alarm> {
+    let mut stages = STAGES.lock();
+    let stages = stages.get_or_insert_with(HashMap::new);
+    if stages.len() >= MAX_STAGES && !stages.contains_key(&stage) {
+        // Calls end; their stages are not worth an eviction order.
+        stages.clear();
+    }
+    let last = stages.entry(stage).or_default();
+    let mut alarms = Vec::new();
+    let muted = figures.alignment == Alignment::PostSilent && figures.pre_voiced_ratio > 0.0;
+    if muted && !last.muted {
+        alarms.push(Alarm::Muted);
+    }
+    last.muted = muted;
+    let clipping = figures.stage_clips();
+    if clipping && !last.clipping {
+        alarms.push(Alarm::Clips {
+            samples: figures.post_clipped_samples,
+        });
+    }
+    last.clipping = clipping;
+    if figures.alignment == Alignment::Measured && figures.correlation >= MIN_CORRELATION {
+        if let Some(from_ms) = last.delay_ms
+            && (figures.delay_ms - from_ms).abs() > DELAY_TOLERANCE_MS
+        {
+            alarms.push(Alarm::DelayJumped {
+                from_ms,
+                to_ms: figures.delay_ms,
+            });
+        }
+        last.delay_ms = Some(figures.delay_ms);
+    }
+    alarms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +509,56 @@ mod tests {
         assert_eq!(meeting.offer(odd, Instant::now(), 7, &mut forgotten), None);
         assert_eq!(forgotten, [7]);
         assert_eq!(meeting.waiting(), 0);
+    }
+
+    fn figures(delay_ms: f64, correlation: f64) -> Figures {
+        Figures {
+            alignment: Alignment::Measured,
+            delay: (delay_ms * 16.0) as i64,
+            delay_ms,
+            correlation,
+            gain_db: 0.0,
+            pre_rms_dbfs: -20.0,
+            post_rms_dbfs: -20.0,
+            pre_voiced_ratio: 0.5,
+            post_voiced_ratio: 0.5,
+            pre_clipped_samples: 0,
+            post_clipped_samples: 0,
+        }
+    }
+
+    #[test]
+    fn alarms_begin_episodes_and_a_delay_jump_is_measured_from_the_last_recognisable_pair() {
+        let stage = PathBuf::from("/rec/1970-01-01/alarm-test/stt");
+        assert!(raise_alarms(stage.clone(), &figures(20.0, 0.9)).is_empty());
+        assert!(raise_alarms(stage.clone(), &figures(25.0, 0.9)).is_empty());
+        // Unrecognisable: its delay is no reference.
+        assert!(raise_alarms(stage.clone(), &figures(300.0, 0.2)).is_empty());
+        assert_eq!(
+            raise_alarms(stage.clone(), &figures(60.0, 0.9)),
+            [Alarm::DelayJumped {
+                from_ms: 25.0,
+                to_ms: 60.0
+            }]
+        );
+        assert!(raise_alarms(stage.clone(), &figures(60.0, 0.9)).is_empty());
+        let muted = Figures {
+            alignment: Alignment::PostSilent,
+            ..figures(0.0, 0.0)
+        };
+        assert_eq!(raise_alarms(stage.clone(), &muted), [Alarm::Muted]);
+        assert!(raise_alarms(stage.clone(), &muted).is_empty());
+        let clipping = Figures {
+            post_clipped_samples: 12,
+            ..figures(60.0, 0.9)
+        };
+        assert_eq!(
+            raise_alarms(stage.clone(), &clipping),
+            [Alarm::Clips { samples: 12 }]
+        );
+        assert!(raise_alarms(stage.clone(), &clipping).is_empty());
+        // Each episode ends at the first pair without it, and a new one alarms again.
+        assert!(raise_alarms(stage.clone(), &figures(60.0, 0.9)).is_empty());
+        assert_eq!(raise_alarms(stage, &muted), [Alarm::Muted]);
     }
 }

@@ -386,6 +386,14 @@ impl BaseSinkImpl for SegmentRecorder {
 
         #[cfg(feature = "s3")]
         self.start_uploads(&settings, base_dir)?;
+        if settings.pair_analysis {
+            crate::pairing::ensure_threads().map_err(|e| {
+                gst::error_msg!(
+                    gst::CoreError::Thread,
+                    ("Cannot start the pair analysis threads: {}", e)
+                )
+            })?;
+        }
 
         let weak = self.obj().downgrade();
         let config = Config {

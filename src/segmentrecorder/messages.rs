@@ -6,12 +6,14 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
+use crate::pairing::PairCounters;
 use crate::timeline::{self, Totals};
 use crate::writer::{
     Overflow, Report, SegmentOpened, SegmentSpec, SegmentWritten, Submitted, WriterStats,
@@ -55,6 +57,8 @@ impl SegmentRecorder {
                     w.dropped_samples
                 );
                 self.post(written_structure(&w));
+                // Before the upload, which may remove the file.
+                self.offer_pair(&w);
                 #[cfg(feature = "s3")]
                 self.upload(&w.location);
                 self.watch_silence(&w);
@@ -251,10 +255,10 @@ impl SegmentRecorder {
                 .as_ref()
                 .map(crate::timeline::Timeline::totals)
                 .unwrap_or_default();
-            (totals, s.recording.clone())
+            (totals, s.recording.clone(), s.pairs.clone())
         });
-        let (totals, writer) = match current {
-            Some((totals, recording)) => (totals, recording.stats()),
+        let (totals, writer, pairs) = match current {
+            Some((totals, recording, pairs)) => (totals, recording.stats(), pairs),
             None => {
                 let last = lock(&self.last_stats).clone();
                 #[allow(unused_mut)]
@@ -266,11 +270,11 @@ impl SegmentRecorder {
                     }
                     return last;
                 }
-                (Totals::default(), WriterStats::default())
+                (Totals::default(), WriterStats::default(), Arc::default())
             }
         };
         #[allow(unused_mut)]
-        let mut s = stats_structure(totals, &writer);
+        let mut s = stats_structure(totals, &writer, &pairs);
         #[cfg(feature = "s3")]
         if let Some(uploads) = self.uploads() {
             super::upload::add_stats(&mut s, &uploads.stats());
@@ -343,7 +347,7 @@ fn write_error(error: &io::Error) -> gst::ResourceError {
 }
 
 /// The `recording-stats` structure.
-fn stats_structure(totals: Totals, w: &WriterStats) -> gst::Structure {
+fn stats_structure(totals: Totals, w: &WriterStats, pairs: &PairCounters) -> gst::Structure {
     let written = totals
         .data
         .saturating_sub(w.samples_dropped_overflow + w.samples_lost);
@@ -362,5 +366,11 @@ fn stats_structure(totals: Totals, w: &WriterStats) -> gst::Structure {
         .field("queue-bytes", w.queue_bytes)
         .field("queue-high-water", w.queue_high_water)
         .field("last-error", w.last_error.as_deref().unwrap_or(""))
+        .field("pairs-compared", pairs.compared.load(Ordering::Relaxed))
+        .field("pairs-skipped", pairs.skipped.load(Ordering::Relaxed))
+        .field(
+            "pair-halves-unmatched",
+            pairs.unmatched.load(Ordering::Relaxed),
+        )
         .build()
 }

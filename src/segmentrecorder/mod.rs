@@ -8,6 +8,7 @@ mod clock;
 mod imp;
 mod log_hook;
 mod messages;
+mod pairs;
 mod settings;
 mod stream;
 #[cfg(feature = "s3")]
@@ -16,6 +17,7 @@ mod upload;
 pub use crate::layout::Tap;
 pub use call::{CALL_EVENT, call_event};
 pub use messages::{SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED};
+pub use pairs::PAIR;
 #[cfg(feature = "s3")]
 pub use upload::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 

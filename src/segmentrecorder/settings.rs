@@ -30,6 +30,9 @@ pub(super) const DEFAULT_RECORD: bool = true;
 pub(super) const DEFAULT_SILENCE_THRESHOLD: f64 = -60.0;
 pub(super) const DEFAULT_SILENCE_SEGMENTS: u32 = 6;
 pub(super) const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
+pub(super) const DEFAULT_PAIR_ANALYSIS: bool = true;
+pub(super) const DEFAULT_PAIR_MAX_DELAY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+pub(super) const MAX_PAIR_MAX_DELAY: gst::ClockTime = gst::ClockTime::from_seconds(2);
 /// The highest sample rate accepted: that of the fastest audio interfaces and formats (DXD and
 /// beyond run at 352.8 and 384 kHz). With segments of at most an hour it keeps every file within
 /// what a WAV header can describe.
@@ -54,6 +57,8 @@ pub(super) struct Settings {
     pub(super) silence_threshold: f64,
     pub(super) silence_segments: u32,
     pub(super) voice_threshold: f64,
+    pub(super) pair_analysis: bool,
+    pub(super) pair_max_delay: gst::ClockTime,
     #[cfg(feature = "s3")]
     pub(super) upload: super::upload::UploadSettings,
 }
@@ -101,6 +106,8 @@ impl Default for Settings {
             silence_threshold: DEFAULT_SILENCE_THRESHOLD,
             silence_segments: DEFAULT_SILENCE_SEGMENTS,
             voice_threshold: DEFAULT_VOICE_THRESHOLD,
+            pair_analysis: DEFAULT_PAIR_ANALYSIS,
+            pair_max_delay: DEFAULT_PAIR_MAX_DELAY,
             #[cfg(feature = "s3")]
             upload: Default::default(),
         }
@@ -141,6 +148,8 @@ impl Settings {
                 self.silence_segments = value.get().expect("type checked upstream");
             }
             "voice-threshold" => self.voice_threshold = value.get().expect("type checked upstream"),
+            "pair-analysis" => self.pair_analysis = value.get().expect("type checked upstream"),
+            "pair-max-delay" => self.pair_max_delay = time(),
             #[cfg(feature = "s3")]
             _ => return self.upload.set(name, value),
             #[cfg(not(feature = "s3"))]
@@ -169,6 +178,8 @@ impl Settings {
             "silence-threshold" => self.silence_threshold.to_value(),
             "silence-segments" => self.silence_segments.to_value(),
             "voice-threshold" => self.voice_threshold.to_value(),
+            "pair-analysis" => self.pair_analysis.to_value(),
+            "pair-max-delay" => self.pair_max_delay.nseconds().to_value(),
             #[cfg(feature = "s3")]
             _ => return self.upload.get(name),
             #[cfg(not(feature = "s3"))]
@@ -315,6 +326,21 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_VOICE_THRESHOLD)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecBoolean::builder("pair-analysis")
+                .nick("Pair analysis")
+                .blurb("Compare this tap's segments with the other tap's of the same stage")
+                .default_value(DEFAULT_PAIR_ANALYSIS)
+                .mutable_ready()
+                .build(),
+            time(
+                "pair-max-delay",
+                "Pair maximum delay",
+                "Largest delay in nanoseconds a stage may add that pair analysis looks for",
+                DEFAULT_PAIR_MAX_DELAY,
+            )
+            .maximum(MAX_PAIR_MAX_DELAY.nseconds())
+            .mutable_ready()
+            .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("recording-stats")
                 .nick("Recording statistics")
                 .blurb("Read it for what the current or last recording wrote, dropped and failed")

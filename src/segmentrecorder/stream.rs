@@ -11,6 +11,7 @@ use super::clock::{StreamClock, reference_utc};
 use super::imp::{CAT, SegmentRecorder};
 use super::settings::Settings;
 use crate::layout::Identity;
+use crate::pairing::PairCounters;
 use crate::timeline::{self, Alignment, Grid, Piece, Placement, Timeline};
 use crate::writer::{Overflow, Recording, SegmentSpec, Step};
 
@@ -33,6 +34,8 @@ pub(super) struct State {
     pub(super) overlapping: (u64, u64),
     /// Samples received since the last drop.
     clean: u64,
+    /// What became of this recording's pairs.
+    pub(super) pairs: Arc<PairCounters>,
 }
 
 impl State {
@@ -49,6 +52,7 @@ impl State {
             steps: Vec::new(),
             overlapping: (0, 0),
             clean: 0,
+            pairs: Arc::default(),
         };
         state.recording.set_queue_limit(state.queue_limit());
         state

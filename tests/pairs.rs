@@ -1,0 +1,237 @@
+//! PRE/POST pair analysis in the element: each bucket recorded before and after a real stage is
+//! compared once both halves are published, and the stage's muting and clipping raise alarms.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use gstsegmentrecorder::PAIR;
+
+/// Records `seconds` of `source` (16 kHz mono) through a `tee`: PRE straight, POST after
+/// `stage`. Returns the pair messages (waited for until `pairs` came, or 30 s), the warnings
+/// and the two recorders' stats.
+fn record(
+    base: &Path,
+    source: &str,
+    stage: &str,
+    pairs: usize,
+) -> (Vec<gst::Structure>, Vec<String>, [gst::Structure; 2]) {
+    let rec = |tap: &str| {
+        format!(
+            "segmentrecorder name={tap} base-dir={} trace-id=call-1 station-key=stt tap={tap} \
+             timestamp-mode=running-time",
+            base.display()
+        )
+    };
+    let pipeline = gst::parse::launch(&format!(
+        "{source} ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t \
+         t. ! queue ! {} t. ! queue ! {stage} ! audio/x-raw,format=S16LE ! {}",
+        rec("PRE"),
+        rec("POST")
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    let mut eos = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The comparisons end after the files are written, so after EOS: wait for them while
+    // playing (a pipeline gone to NULL flushes its bus).
+    while (!eos || found.len() < pairs) && Instant::now() < deadline {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => eos = true,
+            gst::MessageView::Error(e) => panic!("{e:?}"),
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == PAIR) {
+                    found.push(s.to_owned());
+                }
+            }
+            _ => (),
+        }
+    }
+    let stats = ["PRE", "POST"].map(|name| {
+        pipeline
+            .by_name(name)
+            .unwrap()
+            .property::<gst::Structure>("recording-stats")
+    });
+    pipeline.set_state(gst::State::Null).unwrap();
+    found.sort_by_key(|s| s.get::<u64>("bucket-ts-ms").unwrap());
+    (found, warnings, stats)
+}
+
+fn f(s: &gst::Structure, field: &str) -> f64 {
+    s.get::<f64>(field)
+        .unwrap_or_else(|e| panic!("{field}: {e:?} in {s}"))
+}
+
+#[test]
+fn a_volume_stage_is_told_as_its_gain_with_no_delay() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (pairs, warnings, stats) = record(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=750 samplesperbuffer=320",
+        "volume volume=0.5",
+        3,
+    );
+    // 15 s: three buckets, each compared once, by the recorder that published second.
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    for (i, p) in pairs.iter().enumerate() {
+        assert_eq!(p.get::<u64>("bucket-ts-ms").unwrap(), i as u64 * 5_000);
+        assert_eq!(p.get::<&str>("trace-id").unwrap(), "call-1");
+        assert_eq!(p.get::<&str>("station-key").unwrap(), "stt");
+        assert_eq!(p.get::<u32>("file-index").unwrap(), 0);
+        assert!(p.get::<&str>("pre-location").unwrap().contains("/PRE/"));
+        assert!(p.get::<&str>("post-location").unwrap().contains("/POST/"));
+        assert_eq!(p.get::<&str>("alignment").unwrap(), "measured");
+        assert_eq!(f(p, "delay-ms"), 0.0, "{p}");
+        assert!(f(p, "correlation") > 0.999, "{p}");
+        // 0.5 is -6.02 dB, give or take the rounding of quiet samples.
+        assert!((f(p, "gain-db") + 6.02).abs() < 0.05, "{p}");
+        assert!((f(p, "post-rms-dbfs") - f(p, "pre-rms-dbfs") + 6.02).abs() < 0.05);
+        assert!(f(p, "pre-voiced-ratio") > 0.9 && f(p, "post-voiced-ratio") > 0.9);
+        assert_eq!(p.get::<u64>("post-clipped-samples").unwrap(), 0);
+    }
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let compared: u64 = stats
+        .iter()
+        .map(|s| s.get::<u64>("pairs-compared").unwrap())
+        .sum();
+    assert_eq!(compared, 3);
+    for s in &stats {
+        assert_eq!(s.get::<u64>("pairs-skipped").unwrap(), 0);
+    }
+}
+
+#[test]
+fn a_fir_low_pass_keeps_most_of_the_audio_at_its_delay() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (pairs, _, _) = record(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=500 samplesperbuffer=320",
+        "audioconvert ! audiowsinclimit mode=low-pass cutoff=3000 length=101 ! audioconvert",
+        2,
+    );
+    assert_eq!(pairs.len(), 2, "{pairs:?}");
+    for p in &pairs {
+        // White noise keeps the share of its power below the cutoff (3 of 8 kHz).
+        assert!(f(p, "correlation") > 0.5, "{p}");
+        // The filter compensates its latency: what delay remains is a sample or so.
+        assert!(f(p, "delay-ms").abs() <= 0.125, "{p}");
+        assert!(f(p, "gain-db") < -3.0, "{p}");
+    }
+}
+
+#[test]
+fn a_stage_that_mutes_or_clips_raises_its_alarm_once() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (pairs, warnings, _) = record(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=750 samplesperbuffer=320",
+        "volume volume=0",
+        3,
+    );
+    assert_eq!(pairs.len(), 3);
+    for p in &pairs {
+        assert_eq!(p.get::<&str>("alignment").unwrap(), "post-silent", "{p}");
+    }
+    let muted: Vec<_> = warnings.iter().filter(|w| w.contains("muted")).collect();
+    assert_eq!(muted.len(), 1, "{warnings:?}");
+    assert!(
+        muted[0].contains("call-1") && muted[0].contains("'stt'"),
+        "{}",
+        muted[0]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (pairs, warnings, _) = record(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=500 samplesperbuffer=320",
+        "volume volume=8",
+        2,
+    );
+    assert!(
+        pairs
+            .iter()
+            .all(|p| p.get::<u64>("post-clipped-samples").unwrap() > 0)
+    );
+    let clips: Vec<_> = warnings.iter().filter(|w| w.contains("clips")).collect();
+    assert_eq!(clips.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn recorders_of_two_pipelines_in_one_process_pair_up_and_a_lone_tap_does_not_pair() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |tap: &str, stage: &str| {
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc wave=ticks volume=0.3 num-buffers=250 samplesperbuffer=320 ! \
+             audio/x-raw,format=S16LE,rate=16000,channels=1 ! {stage} ! \
+             segmentrecorder name=rec base-dir={} trace-id=call-2 station-key=agc tap={tap} \
+             timestamp-mode=running-time",
+            dir.path().display()
+        ))
+        .unwrap();
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        (pipeline, bus)
+    };
+    let (pre, pre_bus) = run("PRE", "identity");
+    let (post, post_bus) = run("POST", "volume volume=2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = Vec::new();
+    while found.is_empty() && Instant::now() < deadline {
+        for bus in [&pre_bus, &post_bus] {
+            while let Some(msg) = bus.pop() {
+                if let gst::MessageView::Element(e) = msg.view()
+                    && let Some(s) = e.structure().filter(|s| s.name() == PAIR)
+                {
+                    found.push(s.to_owned());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!((f(&found[0], "gain-db") - 6.02).abs() < 0.1, "{}", found[0]);
+    for p in [&pre, &post] {
+        p.set_state(gst::State::Null).unwrap();
+    }
+
+    // A tap without a partner is compared with nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc wave=white-noise num-buffers=250 samplesperbuffer=320 ! \
+         audio/x-raw,format=S16LE,rate=16000,channels=1 ! segmentrecorder base-dir={} \
+         trace-id=call-3 station-key=stt tap=PRE timestamp-mode=running-time",
+        dir.path().display()
+    ))
+    .unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut lone = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100))
+            && let gst::MessageView::Element(e) = msg.view()
+            && let Some(s) = e.structure().filter(|s| s.name() == PAIR)
+        {
+            lone.push(s.to_owned());
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(lone.is_empty(), "{lone:?}");
+}
