@@ -195,6 +195,24 @@ pub struct PairCounters {
     pub skipped: AtomicU64,
     /// Halves this recorder published whose partner never came.
     pub unmatched: AtomicU64,
+    /// Pairs queued for comparison whose report this recorder has not had yet.
+    pub in_flight: AtomicU64,
+}
+
+impl PairCounters {
+    /// Waits until every comparison queued for this recorder was reported, for at most
+    /// `patience`: whether it got there. A comparison takes milliseconds; the bound is for a
+    /// file that a hung disk holds up.
+    pub fn wait_idle(&self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
 }
 
 /// An alarm a comparison raises for its stage.
@@ -312,8 +330,11 @@ pub fn offer(half: Half) {
         return;
     }
     let second_is_pre = std::ptr::eq(second, &pair.pre);
+    second.counters.in_flight.fetch_add(1, Ordering::AcqRel);
     COMPARING_POOL.run(move || {
-        compare(pair, second_is_pre);
+        compare(&pair, second_is_pre);
+        let second = if second_is_pre { &pair.pre } else { &pair.post };
+        second.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         COMPARING.fetch_sub(1, Ordering::AcqRel);
     });
 }
@@ -323,7 +344,7 @@ thread_local! {
 }
 
 /// Reads and compares a pair, raises its alarms and reports it to its second half's recorder.
-fn compare(pair: Pair<Half>, second_is_pre: bool) {
+fn compare(pair: &Pair<Half>, second_is_pre: bool) {
     let second = if second_is_pre { &pair.pre } else { &pair.post };
     let read = read_samples(&pair.pre.location).and_then(|pre| {
         let post = read_samples(&pair.post.location)?;

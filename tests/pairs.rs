@@ -48,7 +48,11 @@ fn record(
             continue;
         };
         match msg.view() {
-            gst::MessageView::Eos(_) => eos = true,
+            gst::MessageView::Eos(_) => {
+                // EOS waits for the comparisons of the pairs its recorders completed.
+                assert_eq!(found.len(), pairs, "pairs before EOS");
+                eos = true;
+            }
             gst::MessageView::Error(e) => panic!("{e:?}"),
             gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
             gst::MessageView::Element(e) => {

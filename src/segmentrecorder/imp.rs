@@ -536,6 +536,8 @@ impl BaseSinkImpl for SegmentRecorder {
                 if let Some(recording) = self.end_stream() {
                     self.wait_for_writer(&recording, true);
                 }
+                // So are the comparisons of the pairs this recorder completed.
+                self.wait_for_pairs();
                 #[cfg(feature = "s3")]
                 self.wait_for_uploads();
             }

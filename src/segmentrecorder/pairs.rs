@@ -2,12 +2,16 @@
 //! and telling the application what each comparison found (see [`crate::pairing`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
 use crate::pairing::{self, Alarm, CompareSettings, Compared, Half};
 use crate::writer::SegmentWritten;
+
+/// How long EOS waits for this recorder's comparisons.
+const PAIR_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Name of the message posted for each PRE/POST pair compared.
 pub const PAIR: &str = "segmentrecorder-pair";
@@ -45,6 +49,17 @@ impl SegmentRecorder {
                 }
             }),
         });
+    }
+
+    /// Waits (a few seconds at most) until the comparisons of the pairs this recorder
+    /// completed are posted: at EOS, so that they reach the bus before it.
+    pub(super) fn wait_for_pairs(&self) {
+        let pairs = lock(&self.state).as_ref().map(|s| s.pairs.clone());
+        if let Some(pairs) = pairs
+            && !pairs.wait_idle(PAIR_PATIENCE)
+        {
+            gst::debug!(CAT, imp = self, "Pair comparisons still running at EOS");
+        }
     }
 
     /// Called on a comparing thread for each pair whose second half this recorder published.
