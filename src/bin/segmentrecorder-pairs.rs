@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -327,7 +328,10 @@ fn main() -> ExitCode {
                     figures,
                 };
                 if args.json {
-                    println!("{}", json_line(&row));
+                    // Stop quietly when the reader has gone (`| head`).
+                    if writeln!(io::stdout(), "{}", json_line(&row)).is_err() {
+                        return ExitCode::FAILURE;
+                    }
                 } else {
                     rows.push(row);
                 }
@@ -339,11 +343,13 @@ fn main() -> ExitCode {
         }
     }
     if !args.json {
-        print!("{}", table(&rows));
-        println!(
+        let summary = format!(
             "{} pairs compared, {failed} failed, {unpaired} files without the other tap",
             rows.len()
         );
+        if writeln!(io::stdout(), "{}{summary}", table(&rows)).is_err() {
+            return ExitCode::FAILURE;
+        }
     }
     if failed > 0 || unreadable > 0 {
         ExitCode::FAILURE
