@@ -99,7 +99,8 @@ fn segments(base: &Path, identity: &Identity) -> Result<Vec<SegmentFile>, Rebuil
     Ok(found)
 }
 
-fn read(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
+/// The samples and rate of the segment file at `path`, which must be a mono 16-bit WAV.
+pub fn read_segment(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
     let wav_err = |e| RebuildError::Wav(path.to_owned(), e);
     let mut reader = hound::WavReader::open(path).map_err(wav_err)?;
     let spec = reader.spec();
@@ -124,7 +125,7 @@ pub fn rebuild(
     let Some(first) = segments.first() else {
         return Err(RebuildError::NoSegments(base.join(identity_dir(identity))));
     };
-    let (first_samples, rate) = read(&first.path)?;
+    let (first_samples, rate) = read_segment(&first.path)?;
     let duration_ns = segment_duration_ns.unwrap_or_else(|| {
         let ms = (first_samples.len() as u64 * 1_000 + u64::from(rate) / 2) / u64::from(rate);
         ms.max(1) * 1_000_000
@@ -134,7 +135,7 @@ pub fn rebuild(
 
     let mut buckets: BTreeMap<u64, Vec<i16>> = BTreeMap::new();
     for segment in &segments {
-        let (samples, file_rate) = read(&segment.path)?;
+        let (samples, file_rate) = read_segment(&segment.path)?;
         if file_rate != rate {
             return Err(RebuildError::RateChange {
                 path: segment.path.clone(),
