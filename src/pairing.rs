@@ -32,6 +32,7 @@ use crate::layout::{Identity, Tap};
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pair::{Alignment, Analyzer, Config, Figures};
 use crate::pool::Pool;
+use crate::rebuild::read_segment;
 
 /// How long a half waits for its partner. Both taps of a bucket are published within a
 /// flush interval or two of each other, whatever the segment duration; a minute also covers a
@@ -346,11 +347,11 @@ thread_local! {
 /// Reads and compares a pair, raises its alarms and reports it to its second half's recorder.
 fn compare(pair: &Pair<Half>, second_is_pre: bool) {
     let second = if second_is_pre { &pair.pre } else { &pair.post };
-    let read = read_samples(&pair.pre.location).and_then(|pre| {
-        let post = read_samples(&pair.post.location)?;
+    let read = read_segment(&pair.pre.location).and_then(|pre| {
+        let post = read_segment(&pair.post.location)?;
         Ok((pre, post))
     });
-    let ((pre_rate, pre), (post_rate, post)) = match read {
+    let ((pre, pre_rate), (post, post_rate)) = match read {
         Ok(read) => read,
         Err(_) => {
             // Removed after its upload, or the disk failed: nothing to compare.
@@ -387,14 +388,6 @@ fn compare(pair: &Pair<Half>, second_is_pre: bool) {
         figures,
         alarms,
     });
-}
-
-/// The samples of a segment file, and its rate.
-fn read_samples(path: &Path) -> Result<(u32, Vec<i16>), hound::Error> {
-    let mut reader = hound::WavReader::open(path)?;
-    let rate = reader.spec().sample_rate;
-    let samples = reader.samples::<i16>().collect::<Result<Vec<_>, _>>()?;
-    Ok((rate, samples))
 }
 
 /// The alarms whose episode `figures` begins for the stage (its PRE and POST directories'
