@@ -239,3 +239,60 @@ fn recorders_of_two_pipelines_in_one_process_pair_up_and_a_lone_tap_does_not_pai
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(lone.is_empty(), "{lone:?}");
 }
+
+#[test]
+fn the_offline_program_agrees_with_the_messages() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let (pairs, _, _) = record(
+        dir.path(),
+        "audiotestsrc wave=pink-noise volume=0.3 num-buffers=750 samplesperbuffer=320",
+        "audioconvert ! audiowsinclimit mode=low-pass cutoff=2000 length=51 ! audioconvert ! \
+         volume volume=0.7",
+        3,
+    );
+    assert_eq!(pairs.len(), 3);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_segmentrecorder-pairs"))
+        .arg(dir.path())
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for message in &pairs {
+        let bucket = message.get::<u64>("bucket-ts-ms").unwrap();
+        let line = lines
+            .iter()
+            .find(|l| l["bucket-ts-ms"] == bucket)
+            .unwrap_or_else(|| panic!("bucket {bucket} in {lines:?}"));
+        // The same files through the same comparison: the same figures.
+        for field in [
+            "delay-ms",
+            "correlation",
+            "gain-db",
+            "pre-rms-dbfs",
+            "post-rms-dbfs",
+            "pre-voiced-ratio",
+            "post-voiced-ratio",
+        ] {
+            let (m, l) = (f(message, field), line[field].as_f64().unwrap());
+            assert!((m - l).abs() < 1e-9, "{field}: {m} vs {l}");
+        }
+        for field in ["trace-id", "station-key", "pre-location", "post-location"] {
+            assert_eq!(
+                message.get::<&str>(field).unwrap(),
+                line[field].as_str().unwrap(),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            message.get::<u64>("post-clipped-samples").unwrap(),
+            line["post-clipped-samples"].as_u64().unwrap()
+        );
+    }
+}
