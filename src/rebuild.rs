@@ -107,13 +107,13 @@ pub fn read_segment(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
     // reader costs four times what comparing a pair does.
     let bytes = fs::read(path).map_err(|e| RebuildError::Io(path.to_owned(), e))?;
     let mut cursor = io::Cursor::new(bytes.as_slice());
-    let reader = hound::WavReader::new(&mut cursor).map_err(wav_err)?;
-    let spec = reader.spec();
+    let (spec, len) = {
+        let reader = hound::WavReader::new(&mut cursor).map_err(wav_err)?;
+        (reader.spec(), reader.len() as usize)
+    };
     if spec.channels != 1 || spec.bits_per_sample != 16 {
         return Err(wav_err(hound::Error::Unsupported));
     }
-    let len = reader.len() as usize;
-    drop(reader);
     // The reader stops at the start of the data chunk, whose length its header gave.
     let start = cursor.position() as usize;
     let data = bytes.get(start..start + 2 * len).ok_or_else(|| {
