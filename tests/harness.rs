@@ -629,3 +629,16 @@ fn every_property_has_a_short_blurb_and_the_element_a_file_sink_klass() {
         );
     }
 }
+
+#[cfg(feature = "s3")]
+#[test]
+fn unusable_upload_settings_fail_the_start_before_base_dir_is_made() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("new/base");
+    let element = recorder(&base, "call", "stt", "PRE");
+    element.set_property("upload-location", "http://bad");
+    let text = start_error(&element, dir.path());
+    assert!(text.contains("s3://"), "{text}");
+    assert!(!dir.path().join("new").exists());
+}

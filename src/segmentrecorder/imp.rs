@@ -370,6 +370,13 @@ impl BaseSinkImpl for SegmentRecorder {
                      ('.' for the working directory)")
             ));
         }
+        // Every setting is checked before base-dir is created: a start refused for a setting
+        // leaves nothing behind.
+        #[cfg(feature = "s3")]
+        settings
+            .upload
+            .config(crate::log::Logger::none())
+            .map_err(|reason| gst::error_msg!(gst::ResourceError::Settings, ("{}", reason)))?;
         let base_dir = PathBuf::from(&settings.base_dir);
         let base_dir = base_dir.as_path();
         writer::check_base_dir(base_dir).map_err(|e| {

@@ -13,6 +13,8 @@ use crate::log::{Level, Log, Logger};
 /// outlive elements. Takes no lock of the element and posts nothing.
 struct ElementLog {
     element: glib::WeakRef<super::SegmentRecorder>,
+    /// The element's name, for the lines logged once it is gone (uploads go on after it).
+    name: glib::GString,
     cat: gst::DebugCategory,
 }
 
@@ -20,6 +22,7 @@ struct ElementLog {
 pub(super) fn logger(element: &super::SegmentRecorder) -> Logger {
     Logger::new(ElementLog {
         element: element.downgrade(),
+        name: element.name(),
         cat: super::debug_category(),
     })
 }
@@ -39,17 +42,21 @@ impl Log for ElementLog {
     }
 
     fn log(&self, level: Level, site: &'static Location<'static>, args: fmt::Arguments<'_>) {
-        // Gone (its last segments are being finished): the line is logged without it.
         let element = self.element.upgrade();
-        site.file().run_with_gstr(|file| {
-            self.cat.log(
-                element.as_ref(),
+        site.file().run_with_gstr(|file| match &element {
+            Some(element) => {
+                self.cat
+                    .log(Some(element), gst_level(level), file, "", site.line(), args);
+            }
+            // Gone (its uploads go on): named as the log names an object.
+            None => self.cat.log(
+                None::<&glib::Object>,
                 gst_level(level),
                 file,
                 "",
                 site.line(),
-                args,
-            );
+                format_args!("<{}> {}", self.name, args),
+            ),
         });
     }
 }
