@@ -77,8 +77,11 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 pub use crate::writer::levels::FLOOR_DBFS;
 use crate::writer::levels::{Levels, Measured, dbfs};
 
+mod alarms;
 #[cfg(any(test, feature = "test-seams"))]
 pub mod speech;
+
+pub use alarms::{Alarm, DELAY_TOLERANCE_MS, MIN_CORRELATION, StageWatch};
 
 /// Maximum delay searched by default, in ms.
 pub const DEFAULT_MAX_DELAY_MS: u32 = 500;

@@ -14,8 +14,9 @@
 //! [`MAX_COMPARING`] pairs wait for or undergo comparison; a pair beyond that is skipped and
 //! counted, never queued without bound. Each comparison is reported to the recorder that
 //! published the pair's second half, with the alarms it raises for its stage: the stage muted
-//! the audio, its delay jumped, it clips. An alarm is raised once per episode, which ends at the
-//! first pair of the stage without it.
+//! the audio, its delay jumped, it clips ([`crate::pair::StageWatch`]). A stage's pairs are
+//! compared one at a time, in the order they completed, which is bucket order: its alarms'
+//! episodes follow its buckets however the comparing threads are scheduled.
 //!
 //! Mutex order: `Level::Pairs` (the halves waiting), then `Level::PairStages` (what each stage
 //! did last); in practice each is taken alone, and nothing else while it is held.
@@ -23,6 +24,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::{Identity, Tap};
 use crate::lock_order::{Level, OrderedMutex};
-use crate::pair::{Alignment, Analyzer, Config, Figures};
+use crate::pair::{Alarm, Analyzer, Config, Figures, StageWatch};
 use crate::pool::Pool;
 use crate::rebuild::read_segment;
 
@@ -59,6 +61,18 @@ pub struct Pair<T> {
     pub pre: T,
     /// The half of the POST tap.
     pub post: T,
+    /// The tap of the half that completed the pair, offered after its partner.
+    pub second: Tap,
+}
+
+impl<T> Pair<T> {
+    /// The half that completed the pair.
+    pub fn second(&self) -> &T {
+        match self.second {
+            Tap::Pre => &self.pre,
+            Tap::Post => &self.post,
+        }
+    }
 }
 
 struct Waiting<T> {
@@ -88,16 +102,19 @@ impl<T> Meeting<T> {
         }
     }
 
-    /// Offers the half published at `location` at `now`: the complete pair if its partner
-    /// waited, else `None` and the half waits. Halves forgotten meanwhile (too old, too many, or
-    /// replaced by a later half of the same tap and key) are pushed onto `forgotten`.
-    pub fn offer(
+    /// Offers the half published at `location` at `now`: if its partner waited, the complete
+    /// pair is handed to `complete`, still under the meeting's lock so that pairs are handed on
+    /// in the order they completed, and what it returns is returned; else `None` and the half
+    /// waits. Halves forgotten meanwhile (too old, too many, or replaced by a later half of the
+    /// same tap and key) are pushed onto `forgotten`.
+    pub fn offer<R>(
         &self,
         location: &Path,
         now: Instant,
         half: T,
         forgotten: &mut Vec<T>,
-    ) -> Option<Pair<T>> {
+        complete: impl FnOnce(Pair<T>) -> R,
+    ) -> Option<R> {
         let Some((tap, key)) = pair_key(location) else {
             forgotten.push(half);
             return None;
@@ -113,16 +130,18 @@ impl<T> Meeting<T> {
             && *other_tap != tap
         {
             let (_, _, other) = waiting.halves.remove(&key).expect("just looked up");
-            return Some(match tap {
+            return Some(complete(match tap {
                 Tap::Pre => Pair {
                     pre: half,
                     post: other,
+                    second: tap,
                 },
                 Tap::Post => Pair {
                     pre: other,
                     post: half,
+                    second: tap,
                 },
-            });
+            }));
         }
         let id = waiting.next;
         waiting.next += 1;
@@ -170,13 +189,6 @@ impl<T> Waiting<T> {
     }
 }
 
-/// A delay that moves by more than this from one pair of a stage to the next is a jump.
-pub const DELAY_TOLERANCE_MS: f64 = 10.0;
-
-/// Below this correlation POST is not recognisably PRE: its delay means nothing, and is not
-/// compared with the stage's previous one.
-pub const MIN_CORRELATION: f64 = 0.5;
-
 /// Pairs waiting for or undergoing comparison at most; more are skipped and counted.
 pub const MAX_COMPARING: usize = 64;
 
@@ -214,25 +226,6 @@ impl PairCounters {
         }
         true
     }
-}
-
-/// An alarm a comparison raises for its stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Alarm {
-    /// PRE has voice, POST stays under the silence threshold.
-    Muted,
-    /// The stage's delay moved by more than [`DELAY_TOLERANCE_MS`].
-    DelayJumped {
-        /// The delay of the stage's previous recognisable pair, in ms.
-        from_ms: f64,
-        /// The delay now, in ms.
-        to_ms: f64,
-    },
-    /// POST has samples at full scale where PRE had none.
-    Clips {
-        /// POST's samples at full scale.
-        samples: u64,
-    },
 }
 
 /// A comparison, reported to the recorder that published the pair's second half.
@@ -294,13 +287,16 @@ static COMPARING: AtomicUsize = AtomicUsize::new(0);
 static STAGES: OrderedMutex<Option<HashMap<PathBuf, Stage>>> =
     OrderedMutex::new(Level::PairStages, None);
 
-/// What a stage did in its last pair, for its alarms.
-#[derive(Debug, Default, Clone, Copy)]
+/// A stage's pairs, compared one at a time in the order they completed, that is in bucket
+/// order (each tap publishes its buckets in order): its alarms' episodes follow its buckets
+/// however many pairs complete at once (a recording faster than real time, a writer catching
+/// up after a slow disk, EOS).
+#[derive(Default)]
 struct Stage {
-    /// The delay of the last pair whose correlation was at least [`MIN_CORRELATION`].
-    delay_ms: Option<f64>,
-    muted: bool,
-    clipping: bool,
+    watch: StageWatch,
+    queue: VecDeque<Pair<Half>>,
+    /// Whether a comparing thread serves the queue.
+    served: bool,
 }
 
 /// Starts the comparing threads, if they are not running yet: an error if the system refuses
@@ -315,116 +311,122 @@ pub fn ensure_threads() -> io::Result<()> {
 pub fn offer(half: Half) {
     let mut forgotten = Vec::new();
     let location = half.location.clone();
-    let pair = HALVES.offer(&location, Instant::now(), half, &mut forgotten);
+    let serve = HALVES.offer(&location, Instant::now(), half, &mut forgotten, queue);
     for half in forgotten {
         half.counters.unmatched.fetch_add(1, Ordering::Relaxed);
     }
-    let Some(pair) = pair else { return };
+    if let Some(Some(stage)) = serve {
+        COMPARING_POOL.run(move || serve_stage(&stage));
+    }
+}
+
+/// The stage a pair belongs to: its base directory, trace and station, without the date
+/// directory, so that a call going on past midnight stays one stage.
+fn stage_of(location: &Path) -> PathBuf {
+    let station = location.parent().and_then(Path::parent);
+    let trace = station.and_then(Path::parent);
+    let base = trace.and_then(Path::parent).and_then(Path::parent);
+    match (
+        base,
+        trace.and_then(Path::file_name),
+        station.and_then(Path::file_name),
+    ) {
+        (Some(base), Some(trace), Some(station)) => base.join(trace).join(station),
+        _ => PathBuf::new(),
+    }
+}
+
+/// Queues a pair just completed (under the meeting's lock) on its stage, or skips it if
+/// [`MAX_COMPARING`] wait already: the stage to serve, if no thread serves it yet.
+fn queue(pair: Pair<Half>) -> Option<PathBuf> {
     // The second half, the one offered now, is the one whose recorder reports.
-    let second = match pair_key(&location) {
-        Some((Tap::Pre, _)) => &pair.pre,
-        _ => &pair.post,
-    };
+    let counters = &pair.second().counters;
     if COMPARING.fetch_add(1, Ordering::AcqRel) >= MAX_COMPARING {
         COMPARING.fetch_sub(1, Ordering::AcqRel);
-        second.counters.skipped.fetch_add(1, Ordering::Relaxed);
-        return;
+        counters.skipped.fetch_add(1, Ordering::Relaxed);
+        return None;
     }
-    let second_is_pre = std::ptr::eq(second, &pair.pre);
-    second.counters.in_flight.fetch_add(1, Ordering::AcqRel);
-    COMPARING_POOL.run(move || {
-        compare(&pair, second_is_pre);
-        let second = if second_is_pre { &pair.pre } else { &pair.post };
+    counters.in_flight.fetch_add(1, Ordering::AcqRel);
+    let key = stage_of(&pair.pre.location);
+    let mut stages = STAGES.lock();
+    let stages = stages.get_or_insert_with(HashMap::new);
+    if stages.len() >= MAX_STAGES && !stages.contains_key(&key) {
+        // Calls end; their stages are not worth an eviction order. A stage being served keeps
+        // its queue.
+        stages.retain(|_, stage| stage.served);
+    }
+    let stage = stages.entry(key.clone()).or_default();
+    stage.queue.push_back(pair);
+    (!std::mem::replace(&mut stage.served, true)).then_some(key)
+}
+
+/// Compares the stage's queued pairs, in order, until its queue is empty.
+fn serve_stage(key: &Path) {
+    loop {
+        let pair = {
+            let mut stages = STAGES.lock();
+            let Some(stage) = stages.as_mut().and_then(|s| s.get_mut(key)) else {
+                return;
+            };
+            match stage.queue.pop_front() {
+                Some(pair) => pair,
+                None => {
+                    stage.served = false;
+                    return;
+                }
+            }
+        };
+        let second = pair.second();
+        // A panic in a comparison skips that pair; the stage's later pairs are still served.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| compare(&pair))) {
+            Ok(Some((rate, figures))) => {
+                let alarms = STAGES
+                    .lock()
+                    .as_mut()
+                    .and_then(|s| s.get_mut(key))
+                    .map_or_else(Vec::new, |stage| stage.watch.observe(&figures));
+                second.counters.compared.fetch_add(1, Ordering::Relaxed);
+                (second.reports)(Compared {
+                    identity: pair.pre.identity.clone(),
+                    bucket_ms: pair.pre.bucket_ms,
+                    file_index: pair.pre.file_index,
+                    pre: pair.pre.location.clone(),
+                    post: pair.post.location.clone(),
+                    rate,
+                    figures,
+                    alarms,
+                });
+            }
+            _ => {
+                second.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         second.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         COMPARING.fetch_sub(1, Ordering::AcqRel);
-    });
+    }
 }
 
 thread_local! {
     static ANALYZER: RefCell<Analyzer> = RefCell::new(Analyzer::new());
 }
 
-/// Reads and compares a pair, raises its alarms and reports it to its second half's recorder.
-fn compare(pair: &Pair<Half>, second_is_pre: bool) {
-    let second = if second_is_pre { &pair.pre } else { &pair.post };
-    let read = read_segment(&pair.pre.location).and_then(|pre| {
-        let post = read_segment(&pair.post.location)?;
-        Ok((pre, post))
-    });
-    let ((pre, pre_rate), (post, post_rate)) = match read {
-        Ok(read) => read,
-        Err(_) => {
-            // Removed after its upload, or the disk failed: nothing to compare.
-            second.counters.skipped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
+/// Reads and compares a pair as its second half's recorder asks: the rate and the figures, or
+/// `None` if a file could no longer be read (removed after its upload, or the disk failed) or
+/// the two rates differ.
+fn compare(pair: &Pair<Half>) -> Option<(u32, Figures)> {
+    let (pre, pre_rate) = read_segment(&pair.pre.location).ok()?;
+    let (post, post_rate) = read_segment(&pair.post.location).ok()?;
     if pre_rate != post_rate {
-        second.counters.skipped.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
-    let settings = second.settings;
+    let settings = pair.second().settings;
     let config = Config {
         silence_threshold_dbfs: settings.silence_threshold_dbfs,
         voice_threshold_dbfs: settings.voice_threshold_dbfs,
         ..Config::new(pre_rate).with_max_delay_ms(settings.max_delay_ms)
     };
     let figures = ANALYZER.with(|a| a.borrow_mut().analyze(&pre, &post, &config));
-    let stage = pair
-        .pre
-        .location
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_owned);
-    let alarms = stage.map_or_else(Vec::new, |stage| raise_alarms(stage, &figures));
-    second.counters.compared.fetch_add(1, Ordering::Relaxed);
-    (second.reports)(Compared {
-        identity: pair.pre.identity.clone(),
-        bucket_ms: pair.pre.bucket_ms,
-        file_index: pair.pre.file_index,
-        pre: pair.pre.location.clone(),
-        post: pair.post.location.clone(),
-        rate: pre_rate,
-        figures,
-        alarms,
-    });
-}
-
-/// The alarms whose episode `figures` begins for the stage (its PRE and POST directories'
-/// parent).
-fn raise_alarms(stage: PathBuf, figures: &Figures) -> Vec<Alarm> {
-    let mut stages = STAGES.lock();
-    let stages = stages.get_or_insert_with(HashMap::new);
-    if stages.len() >= MAX_STAGES && !stages.contains_key(&stage) {
-        // Calls end; their stages are not worth an eviction order.
-        stages.clear();
-    }
-    let last = stages.entry(stage).or_default();
-    let mut alarms = Vec::new();
-    let muted = figures.alignment == Alignment::PostSilent && figures.pre_voiced_ratio > 0.0;
-    if muted && !last.muted {
-        alarms.push(Alarm::Muted);
-    }
-    last.muted = muted;
-    let clipping = figures.stage_clips();
-    if clipping && !last.clipping {
-        alarms.push(Alarm::Clips {
-            samples: figures.post_clipped_samples,
-        });
-    }
-    last.clipping = clipping;
-    if figures.alignment == Alignment::Measured && figures.correlation >= MIN_CORRELATION {
-        if let Some(from_ms) = last.delay_ms
-            && (figures.delay_ms - from_ms).abs() > DELAY_TOLERANCE_MS
-        {
-            alarms.push(Alarm::DelayJumped {
-                from_ms,
-                to_ms: figures.delay_ms,
-            });
-        }
-        last.delay_ms = Some(figures.delay_ms);
-    }
-    alarms
+    Some((pre_rate, figures))
 }
 
 #[cfg(test)]
@@ -443,25 +445,27 @@ mod tests {
         let now = Instant::now();
         let mut forgotten = Vec::new();
         assert_eq!(
-            meeting.offer(&path("POST", 0), now, "post 0", &mut forgotten),
+            meeting.offer(&path("POST", 0), now, "post 0", &mut forgotten, |p| p),
             None
         );
         assert_eq!(
-            meeting.offer(&path("PRE", 5_000), now, "pre 5", &mut forgotten),
+            meeting.offer(&path("PRE", 5_000), now, "pre 5", &mut forgotten, |p| p),
             None
         );
         assert_eq!(
-            meeting.offer(&path("PRE", 0), now, "pre 0", &mut forgotten),
+            meeting.offer(&path("PRE", 0), now, "pre 0", &mut forgotten, |p| p),
             Some(Pair {
                 pre: "pre 0",
-                post: "post 0"
+                post: "post 0",
+                second: Tap::Pre,
             })
         );
         assert_eq!(
-            meeting.offer(&path("POST", 5_000), now, "post 5", &mut forgotten),
+            meeting.offer(&path("POST", 5_000), now, "post 5", &mut forgotten, |p| p),
             Some(Pair {
                 pre: "pre 5",
-                post: "post 5"
+                post: "post 5",
+                second: Tap::Post,
             })
         );
         assert!(forgotten.is_empty());
@@ -480,15 +484,21 @@ mod tests {
             "/rec/1970-01-01/call/stt/POST/segment_0-1.wav",
             "/rec/1970-01-01/call/stt/POST/segment_5000.wav",
         ];
-        assert_eq!(meeting.offer(&path("PRE", 0), now, 0, &mut forgotten), None);
+        assert_eq!(
+            meeting.offer(&path("PRE", 0), now, 0, &mut forgotten, |p| p),
+            None
+        );
         for (i, p) in other.iter().enumerate() {
             assert_eq!(
-                meeting.offer(Path::new(p), now, i + 1, &mut forgotten),
+                meeting.offer(Path::new(p), now, i + 1, &mut forgotten, |p| p),
                 None
             );
         }
         // A second half of the same tap replaces the first, which is forgotten.
-        assert_eq!(meeting.offer(&path("PRE", 0), now, 9, &mut forgotten), None);
+        assert_eq!(
+            meeting.offer(&path("PRE", 0), now, 9, &mut forgotten, |p| p),
+            None
+        );
         assert_eq!(forgotten, [0]);
         assert_eq!(meeting.waiting(), 6);
     }
@@ -498,17 +508,17 @@ mod tests {
         let meeting = Meeting::new();
         let start = Instant::now();
         let mut forgotten = Vec::new();
-        meeting.offer(&path("PRE", 0), start, 0, &mut forgotten);
+        meeting.offer(&path("PRE", 0), start, 0, &mut forgotten, |p| p);
         // A partner later than MAX_WAIT finds nothing: the half was forgotten.
         let late = start + MAX_WAIT;
         assert_eq!(
-            meeting.offer(&path("POST", 0), late, 1, &mut forgotten),
+            meeting.offer(&path("POST", 0), late, 1, &mut forgotten, |p| p),
             None
         );
         assert_eq!(forgotten, [0]);
         forgotten.clear();
         for bucket in 1..=MAX_WAITING as u64 + 10 {
-            meeting.offer(&path("PRE", bucket), late, bucket, &mut forgotten);
+            meeting.offer(&path("PRE", bucket), late, bucket, &mut forgotten, |p| p);
         }
         assert_eq!(meeting.waiting(), MAX_WAITING);
         // The oldest went first: the POST half of bucket 0, then PRE 1 to 10.
@@ -520,59 +530,11 @@ mod tests {
         let meeting = Meeting::new();
         let mut forgotten = Vec::new();
         let odd = Path::new("/rec/segment_0.wav");
-        assert_eq!(meeting.offer(odd, Instant::now(), 7, &mut forgotten), None);
+        assert_eq!(
+            meeting.offer(odd, Instant::now(), 7, &mut forgotten, |p| p),
+            None
+        );
         assert_eq!(forgotten, [7]);
         assert_eq!(meeting.waiting(), 0);
-    }
-
-    fn figures(delay_ms: f64, correlation: f64) -> Figures {
-        Figures {
-            alignment: Alignment::Measured,
-            delay: (delay_ms * 16.0) as i64,
-            delay_ms,
-            correlation,
-            gain_db: 0.0,
-            pre_rms_dbfs: -20.0,
-            post_rms_dbfs: -20.0,
-            pre_voiced_ratio: 0.5,
-            post_voiced_ratio: 0.5,
-            pre_clipped_samples: 0,
-            post_clipped_samples: 0,
-        }
-    }
-
-    #[test]
-    fn alarms_begin_episodes_and_a_delay_jump_is_measured_from_the_last_recognisable_pair() {
-        let stage = PathBuf::from("/rec/1970-01-01/alarm-test/stt");
-        assert!(raise_alarms(stage.clone(), &figures(20.0, 0.9)).is_empty());
-        assert!(raise_alarms(stage.clone(), &figures(25.0, 0.9)).is_empty());
-        // Unrecognisable: its delay is no reference.
-        assert!(raise_alarms(stage.clone(), &figures(300.0, 0.2)).is_empty());
-        assert_eq!(
-            raise_alarms(stage.clone(), &figures(60.0, 0.9)),
-            [Alarm::DelayJumped {
-                from_ms: 25.0,
-                to_ms: 60.0
-            }]
-        );
-        assert!(raise_alarms(stage.clone(), &figures(60.0, 0.9)).is_empty());
-        let muted = Figures {
-            alignment: Alignment::PostSilent,
-            ..figures(0.0, 0.0)
-        };
-        assert_eq!(raise_alarms(stage.clone(), &muted), [Alarm::Muted]);
-        assert!(raise_alarms(stage.clone(), &muted).is_empty());
-        let clipping = Figures {
-            post_clipped_samples: 12,
-            ..figures(60.0, 0.9)
-        };
-        assert_eq!(
-            raise_alarms(stage.clone(), &clipping),
-            [Alarm::Clips { samples: 12 }]
-        );
-        assert!(raise_alarms(stage.clone(), &clipping).is_empty());
-        // Each episode ends at the first pair without it, and a new one alarms again.
-        assert!(raise_alarms(stage.clone(), &figures(60.0, 0.9)).is_empty());
-        assert_eq!(raise_alarms(stage, &muted), [Alarm::Muted]);
     }
 }

@@ -10,15 +10,23 @@ use common::*;
 use gst::prelude::*;
 use gstsegmentrecorder::PAIR;
 
-/// Records `seconds` of `source` (16 kHz mono) through a `tee`: PRE straight, POST after
-/// `stage`. Returns the pair messages (waited for until `pairs` came, or 30 s), the warnings
-/// and the two recorders' stats.
-fn record(
+type Recorded = (Vec<gst::Structure>, Vec<String>, [gst::Structure; 2]);
+
+/// Records `source` (16 kHz mono) through a `tee`: PRE straight, POST after `stage`. Returns
+/// the pair messages (waited for until `pairs` came, or 30 s), the warnings and the two
+/// recorders' stats.
+fn record(base: &Path, source: &str, stage: &str, pairs: usize) -> Recorded {
+    record_with(base, source, stage, pairs, |_| ())
+}
+
+/// [`record`], with `setup` given the pipeline before it plays.
+fn record_with(
     base: &Path,
     source: &str,
     stage: &str,
     pairs: usize,
-) -> (Vec<gst::Structure>, Vec<String>, [gst::Structure; 2]) {
+    setup: impl FnOnce(&gst::Pipeline),
+) -> Recorded {
     let rec = |tap: &str| {
         format!(
             "segmentrecorder name={tap} base-dir={} trace-id=call-1 station-key=stt tap={tap} \
@@ -35,6 +43,7 @@ fn record(
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
+    setup(&pipeline);
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut found = Vec::new();
@@ -176,6 +185,130 @@ fn a_stage_that_mutes_or_clips_raises_its_alarm_once() {
     assert_eq!(clips.len(), 1, "{warnings:?}");
 }
 
+fn alarms(s: &gst::Structure) -> Vec<String> {
+    s.get::<gst::Array>("alarms")
+        .unwrap_or_else(|e| panic!("alarms: {e:?} in {s}"))
+        .iter()
+        .map(|v| v.get::<String>().unwrap())
+        .collect()
+}
+
+/// From `from`, the stage's output is its input `delay` later: a delay line switched in.
+fn delay_from(stage: &gst::Element, from: gst::ClockTime, delay: usize) {
+    let history = std::sync::Mutex::new(vec![0i16; delay]);
+    stage
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buffer) = info.buffer_mut() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let delayed = buffer.pts().is_some_and(|pts| pts >= from);
+            let buffer = buffer.make_mut();
+            let mut map = buffer.map_writable().unwrap();
+            let samples: Vec<i16> = map
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            // The line holds the last `delay` samples in, whether or not it is switched in.
+            let mut history = history.lock().unwrap();
+            let mut line = std::mem::take(&mut *history);
+            line.extend_from_slice(&samples);
+            if delayed {
+                for (out, s) in map.chunks_exact_mut(2).zip(&line) {
+                    out.copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            *history = line.split_off(line.len() - delay);
+            gst::PadProbeReturn::Ok
+        });
+}
+
+#[test]
+fn a_delay_that_jumps_mid_call_raises_one_alarm_at_the_bucket_it_jumps_in() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    // 20 s: the stage passes the audio on as it comes for two buckets, then 40 ms late.
+    let (pairs, warnings, _) = record_with(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=1000 samplesperbuffer=320",
+        "identity name=stage",
+        4,
+        |pipeline| {
+            let stage = pipeline.by_name("stage").unwrap();
+            delay_from(&stage, gst::ClockTime::from_seconds(10), 640);
+        },
+    );
+    assert_eq!(pairs.len(), 4, "{pairs:?}");
+    let delays: Vec<f64> = pairs.iter().map(|p| f(p, "delay-ms")).collect();
+    assert_eq!(delays, [0.0, 0.0, 40.0, 40.0], "{pairs:?}");
+    let raised: Vec<Vec<String>> = pairs.iter().map(alarms).collect();
+    assert_eq!(
+        raised,
+        [vec![], vec![], vec!["delay-jumped".to_string()], vec![]]
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("jumped from 0.0 ms to 40.0 ms")
+            && warnings[0].contains("'stt'")
+            && warnings[0].contains("bucket 10000 ms"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_stage_that_mutes_mid_call_raises_the_alarm_once_per_episode() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    // 25 s: the stage mutes for the buckets at 5 and 10 s, lets the audio through again at
+    // 15 s, and mutes once more at 20 s: two episodes.
+    let (pairs, warnings, _) = record_with(
+        dir.path(),
+        "audiotestsrc wave=white-noise volume=0.3 num-buffers=1250 samplesperbuffer=320",
+        "volume name=stage",
+        5,
+        |pipeline| {
+            let stage = pipeline.by_name("stage").unwrap();
+            let weak = stage.downgrade();
+            stage.static_pad("sink").unwrap().add_probe(
+                gst::PadProbeType::BUFFER,
+                move |_, info| {
+                    let (Some(stage), Some(pts)) =
+                        (weak.upgrade(), info.buffer().and_then(|b| b.pts()))
+                    else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let s = pts.seconds();
+                    stage.set_property("mute", (5..15).contains(&s) || s >= 20);
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        },
+    );
+    assert_eq!(pairs.len(), 5, "{pairs:?}");
+    let alignment: Vec<&str> = pairs
+        .iter()
+        .map(|p| p.get::<&str>("alignment").unwrap())
+        .collect();
+    assert_eq!(
+        alignment,
+        [
+            "measured",
+            "post-silent",
+            "post-silent",
+            "measured",
+            "post-silent"
+        ]
+    );
+    let raised: Vec<Vec<String>> = pairs.iter().map(alarms).collect();
+    let muted = vec!["muted".to_string()];
+    assert_eq!(raised, [vec![], muted.clone(), vec![], vec![], muted]);
+    let warned: Vec<&String> = warnings.iter().filter(|w| w.contains("muted")).collect();
+    assert_eq!(warned.len(), 2, "{warnings:?}");
+    assert!(warned[0].contains("bucket 5000 ms"), "{warned:?}");
+    assert!(warned[1].contains("bucket 20000 ms"), "{warned:?}");
+}
+
 #[test]
 fn recorders_of_two_pipelines_in_one_process_pair_up_and_a_lone_tap_does_not_pair() {
     init();
@@ -294,5 +427,12 @@ fn the_offline_program_agrees_with_the_messages() {
             message.get::<u64>("post-clipped-samples").unwrap(),
             line["post-clipped-samples"].as_u64().unwrap()
         );
+        let line_alarms: Vec<String> = line["alarms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(alarms(message), line_alarms);
     }
 }

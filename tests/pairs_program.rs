@@ -128,6 +128,7 @@ fn json_lines_hold_one_pair_each_with_every_figure() {
         "post-voiced-ratio",
         "pre-clipped-samples",
         "post-clipped-samples",
+        "alarms",
     ]
     .into();
     for line in &lines {
@@ -171,6 +172,7 @@ fn json_lines_hold_one_pair_each_with_every_figure() {
         "{denoise}"
     );
     assert_eq!(denoise["post-clipped-samples"], 0);
+    assert_eq!(denoise["alarms"], serde_json::json!([]));
 
     let agc = find("sip:alice@example.com", "agc");
     assert_eq!(agc["delay-ms"], 0.0);
@@ -185,6 +187,8 @@ fn json_lines_hold_one_pair_each_with_every_figure() {
     assert_eq!(silent["correlation"], 0.0);
     assert_eq!(silent["post-rms-dbfs"], -120.0);
     assert_eq!(silent["post-voiced-ratio"], 0.0);
+    // PRE has voice, POST none: the stage muted it, as the recorder would have warned.
+    assert_eq!(silent["alarms"], serde_json::json!(["muted"]));
     assert!(
         silent["post-location"]
             .as_str()
@@ -222,7 +226,10 @@ fn the_table_has_a_row_per_pair_and_a_summary() {
     );
     // Rows in path order: `call%202` sorts before `sip%3A…`; `agc` before `denoise`.
     assert!(lines[1].starts_with("call 2 "), "{stdout}");
-    assert!(lines[1].trim_end().ends_with("post-silent"), "{stdout}");
+    assert!(
+        lines[1].trim_end().ends_with("post-silent,muted"),
+        "{stdout}"
+    );
     let delayed: Vec<&str> = lines[3].split_whitespace().collect();
     assert_eq!(
         &delayed[..5],

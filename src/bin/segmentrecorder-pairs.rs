@@ -13,14 +13,16 @@
 //! cannot be read, or a pair whose sides have different rates, is named on stderr and the
 //! others are still compared; the exit status then says that something failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use gstsegmentrecorder::layout::{Found, Tap, Walk, identifier_component, unescape_component};
-use gstsegmentrecorder::pair::{Alignment, Analyzer, Config, DEFAULT_MAX_DELAY_MS, Figures};
+use gstsegmentrecorder::pair::{
+    Alarm, Alignment, Analyzer, Config, DEFAULT_MAX_DELAY_MS, Figures, StageWatch,
+};
 use gstsegmentrecorder::rebuild::read_segment;
 
 const USAGE: &str = "usage: segmentrecorder-pairs BASE_DIR [TRACE_ID] [--json] [--max-delay-ms N]";
@@ -147,6 +149,8 @@ struct Row {
     pre: PathBuf,
     post: PathBuf,
     figures: Figures,
+    /// The alarms whose episode this pair begins, as the recorder would have raised them.
+    alarms: Vec<Alarm>,
 }
 
 /// `value` as a JSON string.
@@ -198,12 +202,19 @@ fn json_line(row: &Row) -> String {
         ("post-voiced-ratio", json_number(f.post_voiced_ratio)),
         ("pre-clipped-samples", f.pre_clipped_samples.to_string()),
         ("post-clipped-samples", f.post_clipped_samples.to_string()),
+        ("alarms", json_alarms(&row.alarms)),
     ];
     let body: Vec<String> = fields
         .iter()
         .map(|(name, value)| format!("\"{name}\":{value}"))
         .collect();
     format!("{{{}}}", body.join(","))
+}
+
+/// `alarms` as a JSON array of their names.
+fn json_alarms(alarms: &[Alarm]) -> String {
+    let names: Vec<String> = alarms.iter().map(|a| json_string(a.as_str())).collect();
+    format!("[{}]", names.join(","))
 }
 
 /// The rows as a table with aligned columns: text to the left, figures to the right.
@@ -229,13 +240,11 @@ fn table(rows: &[Row]) -> String {
     let mut cells: Vec<Vec<String>> = vec![HEADER.iter().map(|h| h.to_string()).collect()];
     for row in rows {
         let f = &row.figures;
-        let note = if f.alignment != Alignment::Measured {
-            f.alignment.as_str()
-        } else if f.stage_clips() {
-            "stage-clips"
-        } else {
-            ""
-        };
+        let mut notes: Vec<&str> = row.alarms.iter().map(Alarm::as_str).collect();
+        if f.alignment != Alignment::Measured {
+            notes.insert(0, f.alignment.as_str());
+        }
+        let note = notes.join(",");
         cells.push(vec![
             printable(&row.trace_id),
             printable(&row.station_key),
@@ -249,7 +258,7 @@ fn table(rows: &[Row]) -> String {
             format!("{:.2}", f.pre_voiced_ratio),
             format!("{:.2}", f.post_voiced_ratio),
             f.post_clipped_samples.to_string(),
-            note.to_string(),
+            note,
         ]);
     }
     let widths: Vec<usize> = (0..HEADER.len())
@@ -310,6 +319,9 @@ fn main() -> ExitCode {
         }
     };
     let mut analyzer = Analyzer::new();
+    // Pairs come in bucket order within each stage (date directories sort by date), so each
+    // stage's alarms begin their episodes where the recorder's would.
+    let mut stages: HashMap<(String, String), StageWatch> = HashMap::new();
     let (mut rows, mut failed, mut unpaired) = (Vec::new(), 0, 0);
     for ((_, trace, station, bucket_ms, file_index), sides) in found {
         let [Some(pre), Some(post)] = sides else {
@@ -318,6 +330,10 @@ fn main() -> ExitCode {
         };
         match compare(&mut analyzer, &pre, &post, args.max_delay_ms) {
             Ok(figures) => {
+                let alarms = stages
+                    .entry((trace.clone(), station.clone()))
+                    .or_default()
+                    .observe(&figures);
                 let row = Row {
                     trace_id: shown(&trace),
                     station_key: shown(&station),
@@ -326,6 +342,7 @@ fn main() -> ExitCode {
                     pre,
                     post,
                     figures,
+                    alarms,
                 };
                 if args.json {
                     // Stop quietly when the reader has gone (`| head`).

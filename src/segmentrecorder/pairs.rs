@@ -7,7 +7,8 @@ use std::time::Duration;
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, SegmentRecorder, lock};
-use crate::pairing::{self, Alarm, CompareSettings, Compared, Half};
+use crate::pair::Alarm;
+use crate::pairing::{self, CompareSettings, Compared, Half};
 use crate::writer::SegmentWritten;
 
 /// How long EOS waits for this recorder's comparisons.
@@ -93,6 +94,10 @@ impl SegmentRecorder {
             .field("post-voiced-ratio", f.post_voiced_ratio)
             .field("pre-clipped-samples", f.pre_clipped_samples)
             .field("post-clipped-samples", f.post_clipped_samples)
+            .field(
+                "alarms",
+                gst::Array::new(c.alarms.iter().map(Alarm::as_str)),
+            )
             .build();
         self.post(s);
         let (call, station, bucket) =
