@@ -32,6 +32,8 @@ pub enum Level {
     Pairs,
     /// What each stage did in its last pair, for its alarms.
     PairStages,
+    /// The files that pairs still need, with the content of those removed meanwhile.
+    PairFiles,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.

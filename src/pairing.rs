@@ -18,8 +18,16 @@
 //! compared one at a time, in the order they completed, which is bucket order: its alarms'
 //! episodes follow its buckets however the comparing threads are scheduled.
 //!
-//! Mutex order: `Level::Pairs` (the halves waiting), then `Level::PairStages` (what each stage
-//! did last); in practice each is taken alone, and nothing else while it is held.
+//! A half's file may be removed before its pair is compared: an upload with
+//! `upload-keep-local=false` removes it once the store confirmed it, which can come before the
+//! partner is published. The uploader hands such a file's content over first
+//! ([`keep_before_removal`]), and the comparison reads it from there. What is kept is bounded
+//! by [`MAX_KEPT_BYTES`] and given back as soon as the half's pair is compared or the half
+//! forgotten.
+//!
+//! Mutex order: `Level::Pairs` (the halves waiting), then `Level::PairStages` (each stage's
+//! queue and alarms), then `Level::PairFiles` (the files pairs need); nothing else is taken
+//! while one is held.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -34,7 +42,7 @@ use crate::layout::{Identity, Tap};
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pair::{Alarm, Analyzer, Config, Figures, StageWatch};
 use crate::pool::Pool;
-use crate::rebuild::read_segment;
+use crate::rebuild::{decode_segment, read_segment};
 
 /// How long a half waits for its partner. Both taps of a bucket are published within a
 /// flush interval or two of each other, whatever the segment duration; a minute also covers a
@@ -192,6 +200,10 @@ impl<T> Waiting<T> {
 /// Pairs waiting for or undergoing comparison at most; more are skipped and counted.
 pub const MAX_COMPARING: usize = 64;
 
+/// Bytes of removed files' content kept for the pairs that need them, at most: 400 buckets of
+/// 5 s at 16 kHz. A file removed beyond it leaves its pair to be skipped and counted.
+pub const MAX_KEPT_BYTES: usize = 64 << 20;
+
 /// Stages whose last comparison is remembered for their alarms.
 const MAX_STAGES: usize = 4_096;
 
@@ -286,6 +298,61 @@ static COMPARING_POOL: Pool = Pool::with_spares("segrec-pair", 0);
 static COMPARING: AtomicUsize = AtomicUsize::new(0);
 static STAGES: OrderedMutex<Option<HashMap<PathBuf, Stage>>> =
     OrderedMutex::new(Level::PairStages, None);
+static FILES: OrderedMutex<Option<Files>> = OrderedMutex::new(Level::PairFiles, None);
+
+/// The files of the halves waiting or queued, each with its content once its upload removed it.
+#[derive(Default)]
+struct Files {
+    needed: HashMap<PathBuf, Option<Arc<[u8]>>>,
+    kept_bytes: usize,
+}
+
+/// Notes that a pair needs the file at `location` until [`release`].
+fn hold(location: &Path) {
+    let mut files = FILES.lock();
+    let files = files.get_or_insert_with(Files::default);
+    if let Some(Some(kept)) = files.needed.insert(location.to_owned(), None) {
+        files.kept_bytes -= kept.len();
+    }
+}
+
+/// Notes that no pair needs the file at `location` any more, and gives back its content.
+fn release(location: &Path) {
+    let mut files = FILES.lock();
+    if let Some(files) = files.as_mut()
+        && let Some(Some(kept)) = files.needed.remove(location)
+    {
+        files.kept_bytes -= kept.len();
+    }
+}
+
+/// Called by an upload about to remove the file at `location`, whose content is `content`:
+/// if a pair still needs the file, its content is kept for it (within [`MAX_KEPT_BYTES`]).
+pub fn keep_before_removal(location: &Path, content: &[u8]) {
+    let mut files = FILES.lock();
+    let Some(files) = files.as_mut() else { return };
+    let kept_bytes = files.kept_bytes;
+    if let Some(slot @ None) = files.needed.get_mut(location)
+        && kept_bytes + content.len() <= MAX_KEPT_BYTES
+    {
+        *slot = Some(content.into());
+        files.kept_bytes += content.len();
+    }
+}
+
+/// The samples and rate of a half's file: read from disk, or from the content kept when its
+/// upload removed it.
+fn read_half(location: &Path) -> Option<(Vec<i16>, u32)> {
+    let kept = || FILES.lock().as_ref()?.needed.get(location)?.clone();
+    // The content is kept before the file goes: if the read fails, look again.
+    if let Some(content) = kept() {
+        return decode_segment(location, &content).ok();
+    }
+    match read_segment(location) {
+        Ok(read) => Some(read),
+        Err(_) => decode_segment(location, &kept()?).ok(),
+    }
+}
 
 /// A stage's pairs, compared one at a time in the order they completed, that is in bucket
 /// order (each tap publishes its buckets in order): its alarms' episodes follow its buckets
@@ -311,8 +378,10 @@ pub fn ensure_threads() -> io::Result<()> {
 pub fn offer(half: Half) {
     let mut forgotten = Vec::new();
     let location = half.location.clone();
+    hold(&location);
     let serve = HALVES.offer(&location, Instant::now(), half, &mut forgotten, queue);
     for half in forgotten {
+        release(&half.location);
         half.counters.unmatched.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(Some(stage)) = serve {
@@ -344,6 +413,8 @@ fn queue(pair: Pair<Half>) -> Option<PathBuf> {
     if COMPARING.fetch_add(1, Ordering::AcqRel) >= MAX_COMPARING {
         COMPARING.fetch_sub(1, Ordering::AcqRel);
         counters.skipped.fetch_add(1, Ordering::Relaxed);
+        release(&pair.pre.location);
+        release(&pair.post.location);
         return None;
     }
     counters.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -401,6 +472,8 @@ fn serve_stage(key: &Path) {
                 second.counters.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
+        release(&pair.pre.location);
+        release(&pair.post.location);
         second.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         COMPARING.fetch_sub(1, Ordering::AcqRel);
     }
@@ -411,11 +484,11 @@ thread_local! {
 }
 
 /// Reads and compares a pair as its second half's recorder asks: the rate and the figures, or
-/// `None` if a file could no longer be read (removed after its upload, or the disk failed) or
-/// the two rates differ.
+/// `None` if a file could not be read (the disk failed, or it was removed with no room to keep
+/// its content) or the two rates differ.
 fn compare(pair: &Pair<Half>) -> Option<(u32, Figures)> {
-    let (pre, pre_rate) = read_segment(&pair.pre.location).ok()?;
-    let (post, post_rate) = read_segment(&pair.post.location).ok()?;
+    let (pre, pre_rate) = read_half(&pair.pre.location)?;
+    let (post, post_rate) = read_half(&pair.post.location)?;
     if pre_rate != post_rate {
         return None;
     }
@@ -536,5 +609,26 @@ mod tests {
         );
         assert_eq!(forgotten, [7]);
         assert_eq!(meeting.waiting(), 0);
+    }
+
+    #[test]
+    fn removed_files_content_is_kept_only_while_needed_and_within_bounds() {
+        let kept_bytes = || FILES.lock().as_ref().map_or(0, |f| f.kept_bytes);
+        let needed = Path::new("/rec/1970-01-01/kept/stt/PRE/segment_0.wav");
+        let other = Path::new("/rec/1970-01-01/kept/stt/PRE/segment_5000.wav");
+        // A file no pair needs is not kept.
+        keep_before_removal(other, &[1, 2, 3]);
+        assert_eq!(kept_bytes(), 0);
+        hold(needed);
+        // Beyond the bound, nothing is kept: the pair will be skipped.
+        keep_before_removal(needed, &vec![0; MAX_KEPT_BYTES + 1]);
+        assert_eq!(kept_bytes(), 0);
+        keep_before_removal(needed, &[1, 2, 3, 4]);
+        assert_eq!(kept_bytes(), 4);
+        let content = FILES.lock().as_ref().unwrap().needed[needed].clone();
+        assert_eq!(content.as_deref(), Some(&[1u8, 2, 3, 4][..]));
+        release(needed);
+        assert_eq!(kept_bytes(), 0);
+        assert!(!FILES.lock().as_ref().unwrap().needed.contains_key(needed));
     }
 }

@@ -102,11 +102,17 @@ fn segments(base: &Path, identity: &Identity) -> Result<Vec<SegmentFile>, Rebuil
 
 /// The samples and rate of the segment file at `path`, which must be a mono 16-bit WAV.
 pub fn read_segment(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
+    let bytes = fs::read(path).map_err(|e| RebuildError::Io(path.to_owned(), e))?;
+    decode_segment(path, &bytes)
+}
+
+/// The samples and rate of `bytes`, the content of the segment file at `path` (named in
+/// errors), which must be a mono 16-bit WAV.
+pub fn decode_segment(path: &Path, bytes: &[u8]) -> Result<(Vec<i16>, u32), RebuildError> {
     let wav_err = |e| RebuildError::Wav(path.to_owned(), e);
     // One read and a conversion of the data chunk: decoding sample by sample through the WAV
     // reader costs four times what comparing a pair does.
-    let bytes = fs::read(path).map_err(|e| RebuildError::Io(path.to_owned(), e))?;
-    let mut cursor = io::Cursor::new(bytes.as_slice());
+    let mut cursor = io::Cursor::new(bytes);
     let (spec, len) = {
         let reader = hound::WavReader::new(&mut cursor).map_err(wav_err)?;
         (reader.spec(), reader.len() as usize)

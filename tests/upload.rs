@@ -202,7 +202,18 @@ fn shared() -> Option<&'static str> {
 
 /// A recorder uploading to `endpoint` under `prefix`.
 fn uploading_recorder(base: &Path, trace: &str, endpoint: &str, prefix: &str) -> gst::Element {
-    let element = recorder(base, trace, "stt", "PRE");
+    uploading_tap(base, trace, "PRE", endpoint, prefix)
+}
+
+/// A recorder of `tap` uploading to `endpoint` under `prefix`.
+fn uploading_tap(
+    base: &Path,
+    trace: &str,
+    tap: &str,
+    endpoint: &str,
+    prefix: &str,
+) -> gst::Element {
+    let element = recorder(base, trace, "stt", tap);
     element.set_property("upload-location", format!("s3://{BUCKET}/{prefix}"));
     element.set_property("upload-endpoint", endpoint);
     element.set_property("upload-access-key", KEY);
@@ -284,6 +295,41 @@ fn segments_are_uploaded_and_removed_only_after_confirmation() {
     assert_eq!(stat(&element, "uploads-done"), 3);
     assert_eq!(stat(&element, "upload-bytes"), 3 * (44 + 160_000));
     assert_eq!(stat(&element, "uploads-failed"), 0);
+}
+
+#[test]
+fn a_pair_whose_first_half_was_uploaded_and_removed_is_still_compared() {
+    let Some(endpoint) = shared() else { return };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let total = 12 * 16_000;
+    // PRE is recorded, uploaded and removed before POST is even published.
+    let pre = uploading_tap(dir.path(), "call-gone", "PRE", endpoint, "t-gone");
+    pre.set_property("upload-wait-eos", true);
+    let (mut h, _pre_bus) = harness(&pre, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(stat(&pre, "uploads-done"), 3);
+    assert!(segments(dir.path()).is_empty());
+
+    let post = uploading_tap(dir.path(), "call-gone", "POST", endpoint, "t-gone");
+    post.set_property("upload-wait-eos", true);
+    let (mut h, post_bus) = harness(&post, CAPS_16K);
+    push_signal(&mut h, gst::ClockTime::ZERO, total, 320, 16_000);
+    assert!(h.push_event(gst::event::Eos::new()));
+    let messages: Vec<gst::Message> = std::iter::from_fn(|| post_bus.pop()).collect();
+    let pairs = element_messages(&messages, gstsegmentrecorder::PAIR);
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    for p in &pairs {
+        // The same audio on both sides.
+        assert_eq!(p.get::<f64>("delay-ms").unwrap(), 0.0, "{p}");
+        assert!(p.get::<f64>("correlation").unwrap() > 0.999, "{p}");
+        assert!(p.get::<f64>("gain-db").unwrap().abs() < 0.01, "{p}");
+    }
+    assert_eq!(stat(&post, "pairs-compared"), 3);
+    assert_eq!(stat(&post, "pairs-skipped"), 0);
+    assert_eq!(stat(&post, "uploads-done"), 3);
+    assert!(segments(dir.path()).is_empty());
 }
 
 #[test]

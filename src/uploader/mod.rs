@@ -253,6 +253,13 @@ fn next_key(key: &str) -> Option<String> {
     })
 }
 
+/// Removes the uploaded segment at `path`, whose content is `data`, handing that content to
+/// the pair analysis first if it still needs the file.
+fn remove_uploaded(path: &Path, data: &[u8]) -> io::Result<()> {
+    crate::pairing::keep_before_removal(path, data);
+    remove_if_there(path)
+}
+
 /// Removes an uploaded file; one already gone (another uploader of it removed it) is fine.
 /// A `.part` that a writer killed while publishing left linked to it goes first, and the file
 /// stays while a live writer is still publishing it: removed alone, its audio would come back
@@ -434,7 +441,7 @@ impl Job {
             self.key = key;
             let removed = match inner.config.keep_local {
                 true => Ok(()),
-                false => remove_if_there(&self.path),
+                false => remove_uploaded(&self.path, &data),
             };
             self.uploaded(data.len() as u64, 0, removed.err());
             return None;
@@ -450,7 +457,7 @@ impl Job {
             ));
             match inner.config.destination.put_new(&self.key, &data, &digest) {
                 Ok(Stored::Created | Stored::AlreadyThere) => {
-                    let confirmed = self.confirm(&digest);
+                    let confirmed = self.confirm(&data, &digest);
                     self.uploaded(data.len() as u64, self.attempts, confirmed.err());
                     return None;
                 }
@@ -504,12 +511,12 @@ impl Job {
         self.finish(size, Outcome::Uploaded { local_error });
     }
 
-    /// Records the confirmed upload of the file whose MD5 is `digest` in its mark, then removes
-    /// the file unless it is kept. The mark stays.
-    fn confirm(&self, digest: &[u8; 16]) -> io::Result<()> {
+    /// Records the confirmed upload of the file whose content is `data` and MD5 `digest` in
+    /// its mark, then removes the file unless it is kept. The mark stays.
+    fn confirm(&self, data: &[u8], digest: &[u8; 16]) -> io::Result<()> {
         write_mark(&self.path, digest, &self.key)?;
         if !self.inbox.config.keep_local {
-            remove_if_there(&self.path)?;
+            remove_uploaded(&self.path, data)?;
         }
         Ok(())
     }
