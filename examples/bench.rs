@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--streams S] [--seconds T] [--dir DIR] [--quick]
-//!     [--only throughput|cost|isolation|scale] [--readme README.md]
+//!     [--only throughput|cost|isolation|scale|pairs] [--readme README.md]
 //! ```
 //!
 //! 1. Throughput: S streams × T seconds of 16 kHz mono in 20 ms buffers, pushed as fast as
@@ -15,15 +15,19 @@
 //!    stalled for 2 s.
 //! 4. Scale: N recorders (and N fakesinks) fed in real time for a few seconds, each N in a
 //!    fresh process: threads, resident memory and CPU per element, samples dropped.
+//! 5. Pair analysis: CPU per PRE/POST pair compared, against the writer's own level
+//!    measurement and against reading the two files; then N recorders in PRE/POST pairs fed in
+//!    real time with `pair-analysis` on and off (and N fakesinks): what comparing every pair adds
+//!    to a recorder's CPU.
 //!
 //! It prints each part's markdown table as it is measured, then the verdicts against the
 //! targets. With `--readme FILE` it also writes all of it into FILE between the lines
 //! `<!-- bench:start -->` and `<!-- bench:end -->`, so the README's figures are always those of
 //! one whole run, and the README's prose need not repeat them.
 
+use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,10 @@ const TARGET_P999_US: f64 = 50.0;
 const TARGET_MAX_US: f64 = 1_000.0;
 /// Resident memory per recorder beyond a fakesink's, at most this much (KB).
 const TARGET_KB_PER_RECORDER: f64 = 64.0;
+/// CPU per pair compared (16 kHz, 5 s buckets, ±500 ms searched), at most this much (ms).
+const TARGET_PAIR_MS: f64 = 1.0;
+/// CPU per recorder with every pair compared over that with none, at most this much.
+const TARGET_PAIRS_ON_VS_OFF: f64 = 1.2;
 
 /// Where `--readme` writes, between these two lines.
 const README_START: &str = "<!-- bench:start -->";
@@ -55,6 +63,9 @@ struct Options {
     dir: PathBuf,
     scale: Vec<usize>,
     scale_seconds: u64,
+    /// Recorders (half PRE, half POST) of the pair-analysis part, and how long they are fed.
+    pairs_n: usize,
+    pairs_seconds: u64,
     only: Option<String>,
     readme: Option<PathBuf>,
 }
@@ -67,6 +78,10 @@ fn options() -> Options {
         // From 100 up: one recorder's memory is below the noise of the process's own.
         scale: vec![100, 1_000, 2_000],
         scale_seconds: 3,
+        pairs_n: 2_000,
+        // Buckets close at 5 and 10 s: two rounds of comparisons while the CPU is measured, with
+        // time to finish them.
+        pairs_seconds: 12,
         only: None,
         readme: None,
     };
@@ -84,6 +99,8 @@ fn options() -> Options {
                 o.seconds = 20;
                 o.scale = vec![100, 500];
                 o.scale_seconds = 2;
+                o.pairs_n = 200;
+                o.pairs_seconds = 6;
             }
             other => panic!("unknown argument {other}"),
         }
@@ -592,6 +609,13 @@ fn scale_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
         .map(|i| {
             let element = match kind {
                 "recorder" => recorder(dir, &format!("scale{i}")),
+                // Recorders 2k and 2k + 1 are the PRE and POST of one call's stage.
+                "pairs-on" | "pairs-off" => {
+                    let element = recorder(dir, &format!("pair{}", i / 2));
+                    element.set_property_from_str("tap", ["PRE", "POST"][i % 2]);
+                    element.set_property("pair-analysis", kind == "pairs-on");
+                    element
+                }
                 _ => gst::ElementFactory::make("fakesink")
                     .property("sync", false)
                     .build()
@@ -603,13 +627,27 @@ fn scale_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
             (element, h)
         })
         .collect();
-    let data = Arc::new(vec![1u8; BUFFER_SAMPLES * 2]);
+    // A second of white noise at -10 dBFS in 50 buffers, over and over: audio the pair
+    // analysis has to align, not silence it would give up on at once.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<Vec<u8>> = (0..50)
+        .map(|_| {
+            (0..BUFFER_SAMPLES)
+                .flat_map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    ((seed >> 48) as i16 / 3).to_le_bytes()
+                })
+                .collect()
+        })
+        .collect();
     let rounds = seconds * 50;
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let mut late = 0;
     for round in 0..rounds {
         for (_, h) in elements.iter_mut() {
-            let mut b = gst::Buffer::from_slice(data.as_ref().clone());
+            let mut b = gst::Buffer::from_slice(noise[round as usize % noise.len()].clone());
             b.get_mut()
                 .expect("writable")
                 .set_pts(gst::ClockTime::from_mseconds(round * 20));
@@ -623,17 +661,25 @@ fn scale_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
     }
     let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
     let (rss, all_threads, writers) = (rss_kb(), threads(), writer_threads());
+    // The pairs compared (and skipped) while the CPU time was measured, before EOS publishes
+    // the last ones.
+    let (mut compared_before_eos, mut skipped_before_eos) = (0, 0);
+    for (element, _) in elements.iter().filter(|_| kind != "fakesink") {
+        let stats = element.property::<gst::Structure>("recording-stats");
+        compared_before_eos += stats.get::<u64>("pairs-compared").unwrap_or(0);
+        skipped_before_eos += stats.get::<u64>("pairs-skipped").unwrap_or(0);
+    }
     let mut dropped = 0;
     for (element, h) in elements.iter_mut() {
         h.push_event(gst::event::Eos::new());
-        if kind == "recorder" {
+        if kind != "fakesink" {
             let stats = element.property::<gst::Structure>("recording-stats");
             dropped += stats.get::<u64>("samples-dropped-overflow").unwrap_or(0)
                 + stats.get::<u64>("samples-dropped-overlap").unwrap_or(0);
         }
     }
     println!(
-        "scale {} {} {} {} {} {} {} {}",
+        "scale {} {} {} {} {} {} {} {} {} {}",
         rss.saturating_sub(rss0),
         all_threads.saturating_sub(threads0),
         writers,
@@ -641,7 +687,9 @@ fn scale_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
         wall.as_secs_f64(),
         dropped,
         late,
-        rounds
+        rounds,
+        compared_before_eos,
+        skipped_before_eos
     );
 }
 
@@ -683,30 +731,29 @@ fn scale_markdown(rows: &[ScaleRow]) -> String {
     out
 }
 
-fn scale(o: &Options) -> Vec<ScaleRow> {
+/// Runs a child process with `n` elements of `kind` fed in real time for `seconds`: its
+/// measurements (see [`scale_child`]).
+fn run_child(o: &Options, kind: &str, n: usize, seconds: u64) -> Vec<f64> {
     let exe = std::env::current_exe().expect("own path");
-    let run = |kind: &str, n: usize| -> Vec<f64> {
-        let dir = o.dir.join(format!("scale-{kind}-{n}"));
-        let out = Command::new(&exe)
-            .args([
-                "--scale-child",
-                kind,
-                &n.to_string(),
-                &o.scale_seconds.to_string(),
-            ])
-            .arg(&dir)
-            .output()
-            .expect("child");
-        let _ = std::fs::remove_dir_all(&dir);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("scale "))
-            .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
-        line.split_whitespace()
-            .map(|v| v.parse().expect("number"))
-            .collect()
-    };
+    let dir = o.dir.join(format!("scale-{kind}-{n}"));
+    let out = Command::new(&exe)
+        .args(["--scale-child", kind, &n.to_string(), &seconds.to_string()])
+        .arg(&dir)
+        .output()
+        .expect("child");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("scale "))
+        .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
+    line.split_whitespace()
+        .map(|v| v.parse().expect("number"))
+        .collect()
+}
+
+fn scale(o: &Options) -> Vec<ScaleRow> {
+    let run = |kind: &str, n: usize| run_child(o, kind, n, o.scale_seconds);
     o.scale
         .iter()
         .map(|&n| {
@@ -729,6 +776,188 @@ fn scale(o: &Options) -> Vec<ScaleRow> {
         .collect()
 }
 
+/// The pair-analysis part.
+struct Pairs {
+    /// Pairs per round and rounds of the CPU-per-pair measurement.
+    per_round: usize,
+    rounds: usize,
+    /// CPU ms per pair: comparing it, the writer's levels of its two sides, reading its two
+    /// files.
+    analysis_ms: f64,
+    levels_ms: f64,
+    reading_ms: f64,
+    /// Recorders and seconds of the real-time run.
+    n: usize,
+    seconds: u64,
+    scale_rounds: usize,
+    /// CPU per element, % of a core: pairs compared, pairs not compared, fakesinks.
+    cpu_on: f64,
+    cpu_off: f64,
+    cpu_fakesink: f64,
+    /// Pairs compared and skipped while measured, per run, and samples dropped in all runs.
+    compared: f64,
+    skipped: f64,
+    dropped: f64,
+}
+
+/// CPU seconds of the calling thread per pair for `work` done on `per_round` pairs.
+fn per_pair<T>(pairs: &[T], per_round: usize, mut work: impl FnMut(&T)) -> f64 {
+    let start = thread_cpu_time();
+    for pair in pairs.iter().cycle().take(per_round) {
+        work(pair);
+    }
+    (thread_cpu_time() - start).as_secs_f64() / per_round as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn pair_analysis(o: &Options) -> Pairs {
+    use gstsegmentrecorder::pair::speech::{quantise, speech_like};
+    use gstsegmentrecorder::pair::{Analyzer, Config};
+    use gstsegmentrecorder::rebuild::read_segment;
+    use gstsegmentrecorder::writer::levels::Levels;
+
+    const LEN: usize = 5 * RATE as usize;
+    const DELAY: usize = 120 * RATE as usize / 1_000;
+    let (per_round, rounds) = (200, 5);
+    // Eight different utterances, POST 120 ms later and 3 dB down.
+    let pairs: Vec<(Vec<i16>, Vec<i16>)> = (0..8)
+        .map(|seed| {
+            let source = speech_like(RATE as u32, LEN + DELAY, seed);
+            let pre = quantise(source[DELAY..].iter().copied());
+            let post = quantise(source[..LEN].iter().map(|v| v * 0.708));
+            (pre, post)
+        })
+        .collect();
+    let dir = o.dir.join("pairs");
+    std::fs::create_dir_all(&dir).expect("a writable --dir");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE as u32,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let files: Vec<[PathBuf; 2]> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (pre, post))| {
+            [("pre", pre), ("post", post)].map(|(side, samples)| {
+                let path = dir.join(format!("{side}-{i}.wav"));
+                let mut wav = hound::WavWriter::create(&path, spec).expect("a writable --dir");
+                for &s in samples {
+                    wav.write_sample(s).expect("a writable --dir");
+                }
+                wav.finalize().expect("a writable --dir");
+                path
+            })
+        })
+        .collect();
+    let config = Config::new(RATE as u32);
+    let mut analyzer = Analyzer::new();
+    for (pre, post) in &pairs {
+        let figures = analyzer.analyze(pre, post, &config);
+        assert_eq!(figures.delay, DELAY as i64, "{figures:?}");
+    }
+    // Alternating rounds, so that all three see the same load; the median of each.
+    let (mut analysis, mut levels, mut reading) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        analysis.push(per_pair(&pairs, per_round, |(pre, post)| {
+            black_box(analyzer.analyze(pre, post, &config));
+        }));
+        levels.push(per_pair(&pairs, per_round, |(pre, post)| {
+            for side in [pre, post] {
+                let mut l = Levels::new(RATE as u32, config.voice_threshold_dbfs);
+                l.add(side);
+                black_box(l.measured());
+            }
+        }));
+        reading.push(per_pair(&files, per_round, |[pre, post]| {
+            black_box((read_segment(pre), read_segment(post)).0.is_ok());
+        }));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (n, seconds, scale_rounds) = (o.pairs_n, o.pairs_seconds, 2);
+    let (mut on, mut off, mut fake) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..scale_rounds {
+        on.push(run_child(o, "pairs-on", n, seconds));
+        off.push(run_child(o, "pairs-off", n, seconds));
+        fake.push(run_child(o, "fakesink", n, seconds));
+    }
+    let per_core = |runs: &[Vec<f64>]| {
+        runs.iter()
+            .map(|m| m[3] / m[4] / n as f64 * 100.0)
+            .sum::<f64>()
+            / runs.len() as f64
+    };
+    let ms = |v: Vec<f64>| median(v) * 1e3;
+    Pairs {
+        per_round,
+        rounds,
+        analysis_ms: ms(analysis),
+        levels_ms: ms(levels),
+        reading_ms: ms(reading),
+        n,
+        seconds,
+        scale_rounds,
+        cpu_on: per_core(&on),
+        cpu_off: per_core(&off),
+        cpu_fakesink: per_core(&fake),
+        compared: on.iter().map(|m| m[8]).sum::<f64>() / on.len() as f64,
+        skipped: on.iter().map(|m| m[9]).sum::<f64>() / on.len() as f64,
+        dropped: on.iter().chain(&off).map(|m| m[5]).sum(),
+    }
+}
+
+impl Pairs {
+    fn on_vs_off(&self) -> f64 {
+        self.cpu_on / self.cpu_off
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "**Pair analysis**: CPU time of one thread per PRE/POST pair compared (16 kHz, 5 s \
+             buckets, ±500 ms searched; speech-like audio, POST 120 ms later and 3 dB down), \
+             median of {} alternating rounds of {} pairs, against two baselines on the same \
+             pairs.\n\n\
+             | per pair | CPU ms | ÷ comparing it |\n|---|---|---|\n\
+             | comparing it | {:.3} | 1.00× |\n\
+             | the writer's levels of both sides | {:.3} | {:.2}× |\n\
+             | reading and decoding both files | {:.3} | {:.2}× |\n\n\
+             Then {} recorders, the PRE and POST of {} calls, fed white noise in 20 ms buffers \
+             in real time for {} s from one thread (buckets close every 5 s), each run in a \
+             fresh process, {} alternating rounds of each.\n\n\
+             | {} recorders | CPU per element, % of a core | ÷ pairs off | pairs compared (skipped) \
+             per run |\n|---|---|---|---|\n\
+             | `pair-analysis=true` | {:.3} | {:.2}× | {} ({}) |\n\
+             | `pair-analysis=false` | {:.3} | 1.00× | 0 |\n\
+             | fakesink instead | {:.3} | {:.2}× | |\n",
+            self.rounds,
+            self.per_round,
+            self.analysis_ms,
+            self.levels_ms,
+            self.levels_ms / self.analysis_ms,
+            self.reading_ms,
+            self.reading_ms / self.analysis_ms,
+            thousands(self.n as u64),
+            thousands(self.n as u64 / 2),
+            self.seconds,
+            self.scale_rounds,
+            thousands(self.n as u64),
+            self.cpu_on,
+            self.on_vs_off(),
+            thousands(self.compared.round() as u64),
+            thousands(self.skipped.round() as u64),
+            self.cpu_off,
+            self.cpu_fakesink,
+            self.cpu_fakesink / self.cpu_off,
+        )
+    }
+}
+
 /// Everything one run measured; a part not run is `None` (or empty).
 #[derive(Default)]
 struct Report {
@@ -736,6 +965,7 @@ struct Report {
     cost: Option<Cost>,
     isolation: Option<Isolation>,
     scale: Vec<ScaleRow>,
+    pairs: Option<Pairs>,
 }
 
 impl Report {
@@ -809,6 +1039,21 @@ impl Report {
                 thousands(last.n as u64),
                 met(kb <= TARGET_KB_PER_RECORDER),
                 met(dropped == 0.0),
+            );
+        }
+        if let Some(p) = &self.pairs {
+            out += &format!(
+                "- Pair analysis: ≤ {TARGET_PAIR_MS} ms of CPU per pair: {} ({:.3} ms); CPU \
+                 per recorder with every pair compared ≤ {TARGET_PAIRS_ON_VS_OFF}× that with \
+                 none: {} ({:.2}×, {} pairs compared per run); no pair skipped: {}; no sample \
+                 dropped: {}.\n",
+                met(p.analysis_ms <= TARGET_PAIR_MS),
+                p.analysis_ms,
+                met(p.on_vs_off() <= TARGET_PAIRS_ON_VS_OFF),
+                p.on_vs_off(),
+                thousands(p.compared.round() as u64),
+                met(p.skipped == 0.0),
+                met(p.dropped == 0.0),
             );
         }
         out
@@ -915,6 +1160,11 @@ fn main() {
             o.scale_seconds,
             scale_markdown(&report.scale)
         ));
+    }
+    if run("pairs") {
+        let p = pair_analysis(&o);
+        part(p.markdown());
+        report.pairs = Some(p);
     }
     part(format!("Against the targets:\n\n{}", report.verdicts()));
     if let Some(readme) = &o.readme {

@@ -56,8 +56,9 @@
 //!    delay, correlation and gain are those of the best lag of this exact search.
 //!
 //! At 16 kHz, 5 s buckets and ±500 ms, that is three FFTs of 11,250 points and 9 full-rate lags
-//! of 80,000 products, instead of 1.3 billion products; `examples/pair_cost.rs` measures what
-//! it costs against the writer's own level measurement and against reading the two files.
+//! of 80,000 products, instead of 1.3 billion products; the benchmark (`examples/bench.rs`)
+//! measures what it costs against the writer's own level measurement and against reading the
+//! two files.
 //!
 //! # Tolerances (checked by the tests)
 //!

@@ -391,11 +391,7 @@ fn the_offline_program_agrees_with_the_messages() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for message in &pairs {
         let bucket = message.get::<u64>("bucket-ts-ms").unwrap();

@@ -2,11 +2,14 @@
 //! PRE/POST pairs of known delay and gain: its table, its JSON lines, the trace filter, the
 //! delay bound, and what it does with input it cannot use.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::json_lines;
 use gstsegmentrecorder::layout::{Identity, segment_dir, segment_file_name};
 use gstsegmentrecorder::pair::speech::{quantise, speech_like};
 
@@ -70,13 +73,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-fn json_lines(out: &Output) -> Vec<serde_json::Value> {
-    text(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
-
 /// A base directory with three pairs and one lone file:
 /// - `sip:alice@example.com` / `denoise`: POST 120 ms later, 6 dB down;
 /// - `sip:alice@example.com` / `agc`: POST as early, 6 dB up;
@@ -109,7 +105,7 @@ fn json_lines_hold_one_pair_each_with_every_figure() {
     let t = tree();
     let out = run(&[t.base.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{out:?}");
-    let lines = json_lines(&out);
+    let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 3, "{lines:#?}");
     let expected_fields: BTreeSet<&str> = [
         "trace-id",
@@ -262,7 +258,7 @@ fn a_trace_id_and_a_delay_bound_narrow_the_search() {
     let base = t.base.to_str().unwrap();
     let out = run(&[base, "sip:alice@example.com", "--json"]);
     assert!(out.status.success(), "{out:?}");
-    let lines = json_lines(&out);
+    let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 2);
     assert!(
         lines
@@ -272,10 +268,10 @@ fn a_trace_id_and_a_delay_bound_narrow_the_search() {
 
     let out = run(&[base, "--max-delay-ms", "50", "call 2", "--json"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(json_lines(&out).len(), 1);
+    assert_eq!(json_lines(&out.stdout).len(), 1);
 
     let out = run(&["--max-delay-ms", "50", base, "--json"]);
-    let lines = json_lines(&out);
+    let lines = json_lines(&out.stdout);
     let denoise = lines
         .iter()
         .find(|l| l["trace-id"] == "sip:alice@example.com" && l["station-key"] == "denoise")
@@ -319,7 +315,7 @@ fn unusable_input_is_named_and_the_other_pairs_are_still_compared() {
     );
     assert_eq!(stderr.lines().count(), 2, "{stderr}");
     // The two good pairs are still there.
-    assert_eq!(json_lines(&out).len(), 2);
+    assert_eq!(json_lines(&out.stdout).len(), 2);
 
     let out = run(&[base]);
     assert!(!out.status.success(), "{out:?}");

@@ -238,3 +238,11 @@ pub fn launch_in(pipeline: &str, registry: &Path, cwd: &Path) -> Output {
     command.current_dir(cwd);
     output(command, "gst-launch-1.0")
 }
+
+/// The JSON objects a program printed, one per line of `stdout`.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
