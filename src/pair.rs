@@ -3,20 +3,26 @@
 //!
 //! # Delay and correlation
 //!
-//! `x` is PRE (`Nx` samples), `y` is POST (`Ny` samples). At a lag `d` (samples, POST later than
-//! PRE when positive) the two overlap where `a ≤ n < b`, `a = max(0, d)`, `b = min(Ny, Nx + d)`,
-//! and
+//! `x` is PRE (`Nx` samples) and `y` is POST (`Ny` samples), each less its mean (a DC offset is
+//! the same at every lag and would make all lags look alike). At a lag `d` (samples, POST later
+//! than PRE when positive) the two overlap where `a ≤ n < b`, `a = max(0, d)`,
+//! `b = min(Ny, Nx + d)`, and
 //!
 //! ```text
 //! C(d)  = Σ x[n−d]·y[n]      Ex(d) = Σ x[n−d]²      Ey(d) = Σ y[n]²      (a ≤ n < b)
 //! ρ(d)  = C(d) / √(Ex(d)·Ey(d))                       (0 where either energy is 0)
+//! R(d)  = C(d) / √(Ex·Ey)  = ρ(d)·√(Ex(d)/Ex · Ey(d)/Ey)   (Ex, Ey: the whole sides')
 //! ```
 //!
-//! The delay is the lag of the highest `ρ(d)` with `|d| ≤ L`, `L = min(max_delay, min(Nx, Ny)/2)`
-//! (so at least half of the shorter side always overlaps), and the correlation is that `ρ`,
-//! taken as 0 when negative. A stage that only delays and scales by `g > 0` gives
-//! `y[n] = g·x[n−d]`, so `ρ(d) = 1` exactly there (Cauchy–Schwarz) and less everywhere else. A
-//! stage that inverts polarity shows as a low correlation. The delay in ms is `d·1000/rate`.
+//! The delay is the lag of the highest `R(d)` with `|d| ≤ L`, `L = min(max_delay, min(Nx, Ny)/2)`
+//! (so at least half of the shorter side always overlaps), and the correlation is `ρ` there,
+//! taken as 0 when negative. Where the overlap holds all the sound of both sides, as at a
+//! stage's delay in a bucket full of audio, `R = ρ`; the weight keeps a lag where a sliver of
+//! sound overlaps silence (a bucket that is mostly padding: a call's first or last) from winning
+//! by a chance `ρ` of that sliver. A stage that only delays and scales by `g > 0` gives
+//! `y[n] = g·x[n−d]`, so `ρ(d) = 1` there (Cauchy–Schwarz; the means of the two windows differ a
+//! little) and less everywhere else. A stage that inverts polarity shows as a low correlation.
+//! The delay in ms is `d·1000/rate`.
 //!
 //! # Gain
 //!
@@ -38,38 +44,47 @@
 //! Searching ±500 ms at 16 kHz by brute force takes 16,001 lags × 80,000 products: far too
 //! slow. So the search is coarse first, then exact:
 //!
-//! 1. Both sides are decimated by `D = max(1, ⌊rate / 2000⌋)` (16 kHz → 2 kHz) through a CIC
-//!    filter, a box of `D` samples applied [`CIC_ORDER`] times, `H(f) = (sin(πfD/r) /
-//!    (D·sin(πf/r)))^5`. Its nulls fall on every multiple of the coarse rate `r/D`, which is
-//!    exactly where the frequencies that would alias onto the band kept below come from:
-//!    at 16 kHz they are at least 26 dB down at the top of the band (700 Hz) and 47 dB down at
-//!    500 Hz, so aliases cannot move the peak. Both sides pass the same filter, so its delay
-//!    cancels, and a lag of `l` coarse samples is `l·D` samples.
+//! 1. Both sides, less their means, are decimated by `D = max(1, ⌊rate / 2000⌋)` (16 kHz →
+//!    2 kHz) through a CIC filter, a box of `D` samples applied [`CIC_ORDER`] times,
+//!    `H(f) = (sin(πfD/r) / (D·sin(πf/r)))^5`. Its nulls fall on every multiple of the coarse
+//!    rate `r/D`, which is exactly where the frequencies that would alias onto the band kept
+//!    below come from: at 16 kHz they are at least 26 dB down at the top of the band (700 Hz)
+//!    and 47 dB down at 500 Hz, so aliases cannot move the peak. Both sides pass the same
+//!    filter, so its delay cancels, and a lag of `l` coarse samples is `l·D` samples.
 //! 2. The coarse cross-correlation comes from one real FFT per side of size `F ≥ max(Nxc, Nyc) +
 //!    Lc` (`Lc = ⌊L/D⌋`, `F` a product of 2, 3 and 5, so no wrap-around reaches a searched lag):
 //!    `IFFT(Y·conj(X))[l] = Σ xc[n−l]·yc[n]`, keeping only the bins from 60 Hz to 0.35 × the
 //!    coarse rate (no DC or mains hum, nothing near the coarse Nyquist where aliases gather). It
-//!    is normalised by the coarse overlap energies as above, and the peak lag `l` is refined by a
-//!    parabola through its neighbours to `l + δ`.
-//! 3. At the full rate, `ρ(d)` is computed directly for `|d − round(D·(l + δ))| ≤ ⌈D/2⌉`,
-//!    walking on while the best lag is at an edge of that window and `ρ` still grows. The
-//!    delay, correlation and gain are those of the best lag of this exact search.
+//!    is ranked as `R` above, with the coarse energies. If that band holds less than
+//!    [`MIN_BAND_SHARE`] of either side's energy (audio high-passed above it, a stage that
+//!    removes it), it has too little to go on, and steps 2 and 3 are made at the full rate
+//!    (`D = 1`, the band up to 0.35 × the rate) instead.
+//! 3. The best coarse peak and up to [`MAX_CANDIDATES`]` − 1` others within
+//!    [`CANDIDATE_MARGIN`] of it are kept (a narrow band of sound in the coarse band correlates
+//!    in ripples a few coarse samples apart, of which the highest need not be the true one);
+//!    each is refined by a parabola through its neighbours to `l + δ`. At the full rate, `R(d)`
+//!    is computed directly for `|d − round(D·(l + δ))| ≤ ⌈D/2⌉` around each, walking on while
+//!    the best lag is at an edge of that window and `R` still grows. The delay, correlation and
+//!    gain are those of the best lag of these exact searches.
 //!
 //! At 16 kHz, 5 s buckets and ±500 ms, that is three FFTs of 11,250 points and 9 full-rate lags
-//! of 80,000 products, instead of 1.3 billion products; the benchmark (`examples/bench.rs`)
+//! of 80,000 products per candidate, instead of 1.3 billion products; the benchmark (`examples/bench.rs`)
 //! measures what it costs against the writer's own level measurement and against reading the
 //! two files.
 //!
 //! # Tolerances (checked by the tests)
 //!
-//! With speech-like signals at 8, 11.025, 16, 44.1 and 48 kHz: a stage that delays (−480 ms … +480 ms, 0 and 1
-//! sample included) and scales (±6 dB) is found at exactly its delay, with a correlation of at
-//! least 0.999 and its gain within 0.05 dB; with white noise added at 20 dB SNR the delay is
-//! still exact and the correlation within 0.01 of `1/√(1 + 10^(−SNR/10))`; after a linear-phase
-//! low-pass filter the delay is within 1 sample of the stage's delay plus the filter's group
-//! delay.
+//! With speech-like signals at 8, 11.025, 16, 44.1 and 48 kHz: a stage that delays (−480 ms …
+//! +480 ms, 0 and 1 sample included) and scales (±6 dB) is found at exactly its delay, with a
+//! correlation of at least 0.999 and its gain within 0.05 dB; so is it for speech high-passed at
+//! 500 Hz, 800 Hz or 2 kHz, for quiet speech on a DC offset of up to −8 dBFS (correlation at least
+//! 0.99), and for a bucket holding only 160 ms to 2.5 s of sound at its start or its end, the
+//! rest digital silence, searched ±500 ms or ±2 s; with white noise added at 20 dB SNR the delay
+//! is still exact and the correlation within 0.01 of `1/√(1 + 10^(−SNR/10))`; after a
+//! linear-phase low-pass filter the delay is within 1 sample of the stage's delay plus the
+//! filter's group delay.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::sync::Arc;
 
 use realfft::num_complex::Complex;
@@ -112,6 +127,19 @@ const BAND_LOW_HZ: f64 = 60.0;
 
 /// Highest frequency the coarse search looks at, as a share of the coarse rate.
 const BAND_HIGH_SHARE: f64 = 0.35;
+
+/// Below this share of a side's energy within the coarse band, the coarse search has too little
+/// to go on (audio high-passed above it, or a stage that removes it): the search is made at the
+/// full rate instead.
+const MIN_BAND_SHARE: f64 = 0.1;
+
+/// Coarse peaks refined at the full rate, at most: the best and those nearly as high. Audio
+/// whose coarse band holds a narrow band of sound correlates in ripples a few coarse samples
+/// apart, of which the highest need not be the true one.
+const MAX_CANDIDATES: usize = 4;
+
+/// A coarse peak at most this far below the best one is refined too.
+const CANDIDATE_MARGIN: f64 = 0.15;
 
 /// How a pair is compared.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -232,10 +260,13 @@ impl std::fmt::Debug for Analyzer {
 /// One side's buffers.
 #[derive(Default)]
 struct Side {
-    /// The samples as `f32`, for the full-rate products.
+    /// The samples less their mean, as `f32`, for the full-rate products: a DC offset, which
+    /// every lag shares, would otherwise make all lags look alike.
     full: Vec<f32>,
-    /// Σ s² of all the samples, exact.
-    energy: u64,
+    /// `full_energy[i]` = Σ full[j]² for j < i.
+    full_energy: Vec<f64>,
+    /// The samples' mean, rounded: taken off before decimation, for the coarse search.
+    offset: i64,
     /// The decimated samples, then (zero-padded) the FFT's input and scratch.
     coarse: Vec<f32>,
     /// `coarse_energy[i]` = Σ coarse[j]² for j < i.
@@ -247,29 +278,29 @@ struct Side {
 impl Side {
     /// Fills the full-rate buffers from `samples`.
     fn fill(&mut self, samples: &[i16]) {
+        let sum: i64 = samples.iter().map(|&s| i64::from(s)).sum();
+        let mean = sum as f64 / samples.len().max(1) as f64;
+        self.offset = mean.round() as i64;
         self.full.clear();
-        self.full.extend(samples.iter().map(|&s| f32::from(s)));
-        self.energy = energy(samples);
+        self.full
+            .extend(samples.iter().map(|&s| (f64::from(s) - mean) as f32));
+        prefix_energy(&self.full, &mut self.full_energy);
     }
 
-    /// Σ s² over `range` of the samples, exact: all of them less what lies outside, which is
-    /// at most the lag and the difference of the lengths, so no sum over all samples is needed
-    /// per lag.
-    fn energy_within(&self, samples: &[i16], range: Range<usize>) -> f64 {
-        (self.energy - energy(&samples[..range.start]) - energy(&samples[range.end..])) as f64
+    /// Σ full[i]² over `range`.
+    fn energy_within(&self, range: Range<usize>) -> f64 {
+        self.full_energy[range.end] - self.full_energy[range.start]
     }
 
-    /// Fills the coarse buffers from `samples` decimated by `factor`.
+    /// Σ full[i]² over all of them.
+    fn total_energy(&self) -> f64 {
+        self.full_energy.last().copied().unwrap_or(0.0)
+    }
+
+    /// Fills the coarse buffers from `samples`, less their mean, decimated by `factor`.
     fn fill_coarse(&mut self, samples: &[i16], factor: usize) {
-        decimate(samples, factor, &mut self.coarse);
-        self.coarse_energy.clear();
-        self.coarse_energy.reserve(self.coarse.len() + 1);
-        self.coarse_energy.push(0.0);
-        let mut sum = 0.0;
-        for &s in &self.coarse {
-            sum += f64::from(s) * f64::from(s);
-            self.coarse_energy.push(sum);
-        }
+        decimate(samples, self.offset, factor, &mut self.coarse);
+        prefix_energy(&self.coarse, &mut self.coarse_energy);
     }
 
     /// Zero-pads the coarse samples to `len` and takes their spectrum; the coarse samples are
@@ -280,23 +311,61 @@ impl Side {
         fft.process_with_scratch(&mut self.coarse, &mut self.spectrum, scratch)
             .expect("buffers sized for the plan");
     }
+
+    /// Σ s² of the coarse samples within the bins `band` of their spectrum (of an FFT of
+    /// `len`), by Parseval's theorem.
+    fn band_energy(&self, band: RangeInclusive<usize>, len: usize) -> f64 {
+        let sum: f64 = self.spectrum[band]
+            .iter()
+            .map(|c| f64::from(c.norm_sqr()))
+            .sum();
+        // Each bin stands for itself and its mirror image in the other half.
+        2.0 * sum / len as f64
+    }
 }
 
-/// Decimates `samples` by `factor` through a CIC filter of [`CIC_ORDER`] into `out`: sample `k`
-/// of `out` is the box filter, applied `CIC_ORDER` times and scaled to unit gain, at input
-/// sample `k·factor + factor − 1`.
-fn decimate(samples: &[i16], factor: usize, out: &mut Vec<f32>) {
+/// `prefix[i]` = Σ values[j]² for j < i, for every i up to `values.len()`.
+fn prefix_energy(values: &[f32], prefix: &mut Vec<f64>) {
+    prefix.clear();
+    prefix.reserve(values.len() + 1);
+    prefix.push(0.0);
+    let mut sum = 0.0;
+    for &v in values {
+        sum += f64::from(v) * f64::from(v);
+        prefix.push(sum);
+    }
+}
+
+/// How a lag ranks: ρ weighted by the share of each side's energy that the overlap holds,
+/// `ρ·√((Ex(d)/Ex)·(Ey(d)/Ey))`, which is the cross term over the two whole sides' energies.
+/// Where the overlap holds all the sound of both, as at a stage's delay in a bucket full of
+/// audio, that is ρ; at a lag where only a sliver of sound overlaps silence (a bucket that is
+/// mostly padding, the first or last of a call), ρ of that sliver may be high by chance, but
+/// its rank is not.
+fn ranked(rho: f64, ex: f64, ey: f64, ex_total: f64, ey_total: f64) -> f64 {
+    if ex_total > 0.0 && ey_total > 0.0 {
+        rho * (ex / ex_total * ey / ey_total).sqrt()
+    } else {
+        rho
+    }
+}
+
+/// Decimates `samples` less `offset` by `factor` through a CIC filter of [`CIC_ORDER`] into
+/// `out`: sample `k` of `out` is the box filter, applied `CIC_ORDER` times and scaled to unit
+/// gain, at input sample `k·factor + factor − 1`. Taking a DC offset off first keeps the edges
+/// of the buckets, where it starts and stops, out of the band searched.
+fn decimate(samples: &[i16], offset: i64, factor: usize, out: &mut Vec<f32>) {
     out.clear();
     out.reserve(samples.len() / factor);
     // Hogenauer's structure: integrators at the input rate, combs at the output rate. The
     // integrators overflow, but wrapping arithmetic keeps every output exact, since outputs
-    // stay within i16 times factor^CIC_ORDER.
+    // stay within twice i16 times factor^CIC_ORDER.
     let mut integrators = [0i64; CIC_ORDER];
     let mut combs = [0i64; CIC_ORDER];
     let scale = 1.0 / (factor as f64).powi(CIC_ORDER as i32);
     for block in samples.chunks_exact(factor) {
         for &s in block {
-            let mut v = i64::from(s);
+            let mut v = i64::from(s) - offset;
             for i in &mut integrators {
                 *i = i.wrapping_add(v);
                 v = *i;
@@ -386,19 +455,6 @@ fn fft_len(n: usize) -> usize {
     }
 }
 
-/// Σ s², exact.
-fn energy(samples: &[i16]) -> u64 {
-    // Two squares add up to at most 2^31, which fits in a u32 (the i32 sum wraps for two
-    // i16::MIN, which the cast undoes): the compiler makes one multiply-add of it per pair.
-    let square = |s: i16| i32::from(s) * i32::from(s);
-    let (pairs, rest) = samples.as_chunks::<2>();
-    let paired: u64 = pairs
-        .iter()
-        .map(|&[a, b]| u64::from(square(a).wrapping_add(square(b)) as u32))
-        .sum();
-    paired + rest.iter().map(|&s| square(s) as u64).sum::<u64>()
-}
-
 /// The number of samples at full scale, given the level of the loudest.
 fn clipped(samples: &[i16], peak_dbfs: f64) -> u64 {
     // Only a peak at full scale can come from one: most sides need no count.
@@ -460,19 +516,31 @@ impl Analyzer {
 
         let max_lag = config.max_delay.min(pre.len().min(post.len()) / 2) as isize;
         let factor = (config.rate / COARSE_RATE).max(1) as usize;
-        let half_window = factor.div_ceil(2) as isize;
         self.pre.fill(pre);
         self.post.fill(post);
+        let half_window = factor.div_ceil(2) as isize;
         // A search hardly wider than the refining window is done at the full rate alone.
-        let (centre, half_window) = if max_lag <= 2 * half_window {
-            (0, max_lag)
+        let (centres, half_window) = if max_lag <= 2 * half_window {
+            (vec![0], max_lag)
         } else {
-            let centre = self.coarse_lag(pre, post, factor, max_lag, config.rate);
-            (centre, half_window)
+            match self.coarse_lags(pre, post, factor, max_lag, config.rate) {
+                Some(centres) => (centres, half_window),
+                // Too little in the coarse band: the same search at the full rate.
+                None => (
+                    self.coarse_lags(pre, post, 1, max_lag, config.rate)
+                        .unwrap_or_else(|| vec![0]),
+                    1,
+                ),
+            }
         };
-        let (lag, rho) = self.refine(pre, post, centre, half_window, max_lag);
+        let (lag, rho, _) = centres
+            .iter()
+            .map(|&centre| self.refine(centre, half_window, max_lag))
+            .fold((0, 0.0, f64::NEG_INFINITY), |best, c| {
+                if c.2 > best.2 { c } else { best }
+            });
         let (a, b) = overlap(pre.len(), post.len(), lag);
-        let (ex, ey) = self.energies(pre, post, lag, a, b);
+        let (ex, ey) = self.energies(lag, a, b);
         figures.delay = lag as i64;
         figures.delay_ms = lag as f64 * 1_000.0 / f64::from(config.rate);
         figures.correlation = rho.clamp(0.0, 1.0);
@@ -480,49 +548,55 @@ impl Analyzer {
         figures
     }
 
-    /// Exact energies of `pre` and `post` over POST's range `a..b` at `lag`.
-    fn energies(&self, pre: &[i16], post: &[i16], lag: isize, a: usize, b: usize) -> (f64, f64) {
+    /// Energies of PRE and POST, less their means, over POST's range `a..b` at `lag`.
+    fn energies(&self, lag: isize, a: usize, b: usize) -> (f64, f64) {
         if b <= a {
             return (0.0, 0.0);
         }
         let xa = (a as isize - lag) as usize;
         (
-            self.pre.energy_within(pre, xa..xa + (b - a)),
-            self.post.energy_within(post, a..b),
+            self.pre.energy_within(xa..xa + (b - a)),
+            self.post.energy_within(a..b),
         )
     }
 
-    /// ρ(lag) at the full rate.
-    fn rho(&self, pre: &[i16], post: &[i16], lag: isize) -> f64 {
-        let (a, b) = overlap(pre.len(), post.len(), lag);
+    /// ρ(lag) at the full rate, and its rank among the lags (see [`ranked`]).
+    fn rho(&self, lag: isize) -> (f64, f64) {
+        let (nx, ny) = (self.pre.full.len(), self.post.full.len());
+        let (a, b) = overlap(nx, ny, lag);
         if b <= a {
-            return 0.0;
+            return (0.0, 0.0);
         }
         let xa = (a as isize - lag) as usize;
         let cross = dot(&self.pre.full[xa..xa + (b - a)], &self.post.full[a..b]);
-        let (ex, ey) = self.energies(pre, post, lag, a, b);
-        normalised(cross, ex, ey)
+        let (ex, ey) = self.energies(lag, a, b);
+        let rho = normalised(cross, ex, ey);
+        let rank = ranked(
+            rho,
+            ex,
+            ey,
+            self.pre.total_energy(),
+            self.post.total_energy(),
+        );
+        (rho, rank)
     }
 
-    /// The lag of the best ρ within `half_window` of `centre`, walking on past an edge while ρ
-    /// grows; never beyond ±`max_lag`.
-    fn refine(
-        &self,
-        pre: &[i16],
-        post: &[i16],
-        centre: isize,
-        half_window: isize,
-        max_lag: isize,
-    ) -> (isize, f64) {
+    /// The lag of the best-ranked ρ within `half_window` of `centre`, walking on past an edge
+    /// while it grows; never beyond ±`max_lag`. The lag, its ρ and its rank.
+    fn refine(&self, centre: isize, half_window: isize, max_lag: isize) -> (isize, f64, f64) {
         let (low, high) = (
             (centre - half_window).max(-max_lag),
             (centre + half_window).min(max_lag),
         );
-        let mut best = (low, self.rho(pre, post, low));
+        let at = |lag: isize| {
+            let (rho, rank) = self.rho(lag);
+            (lag, rho, rank)
+        };
+        let mut best = at(low);
         for lag in low + 1..=high {
-            let rho = self.rho(pre, post, lag);
-            if rho > best.1 {
-                best = (lag, rho);
+            let candidate = at(lag);
+            if candidate.2 > best.2 {
+                best = candidate;
             }
         }
         for (edge, step, limit) in [(low, -1, -max_lag), (high, 1, max_lag)] {
@@ -531,27 +605,28 @@ impl Analyzer {
             }
             let mut lag = edge;
             while lag != limit {
-                let rho = self.rho(pre, post, lag + step);
-                if rho <= best.1 {
+                let next = at(lag + step);
+                if next.2 <= best.2 {
                     break;
                 }
                 lag += step;
-                best = (lag, rho);
+                best = next;
             }
         }
         best
     }
 
     /// Where the coarse search puts the delay, in full-rate samples (see the module
-    /// documentation, steps 1 and 2).
-    fn coarse_lag(
+    /// documentation, steps 1 and 2): the best peak and those nearly as high, best first. `None`
+    /// if either side has too little energy in the coarse band for it to tell.
+    fn coarse_lags(
         &mut self,
         pre: &[i16],
         post: &[i16],
         factor: usize,
         max_lag: isize,
         rate: u32,
-    ) -> isize {
+    ) -> Option<Vec<isize>> {
         self.pre.fill_coarse(pre, factor);
         self.post.fill_coarse(post, factor);
         let (nx, ny) = (self.pre.coarse.len(), self.post.coarse.len());
@@ -564,11 +639,20 @@ impl Analyzer {
         self.pre.transform(forward.as_ref(), &mut self.scratch);
         self.post.transform(forward.as_ref(), &mut self.scratch);
 
-        // Y·conj(X) within the band, into PRE's spectrum.
         let coarse_rate = f64::from(rate) / factor as f64;
         let bin_hz = coarse_rate / len as f64;
-        let low = (BAND_LOW_HZ / bin_hz).ceil() as usize;
-        let high = (BAND_HIGH_SHARE * coarse_rate / bin_hz).floor() as usize;
+        let band = (BAND_LOW_HZ / bin_hz).ceil() as usize
+            ..=((BAND_HIGH_SHARE * coarse_rate / bin_hz).floor() as usize)
+                .min(self.pre.spectrum.len() - 1);
+        // A coarse sample holds about as much energy as a full-rate one: the band's share of a
+        // side is its coarse energy there over its full-rate energy in `factor`s.
+        let share = |side: &Side| {
+            side.band_energy(band.clone(), len) * factor as f64 / side.total_energy().max(1.0)
+        };
+        if share(&self.pre) < MIN_BAND_SHARE || share(&self.post) < MIN_BAND_SHARE {
+            return None;
+        }
+        // Y·conj(X) within the band, into PRE's spectrum.
         for (k, (x, y)) in self
             .pre
             .spectrum
@@ -576,7 +660,7 @@ impl Analyzer {
             .zip(&self.post.spectrum)
             .enumerate()
         {
-            *x = if (low..=high).contains(&k) {
+            *x = if band.contains(&k) {
                 y * x.conj()
             } else {
                 Complex::default()
@@ -591,7 +675,8 @@ impl Analyzer {
             )
             .expect("buffers sized for the plan, DC and Nyquist bins zero");
 
-        let rho = |lag: isize| {
+        let (ex_total, ey_total) = (self.pre.coarse_energy[nx], self.post.coarse_energy[ny]);
+        let rank = |lag: isize| {
             let (a, b) = overlap(nx, ny, lag);
             if b <= a {
                 return 0.0;
@@ -600,25 +685,46 @@ impl Analyzer {
             let ex = self.pre.coarse_energy[xb] - self.pre.coarse_energy[xa];
             let ey = self.post.coarse_energy[b] - self.post.coarse_energy[a];
             let cross = self.coarse_correlation[lag.rem_euclid(len as isize) as usize];
-            normalised(f64::from(cross), ex, ey)
+            ranked(
+                normalised(f64::from(cross), ex, ey),
+                ex,
+                ey,
+                ex_total,
+                ey_total,
+            )
         };
-        let (mut best, mut best_rho) = (0, f64::NEG_INFINITY);
-        for lag in -max_coarse..=max_coarse {
-            let r = rho(lag);
-            if r > best_rho {
-                (best, best_rho) = (lag, r);
-            }
-        }
-        // A parabola through the peak and its neighbours puts it between coarse samples.
-        let mut offset = 0.0;
-        if best.abs() < max_coarse {
-            let (before, after) = (rho(best - 1), rho(best + 1));
-            let curvature = before - 2.0 * best_rho + after;
-            if curvature < 0.0 {
-                offset = (0.5 * (before - after) / curvature).clamp(-0.5, 0.5);
-            }
-        }
-        (((best as f64 + offset) * factor as f64).round() as isize).clamp(-max_lag, max_lag)
+        let ranks: Vec<f64> = (-max_coarse..=max_coarse).map(rank).collect();
+        let at = |lag: isize| ranks[(lag + max_coarse) as usize];
+        let best = ranks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // The local peaks nearly as high as the best, highest first.
+        let mut peaks: Vec<(isize, f64)> = (-max_coarse..=max_coarse)
+            .filter(|&lag| {
+                let r = at(lag);
+                r >= best - CANDIDATE_MARGIN
+                    && (lag == -max_coarse || at(lag - 1) <= r)
+                    && (lag == max_coarse || at(lag + 1) < r)
+            })
+            .map(|lag| (lag, at(lag)))
+            .collect();
+        peaks.sort_by(|a, b| b.1.total_cmp(&a.1));
+        peaks.truncate(MAX_CANDIDATES);
+        let lags = peaks
+            .into_iter()
+            .map(|(peak, r)| {
+                // A parabola through the peak and its neighbours puts it between coarse
+                // samples.
+                let mut offset = 0.0;
+                if peak.abs() < max_coarse {
+                    let (before, after) = (at(peak - 1), at(peak + 1));
+                    let curvature = before - 2.0 * r + after;
+                    if curvature < 0.0 {
+                        offset = (0.5 * (before - after) / curvature).clamp(-0.5, 0.5);
+                    }
+                }
+                (((peak as f64 + offset) * factor as f64).round() as isize).clamp(-max_lag, max_lag)
+            })
+            .collect();
+        Some(lags)
     }
 }
 
@@ -759,6 +865,95 @@ mod tests {
             .collect();
         let sum: f64 = h.iter().sum();
         h.iter().map(|v| v / sum).collect()
+    }
+
+    /// `s` through the FIR `h`, as long as `s`.
+    fn convolve(s: &[f64], h: &[f64]) -> Vec<f64> {
+        (0..s.len())
+            .map(|n| {
+                h.iter()
+                    .enumerate()
+                    .filter(|&(k, _)| k <= n)
+                    .map(|(k, c)| c * s[n - k])
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// A linear-phase high-pass FIR: the low-pass's complement.
+    fn high_pass(cutoff_hz: f64, rate: u32, taps: usize) -> Vec<f64> {
+        let mut h: Vec<f64> = low_pass(cutoff_hz, rate, taps).iter().map(|v| -v).collect();
+        h[taps / 2] += 1.0;
+        h
+    }
+
+    #[test]
+    fn audio_with_little_below_the_coarse_band_is_still_found_to_the_sample() {
+        // Speech high-passed upstream of the stage: the coarse band (60 to 700 Hz at 16 kHz)
+        // holds little or only a narrow band of it.
+        let rate = 16_000;
+        for (cutoff, seed) in [(800.0, 21), (500.0, 22), (2_000.0, 23)] {
+            let (s, start, len) = source(rate, seed);
+            let s: Vec<f64> = convolve(&s, &high_pass(cutoff, rate, 101))
+                .iter()
+                .map(|v| v * 2.0)
+                .collect();
+            for delay in [5, 37, -13, 1_234, -7_777] {
+                let (pre, post) = pair(&s, start, len, delay, |v| v * 0.8);
+                let f = analyze(&pre, &post, &Config::new(rate));
+                assert_eq!(f.delay, delay as i64, "high-pass {cutoff} Hz: {f:?}");
+                assert!(f.correlation >= 0.999, "high-pass {cutoff} Hz: {f:?}");
+                assert!((f.gain_db + 1.94).abs() < 0.05, "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dc_offset_under_quiet_speech_moves_neither_delay_nor_correlation() {
+        let rate = 16_000;
+        let (s, start, len) = source(rate, 31);
+        // Speech at about -47 dBFS on an offset of 2,000 (-24 dBFS), and on a larger one.
+        for offset in [2_000.0, 12_000.0] {
+            let quiet: Vec<f64> = s.iter().map(|v| v * 0.05 + offset).collect();
+            for delay in [500, -321, 0] {
+                let (pre, post) = pair(&quiet, start, len, delay, |v| v);
+                let f = analyze(&pre, &post, &Config::new(rate));
+                assert_eq!(f.delay, delay as i64, "offset {offset}: {f:?}");
+                assert!(f.correlation >= 0.99, "offset {offset}: {f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bucket_that_is_mostly_padding_is_aligned_on_its_sound() {
+        // The first or last bucket of a call: a little sound, then (or before it) digital
+        // silence, POST 10 ms later and 6 dB down, whatever the search's width.
+        let rate = 16_000;
+        let (s, start, len) = source(rate, 41);
+        for sound_ms in [160, 600, 2_500] {
+            let sound = sound_ms * rate as usize / 1_000;
+            for at_end in [false, true] {
+                for max_delay_ms in [500, 2_000] {
+                    let (mut pre, mut post) = pair(&s, start, len, 160, |v| v * 0.5);
+                    let keep = |n: usize| if at_end { n >= len - sound } else { n < sound };
+                    for (n, (x, y)) in pre.iter_mut().zip(post.iter_mut()).enumerate() {
+                        if !keep(n) {
+                            *x = 0;
+                        }
+                        // POST's sound is PRE's, 160 samples later.
+                        if n < 160 || !keep(n - 160) {
+                            *y = 0;
+                        }
+                    }
+                    let config = Config::new(rate).with_max_delay_ms(max_delay_ms);
+                    let f = analyze(&pre, &post, &config);
+                    let case = format!("{sound_ms} ms at the end: {at_end}, ±{max_delay_ms} ms");
+                    assert_eq!(f.delay, 160, "{case}: {f:?}");
+                    assert!(f.correlation >= 0.99, "{case}: {f:?}");
+                    assert!((f.gain_db + 6.02).abs() < 0.1, "{case}: {f:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -940,7 +1135,7 @@ mod tests {
                 .collect();
         }
         let mut out = Vec::new();
-        decimate(&samples, factor, &mut out);
+        decimate(&samples, 0, factor, &mut out);
         assert_eq!(out.len(), 50);
         for (k, &v) in out.iter().enumerate() {
             let expected = filtered[k * factor + factor - 1] / (factor as f64).powi(5);
@@ -951,21 +1146,8 @@ mod tests {
         }
         // Full scale through a long filter: the integrators wrap, the outputs do not.
         let loud = vec![i16::MIN; 4_800];
-        decimate(&loud, 24, &mut out);
+        decimate(&loud, 0, 24, &mut out);
         assert!(out[5..].iter().all(|&v| v == -32_768.0), "{out:?}");
-    }
-
-    #[test]
-    fn energies_are_exact_at_full_scale() {
-        let full = 1u64 << 30;
-        assert_eq!(energy(&[i16::MIN; 5]), 5 * full);
-        assert_eq!(
-            energy(&[i16::MIN, i16::MAX, -1]),
-            full + 32_767 * 32_767 + 1
-        );
-        assert_eq!(energy(&[]), 0);
-        let loud = vec![i16::MIN; 80_000];
-        assert_eq!(energy(&loud), 80_000 * full);
     }
 
     #[test]

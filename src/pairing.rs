@@ -35,7 +35,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::layout::{Identity, Tap};
@@ -207,7 +207,8 @@ pub const MAX_COMPARING: usize = 4_096;
 /// 5 s at 16 kHz. A file removed beyond it leaves its pair to be skipped and counted.
 pub const MAX_KEPT_BYTES: usize = 64 << 20;
 
-/// Stages whose last comparison is remembered for their alarms.
+/// Stages whose last comparison is remembered for their alarms; beyond, the one whose last pair
+/// is the oldest is forgotten.
 const MAX_STAGES: usize = 4_096;
 
 /// Threads that compare pairs. One comparison takes about a millisecond.
@@ -225,16 +226,19 @@ pub struct PairCounters {
     pub unmatched: AtomicU64,
     /// Pairs queued for comparison whose report this recorder has not had yet.
     pub in_flight: AtomicU64,
+    /// Set while the recorder is unblocked (flushing, or going to READY): no wait for its
+    /// comparisons then.
+    pub unblocked: AtomicBool,
 }
 
 impl PairCounters {
     /// Waits until every comparison queued for this recorder was reported, for at most
-    /// `patience`: whether it got there. A comparison takes milliseconds; the bound is for a
+    /// `patience` and only while it is not unblocked: whether it got there. A comparison takes milliseconds; the bound is for a
     /// file that a hung disk holds up.
     pub fn wait_idle(&self, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
         while self.in_flight.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.unblocked.load(Ordering::Acquire) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -343,17 +347,32 @@ pub fn keep_before_removal(location: &Path, content: &[u8]) {
     }
 }
 
+/// Samples a side may have to be compared, at most: 4.2 million, 262 s at 16 kHz, 87 s at
+/// 48 kHz, 10.9 s at 384 kHz. The comparison's memory grows with the length (some 30 bytes a
+/// sample), so a pair of longer segments is skipped and counted rather than risk the process.
+pub const MAX_PAIR_SAMPLES: u64 = 1 << 22;
+
+/// The largest segment file compared: a 44-byte header and [`MAX_PAIR_SAMPLES`].
+const MAX_PAIR_FILE: u64 = 44 + 2 * MAX_PAIR_SAMPLES;
+
 /// The samples and rate of a half's file: read from disk, or from the content kept when its
-/// upload removed it.
+/// upload removed it. `None` if it cannot be read or is too long to compare.
 fn read_half(location: &Path) -> Option<(Vec<i16>, u32)> {
     let kept = || FILES.lock().as_ref()?.needed.get(location)?.clone();
     // The content is kept before the file goes: if the read fails, look again.
     if let Some(content) = kept() {
-        return decode_segment(location, &content).ok();
+        return (content.len() as u64 <= MAX_PAIR_FILE)
+            .then(|| decode_segment(location, &content).ok())
+            .flatten();
+    }
+    if std::fs::metadata(location).is_ok_and(|m| m.len() > MAX_PAIR_FILE) {
+        return None;
     }
     match read_segment(location) {
         Ok(read) => Some(read),
-        Err(_) => decode_segment(location, &kept()?).ok(),
+        Err(_) => kept()
+            .filter(|content| content.len() as u64 <= MAX_PAIR_FILE)
+            .and_then(|content| decode_segment(location, &content).ok()),
     }
 }
 
@@ -361,12 +380,13 @@ fn read_half(location: &Path) -> Option<(Vec<i16>, u32)> {
 /// order (each tap publishes its buckets in order): its alarms' episodes follow its buckets
 /// however many pairs complete at once (a recording faster than real time, a writer catching
 /// up after a slow disk, EOS).
-#[derive(Default)]
 struct Stage {
     watch: StageWatch,
     queue: VecDeque<Pair<Half>>,
     /// Whether a comparing thread serves the queue.
     served: bool,
+    /// When its last pair was queued.
+    last: Instant,
 }
 
 /// Starts the comparing threads, if they are not running yet: an error if the system refuses
@@ -425,11 +445,24 @@ fn queue(pair: Pair<Half>) -> Option<PathBuf> {
     let mut stages = STAGES.lock();
     let stages = stages.get_or_insert_with(HashMap::new);
     if stages.len() >= MAX_STAGES && !stages.contains_key(&key) {
-        // Calls end; their stages are not worth an eviction order. A stage being served keeps
-        // its queue.
-        stages.retain(|_, stage| stage.served);
+        // The stage whose last pair is the oldest goes, most likely one of a call that ended;
+        // a stage being served keeps its queue.
+        let oldest = stages
+            .iter()
+            .filter(|(_, stage)| !stage.served)
+            .min_by_key(|(_, stage)| stage.last)
+            .map(|(key, _)| key.clone());
+        if let Some(oldest) = oldest {
+            stages.remove(&oldest);
+        }
     }
-    let stage = stages.entry(key.clone()).or_default();
+    let stage = stages.entry(key.clone()).or_insert_with(|| Stage {
+        watch: StageWatch::default(),
+        queue: VecDeque::new(),
+        served: false,
+        last: Instant::now(),
+    });
+    stage.last = Instant::now();
     stage.queue.push_back(pair);
     (!std::mem::replace(&mut stage.served, true)).then_some(key)
 }
@@ -633,5 +666,19 @@ mod tests {
         release(needed);
         assert_eq!(kept_bytes(), 0);
         assert!(!FILES.lock().as_ref().unwrap().needed.contains_key(needed));
+    }
+
+    #[test]
+    fn waiting_for_comparisons_ends_when_the_recorder_is_unblocked() {
+        let counters = PairCounters::default();
+        assert!(counters.wait_idle(Duration::from_secs(5)));
+        counters.in_flight.store(1, Ordering::Release);
+        let start = Instant::now();
+        assert!(!counters.wait_idle(Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        counters.unblocked.store(true, Ordering::Release);
+        let start = Instant::now();
+        assert!(!counters.wait_idle(Duration::from_secs(60)));
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 }

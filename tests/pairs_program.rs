@@ -337,6 +337,15 @@ fn a_missing_base_directory_and_bad_arguments_fail_with_a_message() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "{out:?}");
+    // A directory missing at the root, and a file given as the base directory.
+    let file = dir.path().join("file");
+    fs::write(&file, b"not a directory").unwrap();
+    for base in ["/nonexistent-segmentrecorder-base", file.to_str().unwrap()] {
+        let out = run(&[base]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(text(&out.stderr).contains(base), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
 
     for args in [
         &[][..],

@@ -78,6 +78,12 @@ type Pairs = BTreeMap<Key, [Option<PathBuf>; 2]>;
 /// The pairs' files found under the base directory (a side may be missing), and how many
 /// directories below it could not be read; an error if the base directory itself cannot be.
 fn find(args: &Args) -> Result<(Pairs, usize), String> {
+    // A mistyped base directory is an error, not an empty recording.
+    match std::fs::metadata(&args.base) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", args.base.display())),
+        Err(e) => return Err(format!("cannot read {}: {e}", args.base.display())),
+    }
     let (mut found, mut unreadable) = (BTreeMap::new(), 0);
     for item in Walk::tree(&args.base) {
         let segment = match item {

@@ -57,7 +57,12 @@ impl StageWatch {
     /// Takes the stage's next pair: the alarms whose episode it begins.
     pub fn observe(&mut self, figures: &Figures) -> Vec<Alarm> {
         let mut alarms = Vec::new();
-        let muted = figures.alignment == Alignment::PostSilent && figures.pre_voiced_ratio > 0.0;
+        // POST is under the silence threshold; PRE may be too (a threshold set above the
+        // voice level), but if it has voice, the stage silenced it.
+        let muted = matches!(
+            figures.alignment,
+            Alignment::PostSilent | Alignment::BothSilent
+        ) && figures.pre_voiced_ratio > 0.0;
         if muted && !self.muted {
             alarms.push(Alarm::Muted);
         }
@@ -134,13 +139,19 @@ mod tests {
         // Each episode ends at the first pair without it, and a new one alarms again.
         assert!(stage.observe(&figures(60.0, 0.9)).is_empty());
         assert_eq!(stage.observe(&muted), [Alarm::Muted]);
-        // Silence on PRE's side, or a silent stage fed silence, is no muting.
+        // A silent stage fed silence is no muting.
         let both_silent = Figures {
-            alignment: Alignment::PostSilent,
+            alignment: Alignment::BothSilent,
             pre_voiced_ratio: 0.0,
             ..figures(0.0, 0.0)
         };
         assert!(stage.observe(&both_silent).is_empty());
+        // A silence threshold above the voice level: PRE voiced but under it, POST silent.
+        let above_voice = Figures {
+            alignment: Alignment::BothSilent,
+            ..figures(0.0, 0.0)
+        };
+        assert_eq!(stage.observe(&above_voice), [Alarm::Muted]);
         // Clipping that PRE already had is not the stage's.
         let passed_on = Figures {
             pre_clipped_samples: 3,

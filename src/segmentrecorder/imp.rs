@@ -599,6 +599,7 @@ impl BaseSinkImpl for SegmentRecorder {
         gst::debug!(CAT, imp = self, "Unlocking");
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(true);
+            state.pairs.unblocked.store(true, Ordering::Release);
         }
         #[cfg(feature = "s3")]
         if let Some(uploads) = self.uploads() {
@@ -610,6 +611,7 @@ impl BaseSinkImpl for SegmentRecorder {
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(state) = lock(&self.state).as_ref() {
             state.recording.set_unblocked(false);
+            state.pairs.unblocked.store(false, Ordering::Release);
         }
         #[cfg(feature = "s3")]
         if let Some(uploads) = self.uploads() {
