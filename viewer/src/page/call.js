@@ -114,7 +114,15 @@ function drawLane(lane, peaks) {
     if (end < view.from || start > view.to) continue;
     if (s.error) band(start, end, 'rgba(200,0,0,0.5)');
     else if (s.silent) band(start, end, 'rgba(0,0,0,0.08)');
-    for (const [a, b] of s['zero-runs-ms'] || []) band(start + a, start + b, 'rgba(255,160,0,0.35)');
+    // Digital silence: a bar along the bottom, and the whole height where it lasts.
+    for (const [a, b] of s['zero-runs-ms'] || []) {
+      const x0 = Math.max(0, xOf(start + a, w));
+      const x1 = Math.min(w, xOf(start + b, w));
+      if (x1 <= x0) continue;
+      g.fillStyle = 'rgba(255,160,0,0.9)';
+      g.fillRect(x0, h - 4 * devicePixelRatio, Math.max(1, x1 - x0), 4 * devicePixelRatio);
+      if (b - a >= 200) band(start + a, start + b, 'rgba(255,160,0,0.3)');
+    }
   }
   // The waveform: one vertical line per column from its lowest to its highest sample.
   g.fillStyle = COLORS[lane.tap];
@@ -413,6 +421,7 @@ async function poll() {
       showHeader();
       if (!sameStations) buildStations();
       await drawLanes();
+      document.body.dataset.version = call.version;
       loadPairs();
     }
   } catch (e) {
@@ -439,6 +448,7 @@ async function main() {
   t.paintMs = t.painted - fetched;
   t.totalMs = t.painted - t.start;
   document.body.dataset.painted = 'yes';
+  document.body.dataset.version = call.version;
   $('whole').addEventListener('click', () => {
     view = { from: call['start-ms'], to: call['end-ms'] };
     drawLanes();

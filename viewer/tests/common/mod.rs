@@ -245,12 +245,22 @@ pub fn request(
     head += &format!("Content-Length: {}\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
+    // Read up to the end of the head, then as much body as it announces: a server may keep
+    // the connection open whatever the request said.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+    let mut chunk = [0u8; 65_536];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "no header end in {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&chunk[..n]);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
     let status = lines
@@ -265,12 +275,30 @@ pub fn request(
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
     let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    if chunked {
+    if let Some(len) = find("content-length") {
+        let len: usize = len.parse().unwrap();
+        while body.len() < len {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed before the body's end");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        while !body.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed before the last chunk");
+            body.extend_from_slice(&chunk[..n]);
+        }
         body = dechunk(&body);
+    } else if method != "HEAD" {
+        stream.read_to_end(&mut body).unwrap();
     }
     Reply {
         status,
