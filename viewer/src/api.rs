@@ -218,6 +218,7 @@ impl Viewer {
     }
 
     fn call_json(&self, call: &Call) -> Value {
+        self.peaks.warm(&self.base, call.segments());
         let segment_ms = self.segment_ms(call);
         let (first, last) = self.span(call);
         let stations: Vec<Value> = call

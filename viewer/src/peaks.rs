@@ -58,6 +58,28 @@ impl PeaksCache {
         }
     }
 
+    /// Reads the waveforms of `segments` not cached yet, on as many threads as there are
+    /// processors: the first look at a long call reads every one of its files.
+    pub fn warm<'a>(&self, base: &Path, segments: impl Iterator<Item = &'a Segment>) {
+        let missing: Vec<&Segment> = segments.filter(|s| self.cache.get(s).is_none()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8);
+        if missing.len() < 2 * threads {
+            return;
+        }
+        let chunk = missing.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for part in missing.chunks(chunk) {
+                scope.spawn(move || {
+                    for segment in part {
+                        self.get(base, segment);
+                    }
+                });
+            }
+        });
+    }
+
     /// The waveform of `segment` (found under the canonical `base`), read now if not cached.
     /// A file's name, size and modification time are its key: a published segment never
     /// changes, and one replaced is read again.
@@ -90,42 +112,46 @@ fn dbfs(value: f64) -> f64 {
     }
 }
 
-/// The waveform of `samples` at `rate`.
+/// The waveform of `samples` at `rate`, in one pass over them.
 pub fn peaks_of(samples: &[i16], rate: u32) -> FilePeaks {
     let rate64 = u64::from(rate.max(1));
     let cell_end = |k: u64| ((k * rate64 * CELL_MS / 1_000) as usize).min(samples.len());
     let n_cells = (samples.len() as u64 * 1_000).div_ceil(rate64 * CELL_MS);
-    let mut cells = Vec::with_capacity(n_cells as usize);
-    for k in 0..n_cells {
-        let cell = &samples[cell_end(k)..cell_end(k + 1)];
-        let lo = cell.iter().copied().min().unwrap_or(0);
-        let hi = cell.iter().copied().max().unwrap_or(0);
-        cells.push((lo, hi));
-    }
-    let peak = samples
-        .iter()
-        .map(|&s| i32::from(s).abs())
-        .max()
-        .unwrap_or(0);
-    let squares: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
-    let rms = (squares / samples.len().max(1) as f64).sqrt();
-
     let min_run = (rate64 * CELL_MS / 1_000).max(1) as usize;
     let ms = |i: usize| i as f64 * 1_000.0 / rate64 as f64;
+    let mut cells = Vec::with_capacity(n_cells as usize);
+    let (mut peak, mut squares) = (0i32, 0u64);
     let mut zero_runs_ms = Vec::new();
-    let mut start = None;
-    for (i, &s) in samples.iter().chain([&1]).enumerate() {
-        match (s == 0, start) {
-            (true, None) => start = Some(i),
-            (false, Some(from)) => {
-                if i - from >= min_run {
-                    zero_runs_ms.push((ms(from), ms(i)));
+    // Where the run of zeros going on began, if one is.
+    let mut zeros_from: Option<usize> = None;
+    for k in 0..n_cells {
+        let (from, to) = (cell_end(k), cell_end(k + 1));
+        let (mut lo, mut hi) = (i16::MAX, i16::MIN);
+        for (i, &s) in samples[from..to].iter().enumerate() {
+            lo = lo.min(s);
+            hi = hi.max(s);
+            let v = i32::from(s);
+            peak = peak.max(v.abs());
+            squares += (v * v) as u64;
+            match (s == 0, zeros_from) {
+                (true, None) => zeros_from = Some(from + i),
+                (false, Some(z)) => {
+                    if from + i - z >= min_run {
+                        zero_runs_ms.push((ms(z), ms(from + i)));
+                    }
+                    zeros_from = None;
                 }
-                start = None;
+                _ => {}
             }
-            _ => {}
         }
+        cells.push(if from < to { (lo, hi) } else { (0, 0) });
     }
+    if let Some(z) = zeros_from
+        && samples.len() - z >= min_run
+    {
+        zero_runs_ms.push((ms(z), ms(samples.len())));
+    }
+    let rms = (squares as f64 / samples.len().max(1) as f64).sqrt();
     FilePeaks {
         rate,
         samples: samples.len() as u64,

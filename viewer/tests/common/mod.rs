@@ -154,8 +154,12 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    /// The viewer of this build, or the program `SEGMENTRECORDER_VIEW` names (a release
+    /// build, to measure what users get).
     pub fn start(base: &Path) -> Viewer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_segmentrecorder-view"))
+        let program = std::env::var_os("SEGMENTRECORDER_VIEW")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_segmentrecorder-view").into());
+        let mut child = Command::new(program)
             .arg(base)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
