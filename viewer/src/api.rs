@@ -42,6 +42,8 @@ fn header(name: &str, value: &str) -> Header {
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
     Response::from_data(body)
+        // Always a Content-Length, never chunks: a media element seeks by it.
+        .with_chunked_threshold(usize::MAX)
         .with_status_code(StatusCode(status))
         .with_header(header("Content-Type", content_type))
         .with_header(header("Cache-Control", "no-store"))

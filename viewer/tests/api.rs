@@ -308,6 +308,9 @@ fn audio_is_the_rebuilt_tap_and_serves_byte_ranges() {
     assert_eq!(whole.status, 200);
     assert_eq!(whole.header("Content-Type"), Some("audio/wav"));
     assert_eq!(whole.header("Accept-Ranges"), Some("bytes"));
+    // A length, not chunks: the media element seeks by it.
+    let length = whole.body.len().to_string();
+    assert_eq!(whole.header("Content-Length"), Some(length.as_str()));
     let (samples, rate) = wav_samples(&whole.body);
     assert_eq!(rate, RATE);
     assert_eq!(
