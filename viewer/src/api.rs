@@ -1,6 +1,6 @@
 //! The HTTP routes: the two pages, their script and style, and the JSON API the pages use (see
 //! the README for each endpoint and its fields). Every name in a URL is looked up among what a
-//! walk of the base directory found ([`tree::lookup`]); none is ever joined onto a path.
+//! walk of the base directory finds ([`tree::find_call`]); none is ever joined onto a path.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -164,11 +164,10 @@ impl Viewer {
         }
     }
 
-    /// The call a URL names, looked up in a fresh walk of the base directory.
+    /// The call a URL names, as its directories hold it now.
     fn call(&self, name: &str) -> Result<Option<Call>, Reply> {
-        let calls = tree::scan(&self.base)
-            .map_err(|e| error(503, &format!("cannot read {}: {e}", self.base.display())))?;
-        Ok(tree::lookup(&calls, name).cloned())
+        tree::find_call(&self.base, name)
+            .map_err(|e| error(503, &format!("cannot read {}: {e}", self.base.display())))
     }
 
     /// Length of a segment of `call`, in ms, from its first readable file.

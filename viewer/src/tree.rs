@@ -72,8 +72,47 @@ pub fn shown(dir: &str) -> String {
 /// `<date>/<trace>/<station>/<PRE|POST>/segment_<ms>[-<n>].wav` counts, and only regular files
 /// in real directories: the walk follows no symbolic link. An error if `base` cannot be read.
 pub fn scan(base: &Path) -> io::Result<BTreeMap<String, Call>> {
-    let mut calls: BTreeMap<String, Call> = BTreeMap::new();
-    for item in Walk::tree(base) {
+    let mut calls = BTreeMap::new();
+    walk_into(&mut calls, base, base)?;
+    Ok(calls)
+}
+
+/// The call a URL names: `name` is its directory name (what the page's links hold), or the
+/// trace id itself, percent-encoded as URLs are, which the layout then escapes. Only the call's
+/// own directories are read: each date directory's entries are listed and those of that name
+/// walked; the name is compared with what the listing finds, never joined onto a path.
+pub fn find_call(base: &Path, name: &str) -> io::Result<Option<Call>> {
+    let escaped = percent_decode(name).and_then(|id| identifier_component(&id).ok());
+    for wanted in std::iter::once(name.to_owned()).chain(escaped) {
+        let mut calls = BTreeMap::new();
+        for date in fs::read_dir(base)? {
+            let date = date?;
+            if !date.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // A date directory gone or unreadable meanwhile holds nothing of the call.
+            let Ok(entries) = fs::read_dir(date.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_str() == Some(wanted.as_str())
+                    && entry.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    walk_into(&mut calls, base, &entry.path())?;
+                }
+            }
+        }
+        if let Some(call) = calls.remove(&wanted) {
+            return Ok(Some(call));
+        }
+    }
+    Ok(None)
+}
+
+/// Adds the segments a walk of `dir` (`base` or a directory below it) finds to `calls`. An
+/// error only if `base` itself cannot be read.
+fn walk_into(calls: &mut BTreeMap<String, Call>, base: &Path, dir: &Path) -> io::Result<()> {
+    for item in Walk::tree(dir) {
         let segment = match item {
             Ok(Found::Segment(segment)) => segment,
             Ok(Found::Dir(_)) => continue,
@@ -103,31 +142,22 @@ pub fn scan(base: &Path) -> io::Result<BTreeMap<String, Call>> {
         call.dates.insert(date.to_string());
         let st = call.stations.entry(station.to_string()).or_default();
         st.dir = station.to_string();
-        st.taps[tap as usize].push(Segment {
-            bucket_ms: segment.bucket_ms,
-            file_index: segment.file_index,
-            path: segment.path,
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        let taps = &mut st.taps[tap as usize];
+        let at = taps.partition_point(|s: &Segment| {
+            (s.bucket_ms, s.file_index) < (segment.bucket_ms, segment.file_index)
         });
+        taps.insert(
+            at,
+            Segment {
+                bucket_ms: segment.bucket_ms,
+                file_index: segment.file_index,
+                path: segment.path,
+                size: meta.size(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            },
+        );
     }
-    for call in calls.values_mut() {
-        for station in call.stations.values_mut() {
-            for tap in &mut station.taps {
-                tap.sort_by_key(|s| (s.bucket_ms, s.file_index));
-            }
-        }
-    }
-    Ok(calls)
-}
-
-/// The call a URL names, among `calls`: `name` is its directory name (what the page's links
-/// hold), or the trace id itself, percent-encoded as URLs are, which the layout then escapes.
-pub fn lookup<'a>(calls: &'a BTreeMap<String, Call>, name: &str) -> Option<&'a Call> {
-    calls.get(name).or_else(|| {
-        let id = percent_decode(name)?;
-        calls.get(&identifier_component(&id).ok()?)
-    })
+    Ok(())
 }
 
 /// `text` with its `%XX` escapes decoded, if that makes UTF-8 text.
@@ -176,9 +206,18 @@ mod tests {
         fs::write(tap.join("segment_2000.wav.part"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", tap.join("segment_3000.wav")).unwrap();
         let calls = scan(&base).unwrap();
-        let call = lookup(&calls, "sip%3Aa%2Fb").unwrap();
-        assert_eq!(call.stations["stt"].taps[0].len(), 2);
-        assert!(std::ptr::eq(call, lookup(&calls, "sip:a%2Fb").unwrap()));
+        let call = &calls["sip%3Aa%2Fb"];
+        assert_eq!(
+            call.stations["stt"].taps[0].len(),
+            2,
+            "the link and the .part left out"
+        );
+        assert_eq!(shown("sip%3Aa%2Fb"), "sip:a/b");
+        // The call by its directory name or its identifier, and nothing else.
+        for name in ["sip%3Aa%2Fb", "sip:a%2Fb"] {
+            let found = find_call(&base, name).unwrap().unwrap();
+            assert_eq!(found.stations["stt"].taps, call.stations["stt"].taps);
+        }
         for name in [
             "..",
             "%2e%2e",
@@ -186,10 +225,10 @@ mod tests {
             "/etc",
             "2026-11-21",
             "stt",
+            "",
         ] {
-            assert!(lookup(&calls, name).is_none(), "{name}");
+            assert!(find_call(&base, name).unwrap().is_none(), "{name}");
         }
-        assert_eq!(shown("sip%3Aa%2Fb"), "sip:a/b");
     }
 
     #[test]
