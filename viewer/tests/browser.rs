@@ -418,6 +418,45 @@ fn a_recorded_call_in_a_real_browser() {
     );
     browser.click(".station[data-station=\"denoise\"] button[title=\"Stop\"]");
 
+    // Drag over a lane to select 06:00:05 to 06:00:10 (of 0 to 35 s on the axis): the
+    // download links take that range, and zooming shows it across the whole width.
+    browser.exec(
+        "const c = document.querySelector('canvas.lane[data-station=\"agc\"][data-tap=\"POST\"]');
+         const r = c.getBoundingClientRect();
+         const at = (type, share) => c.dispatchEvent(new MouseEvent(type,
+           { bubbles: true, clientX: r.left + r.width * share, clientY: r.top + 10 }));
+         at('mousedown', 5 / 35); at('mousemove', 10 / 35); at('mouseup', 10 / 35);",
+    );
+    let href = browser.exec(
+        "return document.querySelector('a.download[data-station=\"agc\"][data-tap=\"POST\"]').href",
+    );
+    let href = href.as_str().unwrap();
+    let target = &href[href.find("/api/").unwrap()..];
+    let wav = viewer.get(target);
+    assert_eq!(wav.status, 200, "{target}");
+    assert!(
+        wav.header("Content-Disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let (samples, _) = wav_samples(&wav.body);
+    let seconds = samples.len() as f64 / f64::from(RATE);
+    assert!((seconds - 5.0).abs() < 0.1, "{target}: {seconds} s");
+    browser.click("#zoom");
+    let axis = browser.wait(
+        "the zoomed view",
+        "return window.viewTimings && document.getElementById('zoom').disabled
+           && document.getElementById('position').textContent",
+        Duration::from_secs(10),
+    );
+    assert!(!axis.as_str().unwrap().contains("selected"), "{axis}");
+    let zoomed = browser.exec(DRAWN);
+    assert!(
+        zoomed[1][2].as_u64().unwrap() > lanes[1].2,
+        "a closer look draws more: {zoomed}"
+    );
+    browser.click("#whole");
+
     // The call goes on being recorded: the page picks the new segments up by itself.
     let version = browser.exec("return document.body.dataset.version");
     let mut more = Take::new("sip:bob@example.com", &stations, DAY_MS + 35_000, 10);
