@@ -113,14 +113,15 @@ fn number(params: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, 
 }
 
 impl Viewer {
-    /// A viewer of `base`, which must be canonical.
-    pub fn new(base: PathBuf) -> Self {
-        Viewer {
+    /// A viewer of `base`, which must be canonical; an error if its comparing thread cannot
+    /// be started.
+    pub fn new(base: PathBuf) -> std::io::Result<Self> {
+        Ok(Viewer {
             base,
             peaks: PeaksCache::new(),
-            figures: FiguresCache::new(),
+            figures: FiguresCache::new()?,
             audio: AudioCache::new(),
-        }
+        })
     }
 
     /// Answers `request`.
@@ -334,6 +335,7 @@ impl Viewer {
                     "station-key": shown(&dir),
                     "pairs": rows,
                     "alarms": alarms,
+                    "pending": pairs.pending,
                     "unpaired": pairs.unpaired,
                     "errors": pairs.errors,
                 })

@@ -89,7 +89,13 @@ fn main() -> ExitCode {
         "segmentrecorder-view: {} at http://{addr}/",
         args.base.display()
     );
-    let viewer = Arc::new(api::Viewer::new(args.base));
+    let viewer = match api::Viewer::new(args.base) {
+        Ok(viewer) => Arc::new(viewer),
+        Err(e) => {
+            eprintln!("segmentrecorder-view: cannot start a thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
             let (server, viewer) = (server.clone(), viewer.clone());

@@ -391,11 +391,13 @@ function listen(canvas) {
   });
 }
 
+// The pairs as far as the server has compared them; it compares the rest meanwhile.
 async function loadPairs() {
   try {
     const body = await getJSON(api + '/pairs');
     pairs = new Map(body.stations.map((s) => [s.id, s]));
     drawFigures();
+    if (body.stations.some((s) => s.pending > 0)) setTimeout(loadPairs, 1000);
   } catch (e) {
     statusBox.textContent = 'Cannot compare the pairs: ' + e.message;
   }

@@ -81,7 +81,12 @@ async function load() {
   filter();
   for (const [id, cell] of alarmCells) {
     try {
-      const pairs = await getJSON('/api/calls/' + id + '/pairs');
+      // The server compares a call's pairs in the background: ask until none is pending.
+      let pairs = await getJSON('/api/calls/' + id + '/pairs');
+      while (pairs.stations.some((s) => s.pending > 0)) {
+        await new Promise((done) => setTimeout(done, 1000));
+        pairs = await getJSON('/api/calls/' + id + '/pairs');
+      }
       const names = [];
       for (const s of pairs.stations) {
         for (const p of s.pairs) for (const a of p.alarms) names.push(s['station-key'] + ': ' + a);

@@ -189,6 +189,23 @@ impl Viewer {
         get(self.addr, target, &[])
     }
 
+    /// A call's pairs once all are compared (the server compares them in the background).
+    pub fn pairs(&self, id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let pairs = self.json(&format!("/api/calls/{id}/pairs"));
+            let stations = pairs["stations"].as_array().unwrap();
+            if stations.iter().all(|s| s["pending"] == 0) {
+                return pairs;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pairs still pending: {pairs}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// A JSON answer, which must be 200.
     pub fn json(&self, target: &str) -> serde_json::Value {
         let reply = self.get(target);
