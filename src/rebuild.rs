@@ -142,8 +142,21 @@ pub fn rebuild(
     segment_duration_ns: Option<u64>,
 ) -> Result<Rebuilt, RebuildError> {
     let segments = segments(base, identity)?;
-    let Some(first) = segments.first() else {
+    if segments.is_empty() {
         return Err(RebuildError::NoSegments(base.join(identity_dir(identity))));
+    }
+    rebuild_files(&segments, segment_duration_ns)
+}
+
+/// Rebuilds a tap from its segment files `segments`, given in bucket and file order, for a
+/// tool that found them itself. The segment duration is as for [`rebuild`]; no segments at
+/// all is [`RebuildError::NoSegments`].
+pub fn rebuild_files(
+    segments: &[SegmentFile],
+    segment_duration_ns: Option<u64>,
+) -> Result<Rebuilt, RebuildError> {
+    let Some(first) = segments.first() else {
+        return Err(RebuildError::NoSegments(PathBuf::new()));
     };
     let (first_samples, rate) = read_segment(&first.path)?;
     let duration_ns = segment_duration_ns.unwrap_or_else(|| {
@@ -154,7 +167,7 @@ pub fn rebuild(
     let index_of = |ms: u64| ms * 1_000_000 / duration_ns;
 
     let mut buckets: BTreeMap<u64, Vec<i16>> = BTreeMap::new();
-    for segment in &segments {
+    for segment in segments {
         let (samples, file_rate) = read_segment(&segment.path)?;
         if file_rate != rate {
             return Err(RebuildError::RateChange {

@@ -13,17 +13,17 @@
 //! cannot be read, or a pair whose sides have different rates, is named on stderr and the
 //! others are still compared; the exit status then says that something failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use gstsegmentrecorder::layout::{Found, Tap, Walk, identifier_component, unescape_component};
+use gstsegmentrecorder::layout::{identifier_component, unescape_component};
 use gstsegmentrecorder::pair::{
-    Alarm, Alignment, Analyzer, Config, DEFAULT_MAX_DELAY_MS, Figures, StageWatch,
+    Alarm, Alignment, Analyzer, DEFAULT_MAX_DELAY_MS, Figures, StageWatch,
 };
-use gstsegmentrecorder::rebuild::read_segment;
+use gstsegmentrecorder::pair_walk::{Pairs, compare_files, find_pairs};
 
 const USAGE: &str = "usage: segmentrecorder-pairs BASE_DIR [TRACE_ID] [--json] [--max-delay-ms N]";
 
@@ -69,14 +69,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
     })
 }
 
-/// Where a pair lies: date directory, trace and station directory names, bucket, file index.
-type Key = (String, String, String, u64, u32);
-
-/// The files of each pair found, PRE then POST, either side possibly missing.
-type Pairs = BTreeMap<Key, [Option<PathBuf>; 2]>;
-
 /// The pairs' files found under the base directory (a side may be missing), and how many
-/// directories below it could not be read; an error if the base directory itself cannot be.
+/// directories below it could not be read (each named on stderr); an error if the base
+/// directory itself cannot be read.
 fn find(args: &Args) -> Result<(Pairs, usize), String> {
     // A mistyped base directory is an error, not an empty recording.
     match std::fs::metadata(&args.base) {
@@ -84,66 +79,12 @@ fn find(args: &Args) -> Result<(Pairs, usize), String> {
         Ok(_) => return Err(format!("{} is not a directory", args.base.display())),
         Err(e) => return Err(format!("cannot read {}: {e}", args.base.display())),
     }
-    let (mut found, mut unreadable) = (BTreeMap::new(), 0);
-    for item in Walk::tree(&args.base) {
-        let segment = match item {
-            Ok(Found::Segment(segment)) => segment,
-            Ok(Found::Dir(_)) => continue,
-            Err((dir, e)) if dir == args.base => {
-                return Err(format!("cannot read {}: {e}", dir.display()));
-            }
-            Err((dir, e)) => {
-                eprintln!("segmentrecorder-pairs: cannot read {}: {e}", dir.display());
-                unreadable += 1;
-                continue;
-            }
-        };
-        // <date>/<trace>/<station>/<PRE|POST>/<file>, nothing else.
-        let Ok(below) = segment.path.strip_prefix(&args.base) else {
-            continue;
-        };
-        let names: Vec<&str> = below.iter().filter_map(|c| c.to_str()).collect();
-        let [date, trace, station, tap, _] = names.as_slice() else {
-            continue;
-        };
-        let Ok(tap) = Tap::try_from(*tap) else {
-            continue;
-        };
-        if args.trace_dir.as_deref().is_some_and(|t| t != *trace) {
-            continue;
-        }
-        let key = (
-            date.to_string(),
-            trace.to_string(),
-            station.to_string(),
-            segment.bucket_ms,
-            segment.file_index,
-        );
-        let sides: &mut [Option<PathBuf>; 2] = found.entry(key).or_default();
-        sides[tap as usize] = Some(segment.path);
+    let found = find_pairs(&args.base, args.trace_dir.as_deref())
+        .map_err(|e| format!("cannot read {}: {e}", args.base.display()))?;
+    for (dir, e) in &found.unreadable {
+        eprintln!("segmentrecorder-pairs: cannot read {}: {e}", dir.display());
     }
-    Ok((found, unreadable))
-}
-
-/// The figures of the pair of files `pre` and `post`.
-fn compare(
-    analyzer: &mut Analyzer,
-    pre: &Path,
-    post: &Path,
-    max_delay_ms: u32,
-) -> Result<Figures, String> {
-    let (pre_samples, pre_rate) = read_segment(pre).map_err(|e| format!("cannot read {e}"))?;
-    let (post_samples, post_rate) = read_segment(post).map_err(|e| format!("cannot read {e}"))?;
-    if pre_rate != post_rate {
-        return Err(format!(
-            "{} is at {pre_rate} Hz but {} at {post_rate} Hz: the two sides of a pair must \
-             have one rate",
-            pre.display(),
-            post.display()
-        ));
-    }
-    let config = Config::new(pre_rate).with_max_delay_ms(max_delay_ms);
-    Ok(analyzer.analyze(&pre_samples, &post_samples, &config))
+    Ok((found.pairs, found.unreadable.len()))
 }
 
 /// A compared pair, ready to print.
@@ -334,7 +275,7 @@ fn main() -> ExitCode {
             unpaired += 1;
             continue;
         };
-        match compare(&mut analyzer, &pre, &post, args.max_delay_ms) {
+        match compare_files(&mut analyzer, &pre, &post, args.max_delay_ms) {
             Ok(figures) => {
                 let alarms = stages
                     .entry((trace.clone(), station.clone()))

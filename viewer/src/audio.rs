@@ -1,0 +1,239 @@
+//! A tap as one continuous WAV, or a time range of it: the segments joined by the library's
+//! rebuild (missing buckets as silence, a bucket's several files merged), served whole or by
+//! byte range so that an `<audio>` element can seek. The rebuilt samples are cached, bounded.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use gstsegmentrecorder::layout::SegmentFile;
+use gstsegmentrecorder::rebuild::{Rebuilt, rebuild_files};
+
+use crate::cache::Bounded;
+use crate::peaks::PeaksCache;
+use crate::tree::Segment;
+
+/// Bytes of rebuilt audio kept (an hour at 16 kHz is 115 MB).
+const BUDGET_BYTES: u64 = 384 << 20;
+
+/// Bytes of the WAV header before the samples.
+pub const HEADER_LEN: u64 = 44;
+
+/// Audio of a tap between two times, ready to serve.
+#[derive(Debug)]
+pub struct Clip {
+    /// Where its first sample lies, in ms on the recorder's timeline.
+    pub start_ms: f64,
+    pub rate: u32,
+    pub samples: Vec<i16>,
+}
+
+impl Clip {
+    /// Length of the whole WAV file, in bytes.
+    pub fn len(&self) -> u64 {
+        HEADER_LEN + 2 * self.samples.len() as u64
+    }
+
+    /// Bytes `from..to` of the WAV file (`to` at most [`Clip::len`]).
+    pub fn bytes(&self, from: u64, to: u64) -> Vec<u8> {
+        let data_len = 2 * self.samples.len() as u32;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(b"RIFF");
+        header.extend_from_slice(&(36 + data_len).to_le_bytes());
+        header.extend_from_slice(b"WAVEfmt ");
+        header.extend_from_slice(&16u32.to_le_bytes());
+        header.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        header.extend_from_slice(&1u16.to_le_bytes()); // mono
+        header.extend_from_slice(&self.rate.to_le_bytes());
+        header.extend_from_slice(&(2 * self.rate).to_le_bytes());
+        header.extend_from_slice(&2u16.to_le_bytes());
+        header.extend_from_slice(&16u16.to_le_bytes());
+        header.extend_from_slice(b"data");
+        header.extend_from_slice(&data_len.to_le_bytes());
+        let mut out = Vec::with_capacity((to - from) as usize);
+        if from < HEADER_LEN {
+            out.extend_from_slice(&header[from as usize..to.min(HEADER_LEN) as usize]);
+        }
+        let (first, last) = (
+            from.max(HEADER_LEN) - HEADER_LEN,
+            to.max(HEADER_LEN) - HEADER_LEN,
+        );
+        let mut i = first;
+        while i < last {
+            let bytes = self.samples[(i / 2) as usize].to_le_bytes();
+            let take = ((last - i) as usize).min(2 - (i % 2) as usize);
+            out.extend_from_slice(&bytes[(i % 2) as usize..(i % 2) as usize + take]);
+            i += take as u64;
+        }
+        out
+    }
+}
+
+/// What a clip is made of: the files (as found), and the range asked for.
+type Key = (Vec<Segment>, Option<u64>, Option<u64>);
+
+/// The clips served so far.
+pub struct AudioCache {
+    cache: Bounded<Key, Result<Clip, String>>,
+}
+
+impl AudioCache {
+    pub fn new() -> Self {
+        AudioCache {
+            cache: Bounded::new(BUDGET_BYTES),
+        }
+    }
+
+    /// The audio of the tap whose segments are `segments` (under the canonical `base`), from
+    /// `from_ms` to `to_ms` on the recorder's timeline where given. Files that cannot be read
+    /// (truncated, vanished) are left out, so their buckets are silence like those never
+    /// written; an error if nothing is left or the rebuild refuses the files.
+    pub fn clip(
+        &self,
+        base: &Path,
+        peaks: &PeaksCache,
+        segments: &[Segment],
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    ) -> Arc<Result<Clip, String>> {
+        let key = (segments.to_vec(), from_ms, to_ms);
+        if let Some(clip) = self.cache.get(&key) {
+            return clip;
+        }
+        let clip = Arc::new(make_clip(base, peaks, segments, from_ms, to_ms));
+        if let Ok(c) = clip.as_ref() {
+            self.cache.insert(key, clip.clone(), c.len());
+        }
+        clip
+    }
+}
+
+fn make_clip(
+    base: &Path,
+    peaks: &PeaksCache,
+    segments: &[Segment],
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+) -> Result<Clip, String> {
+    // The segment duration, from the first readable file, as the rebuild takes it.
+    let mut readable = Vec::new();
+    let mut duration_ms = None;
+    for s in segments {
+        if let Ok(p) = peaks.get(base, s).as_ref() {
+            duration_ms.get_or_insert(p.samples * 1_000 / u64::from(p.rate.max(1)));
+            readable.push(s);
+        }
+    }
+    let duration_ms = duration_ms
+        .ok_or("no segment of this tap can be read")?
+        .max(1);
+    let files: Vec<SegmentFile> = readable
+        .into_iter()
+        .filter(|s| {
+            from_ms.is_none_or(|from| s.bucket_ms + duration_ms > from)
+                && to_ms.is_none_or(|to| s.bucket_ms < to)
+        })
+        .filter_map(|s| {
+            let file_type = std::fs::symlink_metadata(&s.path).ok()?.file_type();
+            Some(SegmentFile {
+                path: s.path.clone(),
+                bucket_ms: s.bucket_ms,
+                file_index: s.file_index,
+                file_type,
+            })
+        })
+        .collect();
+    if files.is_empty() {
+        return Err("no segment of this tap in that time range".into());
+    }
+    let Rebuilt {
+        first_bucket_ms,
+        rate,
+        mut samples,
+        ..
+    } = rebuild_files(&files, Some(duration_ms * 1_000_000)).map_err(|e| e.to_string())?;
+    // Where the clip starts: at `from_ms` when given (with silence before the tap's first
+    // bucket, so that every tap of a call shares one time origin), else at the first bucket.
+    let start_ms = from_ms.unwrap_or(first_bucket_ms);
+    let samples_in = |ms: u64| (u128::from(ms) * u128::from(rate) / 1_000) as usize;
+    if start_ms < first_bucket_ms {
+        let lead = samples_in(first_bucket_ms - start_ms);
+        samples.splice(0..0, std::iter::repeat_n(0, lead));
+    } else {
+        let cut = samples_in(start_ms - first_bucket_ms).min(samples.len());
+        samples.drain(..cut);
+    }
+    if let Some(to) = to_ms {
+        samples.truncate(samples_in(to - start_ms));
+    }
+    Ok(Clip {
+        start_ms: start_ms as f64,
+        rate,
+        samples,
+    })
+}
+
+/// The byte range `from..to` an HTTP `Range` header asks of `len` bytes: `bytes=a-b`,
+/// `bytes=a-` or `bytes=-n` (one range only). `None` if there is no header, `Some(Err)` if it
+/// cannot be served.
+pub fn range(header: Option<&str>, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        // Several ranges: answer with the whole file, as servers may.
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let parsed = match (a.trim(), b.trim()) {
+        ("", n) => n
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(|n| (len.saturating_sub(n), len)),
+        (a, "") => a.parse::<u64>().ok().map(|a| (a, len)),
+        (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(len))),
+            _ => None,
+        },
+    };
+    Some(match parsed {
+        Some((a, b)) if a < b => Ok((a, b)),
+        _ => Err(()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_byte_range_is_the_same_bytes_as_the_whole_file() {
+        let clip = Clip {
+            start_ms: 0.0,
+            rate: 8_000,
+            samples: vec![1, -2, 300, i16::MIN, i16::MAX],
+        };
+        let whole = clip.bytes(0, clip.len());
+        assert_eq!(whole.len(), 54);
+        let read = hound::WavReader::new(std::io::Cursor::new(&whole)).unwrap();
+        assert_eq!(read.spec().sample_rate, 8_000);
+        let samples: Vec<i16> = read.into_samples().map(Result::unwrap).collect();
+        assert_eq!(samples, clip.samples);
+        for from in 0..clip.len() {
+            for to in from..=clip.len() {
+                assert_eq!(clip.bytes(from, to), whole[from as usize..to as usize]);
+            }
+        }
+    }
+
+    #[test]
+    fn range_headers() {
+        assert_eq!(range(None, 100), None);
+        assert_eq!(range(Some("bytes=0-"), 100), Some(Ok((0, 100))));
+        assert_eq!(range(Some("bytes=10-19"), 100), Some(Ok((10, 20))));
+        assert_eq!(range(Some("bytes=90-200"), 100), Some(Ok((90, 100))));
+        assert_eq!(range(Some("bytes=-10"), 100), Some(Ok((90, 100))));
+        assert_eq!(range(Some("bytes=100-"), 100), Some(Err(())));
+        assert_eq!(range(Some("bytes=5-2"), 100), Some(Err(())));
+        assert_eq!(range(Some("bytes=0-1,5-6"), 100), None);
+        assert_eq!(range(Some("items=0-1"), 100), None);
+    }
+}
