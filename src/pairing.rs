@@ -284,8 +284,11 @@ pub struct CompareSettings {
 
 /// A published segment offered for pairing.
 pub struct Half {
-    /// The file.
+    /// The file, as its recorder names it.
     pub location: PathBuf,
+    /// The file with its directory's path made canonical ([`canonical`]): what pairs halves
+    /// and tells stages apart, whatever spelling of one base directory their recorders use.
+    pub key: PathBuf,
     /// Its call, station and tap.
     pub identity: Arc<Identity>,
     /// Its bucket.
@@ -400,9 +403,9 @@ pub fn ensure_threads() -> io::Result<()> {
 /// recorders.
 pub fn offer(half: Half) {
     let mut forgotten = Vec::new();
-    let location = half.location.clone();
-    hold(&location);
-    let serve = HALVES.offer(&location, Instant::now(), half, &mut forgotten, queue);
+    hold(&half.location);
+    let key = half.key.clone();
+    let serve = HALVES.offer(&key, Instant::now(), half, &mut forgotten, queue);
     for half in forgotten {
         release(&half.location);
         half.counters.unmatched.fetch_add(1, Ordering::Relaxed);
@@ -410,6 +413,21 @@ pub fn offer(half: Half) {
     if let Some(Some(stage)) = serve {
         COMPARING_POOL.run(move || serve_stage(&stage));
     }
+}
+
+/// `location` with its directory's path made canonical (absolute, no `.`, `..` or symbolic
+/// link), so that recorders spelling one base directory differently (`rec`, `./rec`, an
+/// absolute path) pair up; `location` itself if that fails.
+pub fn canonical(location: &Path) -> PathBuf {
+    let (Some(dir), Some(name)) = (location.parent(), location.file_name()) else {
+        return location.to_owned();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::canonicalize(dir).map_or_else(|_| location.to_owned(), |dir| dir.join(name))
 }
 
 /// The stage a pair belongs to: its base directory, trace and station, without the date
@@ -441,7 +459,7 @@ fn queue(pair: Pair<Half>) -> Option<PathBuf> {
         return None;
     }
     counters.in_flight.fetch_add(1, Ordering::AcqRel);
-    let key = stage_of(&pair.pre.location);
+    let key = stage_of(&pair.pre.key);
     let mut stages = STAGES.lock();
     let stages = stages.get_or_insert_with(HashMap::new);
     if stages.len() >= MAX_STAGES && !stages.contains_key(&key) {

@@ -313,21 +313,26 @@ fn a_stage_that_mutes_mid_call_raises_the_alarm_once_per_episode() {
 fn recorders_of_two_pipelines_in_one_process_pair_up_and_a_lone_tap_does_not_pair() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let run = |tap: &str, stage: &str| {
+    // The two recorders spell the base directory differently: a symbolic link to it, with a
+    // `.` in it.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(dir.path().join("rec"), &link).unwrap();
+    std::fs::create_dir(dir.path().join("rec")).unwrap();
+    let run = |tap: &str, stage: &str, base: &Path| {
         let pipeline = gst::parse::launch(&format!(
             "audiotestsrc wave=ticks volume=0.3 num-buffers=250 samplesperbuffer=320 ! \
              audio/x-raw,format=S16LE,rate=16000,channels=1 ! {stage} ! \
              segmentrecorder name=rec base-dir={} trace-id=call-2 station-key=agc tap={tap} \
              timestamp-mode=running-time",
-            dir.path().display()
+            base.display()
         ))
         .unwrap();
         let bus = pipeline.bus().unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
         (pipeline, bus)
     };
-    let (pre, pre_bus) = run("PRE", "identity");
-    let (post, post_bus) = run("POST", "volume volume=2");
+    let (pre, pre_bus) = run("PRE", "identity", &dir.path().join("rec"));
+    let (post, post_bus) = run("POST", "volume volume=2", &link.join("."));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut found = Vec::new();
     while found.is_empty() && Instant::now() < deadline {

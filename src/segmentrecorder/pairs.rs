@@ -39,6 +39,8 @@ impl SegmentRecorder {
         let weak = self.obj().downgrade();
         pairing::offer(Half {
             location: w.location.clone(),
+            // A few system calls on the writer thread that published the file.
+            key: pairing::canonical(&w.location),
             identity: w.spec.identity.clone(),
             bucket_ms: w.spec.bucket_ms,
             file_index: w.file_index,
