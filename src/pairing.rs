@@ -163,6 +163,17 @@ impl<T> Meeting<T> {
         None
     }
 
+    /// Forgets, onto `forgotten`, the halves that have waited longer than [`MAX_WAIT`] at
+    /// `now`: how many still wait.
+    pub fn sweep(&self, now: Instant, forgotten: &mut Vec<T>) -> usize {
+        let mut guard = self.waiting.lock();
+        let Some(waiting) = guard.as_mut() else {
+            return 0;
+        };
+        waiting.forget_old(now, forgotten);
+        waiting.halves.len()
+    }
+
     /// How many halves wait.
     pub fn waiting(&self) -> usize {
         self.waiting.lock().as_ref().map_or(0, |w| w.halves.len())
@@ -406,12 +417,44 @@ pub fn offer(half: Half) {
     hold(&half.location);
     let key = half.key.clone();
     let serve = HALVES.offer(&key, Instant::now(), half, &mut forgotten, queue);
+    forget(forgotten);
+    schedule_sweep();
+    if let Some(Some(stage)) = serve {
+        COMPARING_POOL.run(move || serve_stage(&stage));
+    }
+}
+
+/// Counts forgotten halves with their recorders, and gives back their files' kept content.
+fn forget(forgotten: Vec<Half>) {
     for half in forgotten {
         release(&half.location);
         half.counters.unmatched.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(Some(stage)) = serve {
-        COMPARING_POOL.run(move || serve_stage(&stage));
+}
+
+/// How often halves that waited too long are looked for while any wait, so that they are
+/// counted, and their kept content given back, even when no other segment is offered.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+static SWEEP_SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// Schedules a sweep of the waiting halves, unless one is.
+fn schedule_sweep() {
+    if !SWEEP_SCHEDULED.swap(true, Ordering::AcqRel) {
+        COMPARING_POOL.run_at(Instant::now() + SWEEP_EVERY, sweep);
+    }
+}
+
+/// Forgets the halves that waited too long, and comes back while any still wait.
+fn sweep() {
+    let mut forgotten = Vec::new();
+    HALVES.sweep(Instant::now(), &mut forgotten);
+    forget(forgotten);
+    // Cleared before looking again: a half offered meanwhile either is seen here or schedules
+    // the next sweep itself.
+    SWEEP_SCHEDULED.store(false, Ordering::Release);
+    if HALVES.waiting() > 0 {
+        schedule_sweep();
     }
 }
 
@@ -698,5 +741,22 @@ mod tests {
         let start = Instant::now();
         assert!(!counters.wait_idle(Duration::from_secs(60)));
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_sweep_forgets_only_the_halves_that_waited_too_long() {
+        let meeting = Meeting::new();
+        let start = Instant::now();
+        let mut forgotten = Vec::new();
+        assert_eq!(meeting.sweep(start, &mut forgotten), 0);
+        meeting.offer(&path("PRE", 0), start, 0, &mut forgotten, |p| p);
+        let later = start + MAX_WAIT / 2;
+        meeting.offer(&path("PRE", 5_000), later, 5, &mut forgotten, |p| p);
+        assert_eq!(meeting.sweep(later, &mut forgotten), 2);
+        assert!(forgotten.is_empty());
+        assert_eq!(meeting.sweep(start + MAX_WAIT, &mut forgotten), 1);
+        assert_eq!(forgotten, [0]);
+        assert_eq!(meeting.sweep(later + MAX_WAIT, &mut forgotten), 0);
+        assert_eq!(forgotten, [0, 5]);
     }
 }
