@@ -8,8 +8,9 @@
 //! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; they, the
 //! uploader and the offline tools share one [`layout`] of the files on disk. [`rebuild`] joins a
 //! tap's segments back into one recording; [`pair`] compares a bucket's PRE and POST segments
-//! (delay, likeness, gain of the stage between them); with the `s3` feature, `uploader` sends
-//! finished segments to object storage.
+//! (delay, likeness, gain of the stage between them); [`retention`] keeps a base directory
+//! within its size, age and free-space limits; with the `s3` feature, `uploader` sends finished
+//! segments to object storage.
 
 use gst::glib;
 
@@ -20,6 +21,7 @@ pub mod pair;
 pub mod pairing;
 mod pool;
 pub mod rebuild;
+pub mod retention;
 pub mod segmentrecorder;
 pub mod timeline;
 #[cfg(feature = "s3")]

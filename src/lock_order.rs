@@ -32,6 +32,10 @@ pub enum Level {
     Pairs,
     /// What each stage did in its last pair, for its alarms.
     PairStages,
+    /// The base directories with recorders that keep a retention, process-wide.
+    RetentionBases,
+    /// A base directory's index of segments and its retention passes.
+    RetentionIndex,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.
