@@ -29,8 +29,8 @@ pub mod uploader;
 pub mod writer;
 
 pub use segmentrecorder::{
-    CALL_EVENT, PAIR, SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED,
-    call_event,
+    CALL_EVENT, PAIR, SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SEGMENTS_REMOVED,
+    SOUND_RETURNED, call_event,
 };
 #[cfg(feature = "s3")]
 pub use segmentrecorder::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};

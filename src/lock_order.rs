@@ -28,6 +28,8 @@ pub enum Level {
     /// An element's connection to the uploader.
     #[cfg(feature = "s3")]
     ElementUploads,
+    /// An element's place in the retention of its base directory.
+    ElementRetention,
     /// The PRE and POST halves waiting for their partner, process-wide.
     Pairs,
     /// What each stage did in its last pair, for its alarms.

@@ -58,6 +58,8 @@ impl SegmentRecorder {
                 );
                 self.post(written_structure(&w));
                 // Before the upload, which may remove the file.
+                self.retention_published(&w.location);
+                // Before the upload, which may remove the file.
                 self.offer_pair(&w);
                 #[cfg(feature = "s3")]
                 self.upload(&w.location);
@@ -125,6 +127,7 @@ impl SegmentRecorder {
                 );
             }
             Report::Recovered(r) => {
+                self.retention_published(&r.location);
                 #[cfg(feature = "s3")]
                 self.upload(&r.location);
                 gst::info!(CAT, imp = self, "Recovered {}", r.location.display());
@@ -273,8 +276,8 @@ impl SegmentRecorder {
                 (Totals::default(), WriterStats::default(), Arc::default())
             }
         };
-        #[allow(unused_mut)]
         let mut s = stats_structure(totals, &writer, &pairs);
+        super::retention::add_stats(&mut s, lock(&self.retention).as_ref());
         #[cfg(feature = "s3")]
         if let Some(uploads) = self.uploads() {
             super::upload::add_stats(&mut s, &uploads.stats());
