@@ -2,8 +2,10 @@
 //! tree per segment: built once by a walk, then told of each segment published and each one
 //! removed.
 //!
-//! Segments are kept by bucket: every file of one date directory, call, station and bucket
-//! start, PRE and POST together, so that a pair is removed whole. Buckets are ordered by when
+//! Segments are kept by bucket: the PRE and POST files of one name (date directory, call,
+//! station, bucket start and file index) together, as pair analysis pairs them, so that a pair
+//! is removed whole. A bucket's further files (a recorder restarted in it) are buckets of their
+//! own: an older recording's file goes before a newer one's. Buckets are ordered by when
 //! their last file was written (its modification time), oldest first: in wall-clock mode that
 //! is the order of the buckets themselves, and in running-time mode, whose bucket starts begin
 //! at 0 with every recording, it is still the order in which they were recorded. Adding a
@@ -16,7 +18,7 @@ use std::time::SystemTime;
 
 use crate::layout::{Found, Tap, Walk, WalkError, parse_segment_file_name};
 
-/// A bucket of one call and station: where its files are.
+/// A bucket of one call and station, or a further file index of it: where its files are.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BucketKey {
     /// The date directory's name.
@@ -27,6 +29,8 @@ pub struct BucketKey {
     pub station: String,
     /// Start of the bucket, ms on the recorder's timeline.
     pub bucket_ms: u64,
+    /// The file index of its files (0 for `segment_<ms>.wav`).
+    pub file_index: u32,
 }
 
 impl BucketKey {
@@ -59,6 +63,9 @@ pub struct Bucket {
     pub ended: SystemTime,
     /// Its files.
     pub files: Vec<SegmentEntry>,
+    /// The highest file index the index has seen for its bucket start: a recorder restarting
+    /// in the bucket writes the first free index, at most one above it.
+    pub highest_index: u32,
 }
 
 impl Bucket {
@@ -80,6 +87,9 @@ pub type Place = (SystemTime, BucketKey);
 #[derive(Debug, Default)]
 pub struct Index {
     buckets: HashMap<BucketKey, (SystemTime, Vec<SegmentEntry>)>,
+    /// By call, station and bucket start, the highest file index seen (never lowered: what it
+    /// is for only needs a bound).
+    highest: HashMap<(String, String, u64), u32>,
     order: BTreeSet<Place>,
     bytes: u64,
     files: u64,
@@ -103,6 +113,7 @@ pub fn locate(relative: &Path) -> Option<(BucketKey, Tap, u32)> {
         trace: trace.to_owned(),
         station: station.to_owned(),
         bucket_ms,
+        file_index,
     };
     Some((key, tap, file_index))
 }
@@ -154,6 +165,11 @@ impl Index {
             file_index,
             bytes,
         };
+        let highest = self
+            .highest
+            .entry((key.trace.clone(), key.station.clone(), key.bucket_ms))
+            .or_default();
+        *highest = (*highest).max(file_index);
         match self.buckets.get_mut(&key) {
             Some((last, files)) => {
                 if files
@@ -214,10 +230,12 @@ impl Index {
             .take(n)
             .filter_map(|(ended, key)| {
                 let (_, files) = self.buckets.get(key)?;
+                let start = (key.trace.clone(), key.station.clone(), key.bucket_ms);
                 Some(Bucket {
                     key: key.clone(),
                     ended: *ended,
                     files: files.clone(),
+                    highest_index: self.highest.get(&start).copied().unwrap_or(0),
                 })
             })
             .collect()
@@ -255,6 +273,7 @@ mod tests {
             trace: trace.into(),
             station: "st".into(),
             bucket_ms,
+            file_index: 0,
         }
     }
 
@@ -289,12 +308,20 @@ mod tests {
             ]
         );
         // A late file moves its bucket to where its last file says.
-        index.add(key("a", 0), Tap::Pre, 1, 1, at(40));
+        index.add(key("a", 5_000), Tap::Post, 0, 1, at(40));
         let first = index.oldest(None, 1).remove(0);
-        assert_eq!(first.key, key("a", 5_000));
+        assert_eq!(first.key, key("a", 0));
         let rest = index.oldest(Some(&(first.ended, first.key)), 10);
         assert_eq!(rest.len(), 2);
-        assert_eq!(rest[1].key, key("a", 0));
+        assert_eq!(rest[1].key, key("a", 5_000));
+        // A further file of a bucket is a bucket of its own.
+        let further = BucketKey {
+            file_index: 1,
+            ..key("a", 0)
+        };
+        index.add(further.clone(), Tap::Pre, 1, 1, at(50));
+        assert_eq!(index.buckets(), 4);
+        assert_eq!(index.oldest(None, 10)[3].key, further);
     }
 
     #[test]

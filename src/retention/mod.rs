@@ -8,15 +8,21 @@
 //! its [`Member`] is dropped.
 //!
 //! The index is built once, by a walk on the retention thread, when the first recorder of the
-//! process joins; from then on each recorder tells it of the segments it publishes
-//! ([`Member::published`], on the writer thread that published them: a `stat`, no walk). When
-//! the segments exceed a limit, a pass ([`prune::pass`]) runs on the retention thread, never on
-//! a streaming or writer thread: it takes the oldest buckets from the index a few at a time,
-//! looks at the disk only for those that would go, and removes them. What it did is told to the
-//! recorder whose segment asked for it. A pass that cannot meet the limits because everything
-//! that would go is protected is told once, until a pass meets them again; the next pass after
-//! such a one waits [`BLOCKED_PAUSE`], so that a long backlog of protected buckets is not
-//! looked at for every segment.
+//! process that sets a limit joins; from then on each recorder tells it of the segments it
+//! publishes ([`Member::published`], on the writer thread that published them: a `stat`, no
+//! walk). When the segments exceed a limit, that writer thread runs a pass ([`prune::pass`])
+//! before it goes on with the recorder's audio, never a streaming thread: the pass takes the
+//! oldest buckets from the index a few at a time, looks at the disk only for those that would
+//! go, and removes them. One pass runs at a time per base directory; a writer thread that
+//! publishes meanwhile waits for it, then runs one of its own if the limit is still exceeded.
+//! So no recorder goes on writing while its last segment is beyond the limit: the segments
+//! exceed it by at most one bucket per recorder, open or just published. What a pass did is
+//! told to the recorder whose segment asked for it. When passes cannot meet the limits because
+//! everything that would go is protected, and still cannot [`BLOCKED_PAUSE`] after the first
+//! such pass (a limit smaller than the buckets being written is unmet for a moment, and that is
+//! no news), it is told once, until a pass meets them again. After a pass that passed over
+//! [`MANY_PROTECTED`] protected buckets, none runs for [`BLOCKED_PAUSE`], so that a long
+//! backlog of protected buckets (uploads failing for a day) is not looked at for every segment.
 //!
 //! Mutex order: the registry of base directories (`Level::RetentionBases`), then a base
 //! directory's state (`Level::RetentionIndex`), then the pool's; no file is touched and no
@@ -26,11 +32,12 @@ pub mod index;
 pub mod policy;
 pub mod prune;
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::layout::Tap;
@@ -40,8 +47,12 @@ use index::{Bucket, BucketKey, Index, Place, SegmentEntry};
 pub use policy::{Limits, Unmet};
 use prune::{Pass, Store};
 
-/// After a pass that could not meet the limits, the next one waits this long.
+/// How long passes must have failed to meet the limits before it is told; and after a pass
+/// that passed over [`MANY_PROTECTED`] protected buckets, how long the next one waits.
 pub const BLOCKED_PAUSE: Duration = Duration::from_secs(5);
+
+/// Protected buckets a pass may look at without making the next pass wait.
+pub const MANY_PROTECTED: u64 = 64;
 
 /// The thread that builds indexes and runs passes, for the whole process; a spare for a disk
 /// that stops answering.
@@ -89,22 +100,31 @@ struct BaseDir {
     /// Its canonical path.
     path: PathBuf,
     state: OrderedMutex<Shared>,
+    /// Signalled when a pass ends.
+    passed: Condvar,
 }
 
 #[derive(Default)]
 struct Shared {
     /// The recorders: their limits, and where to tell what a pass did.
     members: Vec<(u64, Limits, Weak<Member>)>,
-    /// `None` until the walk that builds it is done.
+    /// `None` until the walk that builds it is done, and while no recorder sets a limit.
     index: Option<Index>,
+    /// The walk that builds the index is under way.
+    building: bool,
+    /// The bucket each recorder is writing, by member, and how many write each: a file of
+    /// such a bucket start is not removed, so that a recorder restarting in it gives its PRE
+    /// and POST the same free name.
+    writing: HashMap<u64, OpenBucket>,
+    writers: HashMap<OpenBucket, u32>,
     /// Segments published while the index was being built.
     early: Vec<(BucketKey, Tap, u32, u64, SystemTime)>,
-    /// A pass is queued or running.
-    scheduled: bool,
-    /// A pass was asked for while one ran.
-    again: bool,
-    /// No pass before this (after a pass that could not meet the limits).
+    /// A pass is queued or running (or the index being built).
+    running: bool,
+    /// No pass before this (after a pass that passed over many protected buckets).
     not_before: Option<Instant>,
+    /// Since when passes have not met the limits.
+    unmet_since: Option<Instant>,
     /// The recorder whose segment asked for the next pass.
     asker: Weak<Member>,
     /// The limits were found unmet and that was told.
@@ -128,6 +148,31 @@ impl Shared {
     }
 }
 
+/// A bucket start of one call and station, of any file index.
+type OpenBucket = (String, String, u64);
+
+fn open_bucket(key: &BucketKey) -> OpenBucket {
+    (key.trace.clone(), key.station.clone(), key.bucket_ms)
+}
+
+impl Shared {
+    /// Notes the bucket member `id` writes now, or that it writes none.
+    fn set_writing(&mut self, id: u64, bucket: Option<OpenBucket>) {
+        if let Some(old) = self.writing.remove(&id)
+            && let Some(n) = self.writers.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.writers.remove(&old);
+            }
+        }
+        if let Some(bucket) = bucket {
+            *self.writers.entry(bucket.clone()).or_default() += 1;
+            self.writing.insert(id, bucket);
+        }
+    }
+}
+
 /// A recorder's place in the retention of its base directory; leaves it when dropped.
 pub struct Member {
     base: Arc<BaseDir>,
@@ -135,21 +180,28 @@ pub struct Member {
     own_base: PathBuf,
     id: u64,
     report: ReportFn,
+    /// Whether it sets a limit of its own: then it is the one to tell of removals.
+    limited: bool,
     /// What the passes told this recorder of.
     pub counters: Counters,
 }
 
 /// Has the recorder recording into `base_dir` (which exists) take part in its retention with
-/// `limits`; `report` is told, on the retention thread, what passes it asked for did. An error
-/// if the directory cannot be resolved or the retention thread cannot start.
+/// `limits`; `report` is told, on the retention thread, what passes it asked for did. Every
+/// recorder takes part, also one without a limit of its own: the index must learn of its
+/// segments (the partner of a pair, a file not yet uploaded), while nothing is indexed or
+/// walked for a base directory no recorder sets a limit for. An error if the directory cannot
+/// be resolved or the retention thread cannot start.
 pub fn join(
     base_dir: &Path,
     limits: Limits,
     report: impl Fn(Removal) + Send + Sync + 'static,
 ) -> io::Result<Arc<Member>> {
-    RETENTION.ensure_threads(1)?;
+    if !limits.is_off() {
+        RETENTION.ensure_threads(1)?;
+    }
     let path = fs::canonicalize(base_dir)?;
-    let (base, created) = {
+    let base = {
         let mut bases = BASES.lock();
         bases.retain(|b| b.strong_count() > 0);
         match bases
@@ -157,14 +209,15 @@ pub fn join(
             .filter_map(Weak::upgrade)
             .find(|b| b.path == path)
         {
-            Some(base) => (base, false),
+            Some(base) => base,
             None => {
                 let base = Arc::new(BaseDir {
                     path,
                     state: OrderedMutex::new(Level::RetentionIndex, Shared::default()),
+                    passed: Condvar::new(),
                 });
                 bases.push(Arc::downgrade(&base));
-                (base, true)
+                base
             }
         }
     };
@@ -173,22 +226,37 @@ pub fn join(
         own_base: base_dir.to_owned(),
         id: MEMBERS.fetch_add(1, Ordering::Relaxed),
         report: Box::new(report),
+        limited: !limits.is_off(),
         counters: Counters::default(),
     });
-    {
+    let build_now = {
         let mut state = base.state.lock();
         state
             .members
             .push((member.id, limits, Arc::downgrade(&member)));
-        if created {
-            state.scheduled = true;
+        if limits.is_off() {
+            false
+        } else if state.index.is_none() && !state.building {
+            // The first limit: the index is built, then a first pass runs.
+            state.building = true;
+            state.running = true;
             state.asker = Arc::downgrade(&member);
-        } else if state.index.is_some() && state.over() {
-            // Stricter limits apply at once.
-            request(&base, &mut state, &member);
+            true
+        } else if state.index.is_some() && state.over() && !state.running {
+            // Stricter limits apply at once, off this thread.
+            state.running = true;
+            state.asker = Arc::downgrade(&member);
+            let base = base.clone();
+            RETENTION.run(move || {
+                let _running = Running(&base);
+                pass_now(&base);
+            });
+            false
+        } else {
+            false
         }
-    }
-    if created {
+    };
+    if build_now {
         RETENTION.run(move || build(base));
     }
     Ok(member)
@@ -205,21 +273,72 @@ impl Member {
         else {
             return;
         };
+        {
+            let mut state = self.base.state.lock();
+            state.set_writing(self.id, None);
+            if state.index.is_none() && !state.building {
+                // No recorder of this base directory sets a limit.
+                return;
+            }
+        }
         // Gone already (an upload that removed it): nothing to count.
         let Ok(meta) = fs::metadata(location) else {
             return;
         };
         let ended = meta.modified().unwrap_or_else(|_| SystemTime::now());
-        let mut state = self.base.state.lock();
-        match &mut state.index {
-            Some(index) => {
-                index.add(key, tap, file_index, meta.len(), ended);
+        {
+            let mut guard = self.base.state.lock();
+            let state = &mut *guard;
+            match (&mut state.index, state.building) {
+                (Some(index), _) => {
+                    index.add(key, tap, file_index, meta.len(), ended);
+                }
+                (None, true) => state.early.push((key, tap, file_index, meta.len(), ended)),
+                (None, false) => return,
             }
-            None => state.early.push((key, tap, file_index, meta.len(), ended)),
         }
-        if state.index.is_some() && state.over() {
-            request(&self.base, &mut state, self);
+        self.prune();
+    }
+
+    /// Runs a pass on this (writer) thread while a limit may be exceeded; waits for a pass
+    /// running on another thread first.
+    fn prune(self: &Arc<Self>) {
+        let base = &self.base;
+        let mut state = base.state.lock();
+        loop {
+            let throttled = state.not_before.is_some_and(|at| Instant::now() < at);
+            if state.index.is_none() || throttled || !state.over() {
+                return;
+            }
+            if state.running {
+                state = state.wait(&base.passed);
+                continue;
+            }
+            state.running = true;
+            state.asker = Arc::downgrade(self);
+            drop(state);
+            let running = Running(base);
+            pass_now(base);
+            drop(running);
+            return;
         }
+    }
+
+    /// Tells that the recorder opened the segment to be published at `location`: no file of
+    /// that bucket start goes until it is published or given up ([`Member::closed`]).
+    pub fn opened(&self, location: &Path) {
+        let bucket = location
+            .strip_prefix(&self.own_base)
+            .ok()
+            .and_then(index::locate)
+            .map(|(key, _, _)| open_bucket(&key));
+        self.base.state.lock().set_writing(self.id, bucket);
+    }
+
+    /// Tells that the recorder's open segment was given up, or published (which
+    /// [`Member::published`] tells too).
+    pub fn closed(&self) {
+        self.base.state.lock().set_writing(self.id, None);
     }
 
     /// The limits that apply to the base directory now: the strictest of its recorders'.
@@ -232,44 +351,25 @@ impl Drop for Member {
     fn drop(&mut self) {
         let mut state = self.base.state.lock();
         state.members.retain(|(id, _, _)| *id != self.id);
-    }
-}
-
-/// Queues a pass over `base` asked for by `asker`, or has the running one go again.
-fn request(base: &Arc<BaseDir>, state: &mut Shared, asker: &Arc<Member>) {
-    state.asker = Arc::downgrade(asker);
-    if state.scheduled {
-        state.again = true;
-        return;
-    }
-    state.scheduled = true;
-    let base = base.clone();
-    match state.not_before {
-        Some(at) if at > Instant::now() => RETENTION.run_at(at, move || run_pass(base)),
-        _ => RETENTION.run(move || run_pass(base)),
+        state.set_writing(self.id, None);
     }
 }
 
 /// Builds the index of `base` by a walk, then runs the first pass.
 fn build(base: Arc<BaseDir>) {
-    let _pass = Scheduled(&base);
+    let _running = Running(&base);
     let (mut index, _unreadable) = Index::build(&base.path);
     let mut state = base.state.lock();
     for (key, tap, file_index, bytes, ended) in state.early.drain(..) {
         index.add(key, tap, file_index, bytes, ended);
     }
     state.index = Some(index);
+    state.building = false;
     drop(state);
     pass_now(&base);
 }
 
-/// Runs a pass over `base`.
-fn run_pass(base: Arc<BaseDir>) {
-    let _pass = Scheduled(&base);
-    pass_now(&base);
-}
-
-/// A pass over `base` on this thread, marked scheduled by the caller; its outcome told.
+/// A pass over `base` on this thread, marked running by the caller; its outcome told.
 fn pass_now(base: &Arc<BaseDir>) {
     let limits = base.state.lock().limits();
     let done = if limits.is_off() {
@@ -281,22 +381,28 @@ fn pass_now(base: &Arc<BaseDir>) {
         let mut state = base.state.lock();
         let warn = match done.unmet {
             Some(_) => {
-                state.not_before = Some(Instant::now() + BLOCKED_PAUSE);
-                !std::mem::replace(&mut state.warned, true)
+                let now = Instant::now();
+                if done.unmet.is_some_and(|u| u.protected >= MANY_PROTECTED) {
+                    state.not_before = Some(now + BLOCKED_PAUSE);
+                }
+                let since = *state.unmet_since.get_or_insert(now);
+                now - since >= BLOCKED_PAUSE && !std::mem::replace(&mut state.warned, true)
             }
             None => {
                 state.not_before = None;
+                state.unmet_since = None;
                 state.warned = false;
                 false
             }
         };
-        // The asker, or any recorder still there.
-        let asker = state.asker.upgrade().or_else(|| {
-            state
-                .members
-                .iter()
-                .find_map(|(_, _, member)| member.upgrade())
-        });
+        // The asker if it sets a limit, or else a recorder that does, or else any.
+        let members = || state.members.iter().filter_map(|(_, _, m)| m.upgrade());
+        let asker = state
+            .asker
+            .upgrade()
+            .filter(|m| m.limited)
+            .or_else(|| members().find(|m| m.limited))
+            .or_else(|| members().next());
         (warn, asker)
     };
     if done.segments == 0 && done.failed.is_empty() && !warn {
@@ -318,19 +424,14 @@ fn pass_now(base: &Arc<BaseDir>) {
     });
 }
 
-/// Marks the pass of a base directory done when dropped, panic or not, and queues the next one
-/// if it was asked for meanwhile.
-struct Scheduled<'a>(&'a Arc<BaseDir>);
+/// Marks the pass of a base directory done when dropped, panic or not, and wakes the writer
+/// threads waiting for it.
+struct Running<'a>(&'a Arc<BaseDir>);
 
-impl Drop for Scheduled<'_> {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock();
-        state.scheduled = false;
-        if std::mem::take(&mut state.again)
-            && let Some(asker) = state.asker.upgrade()
-        {
-            request(self.0, &mut state, &asker);
-        }
+        self.0.state.lock().running = false;
+        self.0.passed.notify_all();
     }
 }
 

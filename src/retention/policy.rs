@@ -6,7 +6,10 @@
 //! `max_age` ago, or while the segments exceed `max_bytes` or the file system has less than
 //! `min_free` bytes free, counting what was already given to removal. A protected bucket never
 //! goes, and is asked about only when it would otherwise go, so the caller can look protection
-//! up lazily. Both the recorders' pass and the offline program drive a `Plan`.
+//! up lazily: a bucket [`Protection::Kept`] is passed over and newer ones may go in its stead;
+//! a bucket [`Protection::Held`] (one whose bucket start a recorder is writing again) ends the
+//! pass, since it will be free to go in a moment and newer buckets should not go before it.
+//! Both the recorders' pass and the offline program drive a `Plan`.
 
 use std::time::{Duration, SystemTime};
 
@@ -63,6 +66,17 @@ impl Limits {
     }
 }
 
+/// Whether a bucket may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// It may go.
+    None,
+    /// It stays; newer buckets may go instead.
+    Kept,
+    /// It stays for a moment; nothing newer goes before it.
+    Held,
+}
+
 /// What becomes of a bucket offered to a [`Plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -70,7 +84,7 @@ pub enum Verdict {
     Remove,
     /// It would go, but it is protected: keep it and offer the next.
     Protected,
-    /// Neither it nor any newer bucket needs to go: stop.
+    /// Neither it nor any newer bucket goes: stop.
     Stop,
 }
 
@@ -92,6 +106,8 @@ pub struct Plan {
     excess: u64,
     /// Buckets kept because they were protected.
     protected: u64,
+    /// A held bucket ended the plan.
+    held: bool,
 }
 
 impl Plan {
@@ -102,6 +118,7 @@ impl Plan {
             now,
             excess: limits.excess(bytes, free),
             protected: 0,
+            held: false,
         }
     }
 
@@ -116,7 +133,7 @@ impl Plan {
         &mut self,
         bytes: u64,
         ended: SystemTime,
-        protected: impl FnOnce() -> bool,
+        protected: impl FnOnce() -> Protection,
     ) -> Verdict {
         let expired = !self.max_age.is_zero()
             && self
@@ -126,12 +143,25 @@ impl Plan {
         if !expired && self.excess == 0 {
             return Verdict::Stop;
         }
-        if protected() {
-            self.protected += 1;
-            return Verdict::Protected;
+        match protected() {
+            Protection::None => (),
+            Protection::Kept => {
+                self.protected += 1;
+                return Verdict::Protected;
+            }
+            Protection::Held => {
+                self.protected += 1;
+                self.held = true;
+                return Verdict::Stop;
+            }
         }
         self.excess = self.excess.saturating_sub(bytes);
         Verdict::Remove
+    }
+
+    /// Whether a held bucket stopped the plan.
+    pub fn held(&self) -> bool {
+        self.held
     }
 
     /// Once every bucket was offered (or the plan said stop): whether the size limits stay
@@ -161,7 +191,12 @@ mod tests {
         let mut offered = 0;
         for (i, &(bytes, ended, protected)) in buckets.iter().enumerate() {
             offered += 1;
-            match plan.offer(bytes, at(ended), || protected) {
+            let protection = if protected {
+                Protection::Kept
+            } else {
+                Protection::None
+            };
+            match plan.offer(bytes, at(ended), || protection) {
                 Verdict::Remove => removed.push(i),
                 Verdict::Protected => (),
                 Verdict::Stop => break,
@@ -232,10 +267,33 @@ mod tests {
             ..Limits::default()
         };
         let mut plan = Plan::new(&limits, 3 * MB, None, at(1_000));
-        assert_eq!(plan.offer(MB, at(1), || false), Verdict::Remove);
+        assert_eq!(plan.offer(MB, at(1), || Protection::None), Verdict::Remove);
         assert_eq!(
             plan.offer(MB, at(2), || panic!("asked about a bucket that stays")),
             Verdict::Stop
+        );
+    }
+
+    #[test]
+    fn a_held_bucket_ends_the_plan_before_anything_newer_goes() {
+        let limits = Limits {
+            max_bytes: MB,
+            ..Limits::default()
+        };
+        let mut plan = Plan::new(&limits, 4 * MB, None, at(1_000));
+        assert_eq!(plan.offer(MB, at(1), || Protection::None), Verdict::Remove);
+        assert_eq!(
+            plan.offer(MB, at(2), || Protection::Kept),
+            Verdict::Protected
+        );
+        assert_eq!(plan.offer(MB, at(3), || Protection::Held), Verdict::Stop);
+        assert!(plan.held());
+        assert_eq!(
+            plan.unmet(),
+            Some(Unmet {
+                excess: 2 * MB,
+                protected: 2
+            })
         );
     }
 
@@ -270,7 +328,10 @@ mod tests {
             ..Limits::default()
         };
         let mut plan = Plan::new(&limits, MB, None, at(1_000));
-        assert_eq!(plan.offer(MB, at(5_000), || false), Verdict::Stop);
+        assert_eq!(
+            plan.offer(MB, at(5_000), || Protection::None),
+            Verdict::Stop
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::index::{Bucket, BucketKey, Place, SegmentEntry};
-use super::policy::{Limits, Plan, Unmet, Verdict};
+use super::policy::{Limits, Plan, Protection, Unmet, Verdict};
 use crate::layout::{Tap, part_file_name, segment_file_name, uploaded_mark_name};
 use crate::pairing::MAX_WAIT;
 
@@ -32,6 +32,11 @@ pub trait Store {
     fn forget(&self, key: &BucketKey, files: &[SegmentEntry]);
     /// The oldest bucket left.
     fn first(&self) -> Option<BucketKey>;
+    /// Whether a recorder the store knows of is writing a file of the bucket start of `key`
+    /// (any file index, either tap).
+    fn writing(&self, _key: &BucketKey) -> bool {
+        false
+    }
 }
 
 /// What a pass did (or, in a dry run, would do).
@@ -80,7 +85,11 @@ pub fn pass(
         for bucket in batch {
             after = Some((bucket.ended, bucket.key.clone()));
             let verdict = plan.offer(bucket.bytes(), bucket.ended, || {
-                protected(base, &bucket, limits, now)
+                if store.writing(&bucket.key) {
+                    Protection::Held
+                } else {
+                    protected(base, &bucket, limits, now)
+                }
             });
             match verdict {
                 Verdict::Stop => break 'walk,
@@ -131,35 +140,35 @@ pub fn file_path(base: &Path, key: &BucketKey, file: &SegmentEntry) -> PathBuf {
         .join(segment_file_name(key.bucket_ms, file.file_index))
 }
 
-/// Whether `bucket` must stay: a half still waiting for its partner, a bucket some recorder
-/// is writing (a `.part` of it in either tap), or, when unconfirmed uploads are kept, a file
-/// not yet confirmed uploaded.
-fn protected(base: &Path, bucket: &Bucket, limits: &Limits, now: SystemTime) -> bool {
-    // A lone half is compared once its partner is published, for up to the pairing's wait.
-    if bucket.one_tap()
-        && now
-            .duration_since(bucket.ended)
-            .map_or(true, |age| age < MAX_WAIT)
-    {
-        return true;
-    }
-    // An open segment is a `.part` of its bucket, under the first index free when it was
-    // opened: at most one past the highest published.
-    let highest = bucket.files.iter().map(|f| f.file_index).max().unwrap_or(0);
+/// Whether `bucket` must stay, as the disk tells. Held while a recorder writes a file of its
+/// bucket start (a `.part` of it in either tap), so that a recorder restarting there finds the
+/// same free name for PRE and POST; kept while it is a half waiting for its partner, or, when
+/// unconfirmed uploads are kept, while a file is not yet confirmed uploaded.
+fn protected(base: &Path, bucket: &Bucket, limits: &Limits, now: SystemTime) -> Protection {
+    // A `.part` of its own name, or, for a recorder restarting in the bucket, of the first free
+    // index, at most one above the highest there was.
     for tap in [Tap::Pre, Tap::Post] {
         let dir = bucket.key.tap_dir(base, tap);
-        for index in 0..=highest + 1 {
+        for index in 0..=bucket.highest_index + 1 {
             let part = dir.join(part_file_name(&segment_file_name(
                 bucket.key.bucket_ms,
                 index,
             )));
             // When it cannot be told, it is taken to be there.
             if part.try_exists().unwrap_or(true) {
-                return true;
+                return Protection::Held;
             }
         }
     }
-    limits.keep_unuploaded
+    // A lone half is compared once its partner is published, for up to the pairing's wait.
+    if bucket.one_tap()
+        && now
+            .duration_since(bucket.ended)
+            .map_or(true, |age| age < MAX_WAIT)
+    {
+        return Protection::Kept;
+    }
+    let unconfirmed = limits.keep_unuploaded
         && bucket.files.iter().any(|f| {
             let path = file_path(base, &bucket.key, f);
             let mark = path.with_file_name(uploaded_mark_name(&segment_file_name(
@@ -168,7 +177,12 @@ fn protected(base: &Path, bucket: &Bucket, limits: &Limits, now: SystemTime) -> 
             )));
             // Neither confirmed (marked) nor gone already: it holds the bucket back.
             !mark.try_exists().unwrap_or(false) && path.try_exists().unwrap_or(true)
-        })
+        });
+    if unconfirmed {
+        Protection::Kept
+    } else {
+        Protection::None
+    }
 }
 
 /// Removes the files of `bucket`, their marks, and the directories left empty.
@@ -312,37 +326,40 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_being_written_or_unconfirmed_stays() {
+    fn a_bucket_being_written_holds_the_pass_and_an_unconfirmed_one_stays() {
         let dir = tempfile::tempdir().unwrap();
         tree(dir.path(), 3);
         let post = dir.path().join("1970-01-01/call/st/POST");
-        // A recorder restarted in bucket 0 writes its second file.
-        fs::write(post.join("segment_0-1.wav.part"), [0u8; 44]).unwrap();
+        let pre = dir.path().join("1970-01-01/call/st/PRE");
+        // POST of bucket 0 is still being written: nothing newer goes before it.
+        fs::remove_file(post.join("segment_0.wav")).unwrap();
+        fs::write(post.join("segment_0.wav.part"), [0u8; 44]).unwrap();
         let store = RefCell::new(Index::build(dir.path()).0);
         let done = pass(dir.path(), &limits(4_000), &store, false, SystemTime::now());
-        assert_eq!(done.segments, 2, "bucket 5000 goes, 0 stays");
-        assert!(post.join("segment_0.wav").exists());
-        assert!(!post.join("segment_5000.wav").exists());
-        assert_eq!(done.unmet, None);
-        let done = pass(dir.path(), &limits(1), &store, false, SystemTime::now());
-        assert_eq!(done.segments, 2, "bucket 10000 goes, 0 stays");
+        assert_eq!(done.segments, 0);
         assert_eq!(
             done.unmet,
             Some(Unmet {
-                excess: 1_999,
+                excess: 1_000,
                 protected: 1
             })
         );
-        // With uploads, a bucket goes only once each file is confirmed (or gone).
-        fs::remove_file(post.join("segment_0-1.wav.part")).unwrap();
+        // Published: its PRE goes (the POST was never indexed).
+        fs::remove_file(post.join("segment_0.wav.part")).unwrap();
+        let done = pass(dir.path(), &limits(4_000), &store, false, SystemTime::now());
+        assert_eq!((done.segments, done.unmet), (1, None));
+        assert!(!pre.join("segment_0.wav").exists());
+        // With uploads, a bucket goes only once each file is confirmed (or gone), and newer
+        // ones go in its stead.
         let keep = Limits {
             keep_unuploaded: true,
             ..limits(1)
         };
         let done = pass(dir.path(), &keep, &store, false, SystemTime::now());
         assert_eq!(done.segments, 0);
-        fs::write(post.join("segment_0.wav.uploaded"), "x  y\n").unwrap();
-        fs::remove_file(dir.path().join("1970-01-01/call/st/PRE/segment_0.wav")).unwrap();
+        assert_eq!(done.unmet.unwrap().protected, 2);
+        fs::write(pre.join("segment_10000.wav.uploaded"), "x  y\n").unwrap();
+        fs::remove_file(post.join("segment_10000.wav")).unwrap();
         let done = pass(dir.path(), &keep, &store, false, SystemTime::now());
         assert_eq!(
             (done.segments, done.bytes),
@@ -350,7 +367,47 @@ mod tests {
             "{:?}",
             done.removed
         );
-        assert!(!post.join("segment_0.wav.uploaded").exists());
+        assert!(!pre.join("segment_10000.wav.uploaded").exists());
+        assert!(pre.join("segment_5000.wav").exists());
+    }
+
+    #[test]
+    fn a_further_file_of_a_bucket_goes_on_its_own_once_none_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), 2);
+        let post = dir.path().join("1970-01-01/call/st/POST");
+        let pre = dir.path().join("1970-01-01/call/st/PRE");
+        for tap in [&pre, &post] {
+            fs::write(tap.join("segment_0-1.wav"), [0u8; 1_000]).unwrap();
+        }
+        // A recorder restarted in bucket 0 writes its third file: until it is done, no file
+        // of bucket 0 goes (its other tap must find the same free name), nor anything newer.
+        fs::write(post.join("segment_0-2.wav.part"), [0u8; 44]).unwrap();
+        let store = RefCell::new(Index::build(dir.path()).0);
+        let done = pass(dir.path(), &limits(2_100), &store, false, SystemTime::now());
+        assert_eq!(done.segments, 0);
+        fs::rename(
+            post.join("segment_0-2.wav.part"),
+            post.join("segment_0-2.wav"),
+        )
+        .unwrap();
+        let first = store.borrow().first().unwrap().clone();
+        store.borrow_mut().add(
+            BucketKey {
+                file_index: 2,
+                ..first
+            },
+            Tap::Post,
+            2,
+            44,
+            SystemTime::now(),
+        );
+        let done = pass(dir.path(), &limits(2_100), &store, false, SystemTime::now());
+        // Index 0 and 1 are buckets of their own, removed oldest first.
+        assert_eq!(done.segments, 4, "{:?}", done.removed);
+        assert!(!pre.join("segment_0.wav").exists());
+        assert!(!post.join("segment_5000.wav").exists());
+        assert!(pre.join("segment_0-1.wav").exists());
     }
 
     #[test]

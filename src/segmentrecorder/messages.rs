@@ -44,7 +44,10 @@ impl SegmentRecorder {
     /// Called on a writer thread for each segment opened, written or given up.
     pub(super) fn report(&self, report: Report) {
         match report {
-            Report::Opened(o) => self.post(opened_structure(&o)),
+            Report::Opened(o) => {
+                self.retention_writing(Some(&o.location));
+                self.post(opened_structure(&o));
+            }
             Report::Written(w) => {
                 gst::debug!(
                     CAT,
@@ -95,6 +98,7 @@ impl SegmentRecorder {
                 error,
                 kept,
             } => {
+                self.retention_writing(None);
                 let what = match &kept {
                     None => "the segment is lost".to_owned(),
                     Some((file, samples)) => format!(

@@ -15,42 +15,38 @@ use crate::retention::{self, Limits, Member, Removal};
 pub const SEGMENTS_REMOVED: &str = "segmentrecorder-segments-removed";
 
 impl SegmentRecorder {
-    /// Joins the retention of `base_dir` with `limits`, unless they are all off.
+    /// Joins the retention of `base_dir` with `limits` (also when they are all off: the
+    /// limits other recorders of the directory set apply to this one's segments too).
     pub(super) fn join_retention(
         &self,
         limits: Limits,
         base_dir: &Path,
     ) -> Result<(), gst::ErrorMessage> {
-        let member = if limits.is_off() {
-            None
-        } else {
-            let weak = self.obj().downgrade();
-            let member = retention::join(base_dir, limits, move |removal| {
-                if let Some(obj) = weak.upgrade() {
-                    obj.imp().removed(removal);
-                }
-            })
-            .map_err(|e| {
-                gst::error_msg!(
-                    gst::CoreError::Thread,
-                    (
-                        "Cannot keep the retention of base-dir '{}': {}",
-                        base_dir.display(),
-                        e
-                    )
+        let weak = self.obj().downgrade();
+        let member = retention::join(base_dir, limits, move |removal| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().removed(removal);
+            }
+        })
+        .map_err(|e| {
+            gst::error_msg!(
+                gst::CoreError::Thread,
+                (
+                    "Cannot keep the retention of base-dir '{}': {}",
+                    base_dir.display(),
+                    e
                 )
-            })?;
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Retention of {} with {:?}; the base directory's limits are now {:?}",
-                base_dir.display(),
-                limits,
-                member.limits()
-            );
-            Some(member)
-        };
-        *lock(&self.retention) = member;
+            )
+        })?;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Retention of {} with {:?}; the base directory's limits are now {:?}",
+            base_dir.display(),
+            limits,
+            member.limits()
+        );
+        *lock(&self.retention) = Some(member);
         Ok(())
     }
 
@@ -59,6 +55,16 @@ impl SegmentRecorder {
         let member = lock(&self.retention).clone();
         if let Some(member) = member {
             member.published(location);
+        }
+    }
+
+    /// Called on a writer thread for each segment opened (`Some`) and given up (`None`).
+    pub(super) fn retention_writing(&self, opened: Option<&Path>) {
+        let member = lock(&self.retention).clone();
+        match (member, opened) {
+            (Some(member), Some(location)) => member.opened(location),
+            (Some(member), None) => member.closed(),
+            (None, _) => (),
         }
     }
 
