@@ -499,3 +499,87 @@ impl Store for Offline {
         self.0.borrow().first().cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_bytes(max_bytes: u64) -> Limits {
+        Limits {
+            max_bytes,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn recorders_of_one_directory_share_the_strictest_limits_until_they_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let a = join(dir.path(), max_bytes(10_000), |_| ()).unwrap();
+        // The same directory, named another way.
+        let b = join(
+            &dir.path().join("."),
+            Limits {
+                min_free: 1,
+                ..max_bytes(5_000)
+            },
+            |_| (),
+        )
+        .unwrap();
+        let unlimited = join(dir.path(), Limits::default(), |_| ()).unwrap();
+        let elsewhere = join(other.path(), max_bytes(1), |_| ()).unwrap();
+        let shared = Limits {
+            min_free: 1,
+            ..max_bytes(5_000)
+        };
+        assert_eq!(a.limits(), shared);
+        assert_eq!(unlimited.limits(), shared);
+        assert_eq!(elsewhere.limits(), max_bytes(1));
+        drop(b);
+        assert_eq!(a.limits(), max_bytes(10_000));
+        drop(a);
+        assert!(unlimited.limits().is_off());
+    }
+
+    #[test]
+    fn a_segment_published_is_counted_and_one_beyond_the_limit_removes_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let removals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let told = removals.clone();
+        let member = join(dir.path(), max_bytes(2_500), move |r: Removal| {
+            told.lock()
+                .unwrap()
+                .push((r.segments, r.bytes, r.oldest_kept_ms));
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while member.base.state.lock().index.is_none() {
+            assert!(Instant::now() < deadline, "index never built");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let publish = |bucket: u64| {
+            for tap in ["PRE", "POST"] {
+                let tap = dir.path().join("1970-01-01/c/s").join(tap);
+                fs::create_dir_all(&tap).unwrap();
+                let file = tap.join(format!("segment_{bucket}.wav"));
+                fs::write(&file, [0u8; 1_000]).unwrap();
+                member.published(&file);
+            }
+        };
+        publish(0);
+        assert!(removals.lock().unwrap().is_empty());
+        publish(5_000);
+        // 4,000 bytes: bucket 0 goes, on this thread, before `published` returns.
+        assert_eq!(*removals.lock().unwrap(), [(2, 2_000, Some(5_000))]);
+        assert_eq!(member.counters.segments.load(Ordering::Relaxed), 2);
+        assert!(!dir.path().join("1970-01-01/c/s/PRE/segment_0.wav").exists());
+        // A segment outside the layout is not counted.
+        let stray = dir.path().join("notes.wav");
+        fs::write(&stray, [0u8; 5_000]).unwrap();
+        member.published(&stray);
+        assert_eq!(
+            member.base.state.lock().index.as_ref().unwrap().bytes(),
+            2_000
+        );
+    }
+}
