@@ -1,6 +1,6 @@
 //! Mutexes that know their place in the crate's lock order, and check it.
 //!
-//! Every lock of the element, the writer, the uploader and the pool has a [`Level`]. A thread may take a lock
+//! Every lock of the element, the writer, the uploader, retention and the pool has a [`Level`]. A thread may take a lock
 //! only while every lock it holds has a lower level, so two threads can never wait for each
 //! other's locks. In debug builds (every test run) each thread keeps the levels it holds and
 //! taking a lock out of order panics at once, naming both locks, instead of deadlocking once in

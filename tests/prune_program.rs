@@ -61,8 +61,38 @@ fn listed(stdout: &str, prefix: &str) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// Aborts the test process if the test holding it has not finished within its limit: a test
+/// that hangs (a pass that never ends, a wait that is never released) fails instead.
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn start(test: &'static str) -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while std::time::Instant::now() < deadline {
+                if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("watchdog: {test} has not finished in 120 s");
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn a_dry_run_lists_exactly_what_a_run_removes() {
+    let _watchdog = Watchdog::start("a_dry_run_lists_exactly_what_a_run_removes");
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     record(base, "call", 30);
@@ -127,6 +157,8 @@ fn a_dry_run_lists_exactly_what_a_run_removes() {
 
 #[test]
 fn an_age_removes_old_buckets_and_uploaded_only_keeps_the_unconfirmed() {
+    let _watchdog =
+        Watchdog::start("an_age_removes_old_buckets_and_uploaded_only_keeps_the_unconfirmed");
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     record(base, "old", 10);
@@ -173,6 +205,7 @@ fn an_age_removes_old_buckets_and_uploaded_only_keeps_the_unconfirmed() {
 
 #[test]
 fn bad_input_gets_the_usage_and_status_2_and_removes_nothing() {
+    let _watchdog = Watchdog::start("bad_input_gets_the_usage_and_status_2_and_removes_nothing");
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path();
     record(base, "call", 10);

@@ -217,8 +217,39 @@ impl Sampler {
     }
 }
 
+/// Aborts the test process if the test holding it has not finished within its limit: a test
+/// that hangs (a pass that never ends, a wait that is never released) fails instead.
+struct Watchdog(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn start(test: &'static str) -> Watchdog {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+            while std::time::Instant::now() < deadline {
+                if seen.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("watchdog: {test} has not finished in 180 s");
+            std::process::abort();
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn a_small_disk_stays_within_the_limit_while_four_recorders_record_minutes() {
+    let _watchdog =
+        Watchdog::start("a_small_disk_stays_within_the_limit_while_four_recorders_record_minutes");
     init();
     // 12 MiB of tmpfs; the four recorders write 23 MB in all, the limit is 4 MB.
     let Some(disk) = SmallDisk::mount("12m") else {
@@ -300,6 +331,7 @@ fn a_small_disk_stays_within_the_limit_while_four_recorders_record_minutes() {
 
 #[test]
 fn only_recent_buckets_remain_under_a_short_age_in_running_time() {
+    let _watchdog = Watchdog::start("only_recent_buckets_remain_under_a_short_age_in_running_time");
     init();
     let dir = tempfile::tempdir().unwrap();
     // Bucket names in running time are ms from the start of the stream (1970-01-01 as UTC):
@@ -345,6 +377,8 @@ fn only_recent_buckets_remain_under_a_short_age_in_running_time() {
 
 #[test]
 fn recorders_sharing_a_base_dir_share_the_strictest_limit_while_they_run() {
+    let _watchdog =
+        Watchdog::start("recorders_sharing_a_base_dir_share_the_strictest_limit_while_they_run");
     init();
     let dir = tempfile::tempdir().unwrap();
     // One names the directory another way: it is the same directory.
@@ -411,6 +445,9 @@ fn recorders_sharing_a_base_dir_share_the_strictest_limit_while_they_run() {
 
 #[test]
 fn a_recorder_restarting_in_its_bucket_keeps_the_newest_files_and_loses_nothing() {
+    let _watchdog = Watchdog::start(
+        "a_recorder_restarting_in_its_bucket_keeps_the_newest_files_and_loses_nothing",
+    );
     init();
     let dir = tempfile::tempdir().unwrap();
     let limit = 6 * SEGMENT;

@@ -2,8 +2,8 @@
 //! space of their file system by removing the oldest buckets, PRE and POST together.
 //!
 //! Recorders of one process that record into one base directory (the same directory, however
-//! its path is spelt: they are told apart by its canonical path) share one [`BaseDir`]: one
-//! [`index`] of its segments and one policy, whose every limit is the strictest that any of them
+//! its path is spelt: they are told apart by its canonical path) share one base directory's
+//! state: one [`index`] of its segments and one policy, whose every limit is the strictest that any of them
 //! sets ([`Limits::strictest`]). A recorder joins it when it starts ([`join`]) and leaves it when
 //! its [`Member`] is dropped.
 //!
