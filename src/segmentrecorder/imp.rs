@@ -397,11 +397,6 @@ impl BaseSinkImpl for SegmentRecorder {
 
         #[cfg(feature = "s3")]
         self.start_uploads(&settings, base_dir)?;
-        #[cfg(feature = "s3")]
-        let uploads = self.uploads().is_some();
-        #[cfg(not(feature = "s3"))]
-        let uploads = false;
-        self.join_retention(settings.retention_limits(uploads), base_dir)?;
         if settings.pair_analysis {
             crate::pairing::ensure_threads().map_err(|e| {
                 gst::error_msg!(
@@ -431,6 +426,11 @@ impl BaseSinkImpl for SegmentRecorder {
                 ("Cannot start the writer threads: {}", e)
             )
         })?;
+        #[cfg(feature = "s3")]
+        let uploads = self.uploads().is_some();
+        #[cfg(not(feature = "s3"))]
+        let uploads = false;
+        self.join_retention(settings.retention_limits(uploads), base_dir)?;
         let state = State::new(settings, recording, identity);
         gst::info!(
             CAT,

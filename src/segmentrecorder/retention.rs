@@ -23,21 +23,31 @@ impl SegmentRecorder {
         base_dir: &Path,
     ) -> Result<(), gst::ErrorMessage> {
         let weak = self.obj().downgrade();
-        let member = retention::join(base_dir, limits, move |removal| {
+        let joined = retention::join(base_dir, limits, move |removal| {
             if let Some(obj) = weak.upgrade() {
                 obj.imp().removed(removal);
             }
-        })
-        .map_err(|e| {
-            gst::error_msg!(
-                gst::CoreError::Thread,
-                (
-                    "Cannot keep the retention of base-dir '{}': {}",
-                    base_dir.display(),
-                    e
-                )
-            )
-        })?;
+        });
+        let member = match joined {
+            Ok(member) => member,
+            // Without a limit of its own, the recorder records all the same; only another
+            // recorder's retention will not know of its segments.
+            Err(e) if limits.is_off() => {
+                gst::warning!(CAT, imp = self, "Not taking part in retention: {e}");
+                *lock(&self.retention) = None;
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(gst::error_msg!(
+                    gst::CoreError::Thread,
+                    (
+                        "Cannot keep the retention of base-dir '{}': {}",
+                        base_dir.display(),
+                        e
+                    )
+                ));
+            }
+        };
         gst::debug!(
             CAT,
             imp = self,
