@@ -129,15 +129,24 @@ struct Shared {
     asker: Weak<Member>,
     /// The limits were found unmet and that was told.
     warned: bool,
+    /// The strictest of the members' limits, kept as they join and leave: a segment published
+    /// does not look at every recorder.
+    strictest: Limits,
 }
 
 impl Shared {
     fn limits(&self) -> Limits {
-        self.members
+        self.strictest
+    }
+
+    /// The strictest limits again, after a member joined or left.
+    fn members_changed(&mut self) {
+        self.strictest = self
+            .members
             .iter()
             .map(|(_, limits, _)| *limits)
             .reduce(Limits::strictest)
-            .unwrap_or_default()
+            .unwrap_or_default();
     }
 
     /// Whether the segments published so far may call for removals.
@@ -234,6 +243,7 @@ pub fn join(
         state
             .members
             .push((member.id, limits, Arc::downgrade(&member)));
+        state.members_changed();
         if limits.is_off() {
             false
         } else if state.index.is_none() && !state.building {
@@ -351,6 +361,7 @@ impl Drop for Member {
     fn drop(&mut self) {
         let mut state = self.base.state.lock();
         state.members.retain(|(id, _, _)| *id != self.id);
+        state.members_changed();
         state.set_writing(self.id, None);
     }
 }

@@ -2,7 +2,7 @@
 //! stream's timeline ([`super::stream`]) and hands the resulting steps to the [`writer`]; it
 //! never opens a file. Settings live in [`super::settings`], running time ↔ UTC in
 //! [`super::clock`], bus messages and statistics in [`super::messages`], call boundaries in
-//! [`super::call`] and uploads in `super::upload`.
+//! [`super::call`], retention in [`super::retention`] and uploads in `super::upload`.
 
 /**
  * SECTION:element-segmentrecorder
@@ -78,8 +78,8 @@ pub struct SegmentRecorder {
     /// from; outside `state`, for the writer threads.
     #[cfg(feature = "s3")]
     pub(super) uploads: OrderedMutex<Option<(Arc<crate::uploader::Uploads>, std::path::PathBuf)>>,
-    /// This recorder's place in the retention of its base directory, while it records with a
-    /// limit; outside `state`, for the writer threads.
+    /// This recorder's place in the retention of its base directory, while it records (with a
+    /// limit of its own or not); outside `state`, for the writer threads.
     pub(super) retention: OrderedMutex<Option<Arc<crate::retention::Member>>>,
 }
 
