@@ -392,4 +392,42 @@ mod tests {
         assert!(errors.is_empty());
         assert_eq!((index.bytes(), index.files(), index.buckets()), (180, 3, 2));
     }
+
+    #[test]
+    fn files_vanishing_during_the_walk_are_left_out_never_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for trace in 0..20 {
+            let tap = dir.path().join(format!("1970-01-01/c{trace}/s/PRE"));
+            fs::create_dir_all(&tap).unwrap();
+            for b in 0..50 {
+                let file = tap.join(format!("segment_{}.wav", b * 5_000));
+                fs::write(&file, [0u8; 100]).unwrap();
+                files.push(file);
+            }
+        }
+        // Every other call's directory goes while the walk runs, file by file, then whole.
+        let remover = {
+            let dir = dir.path().to_owned();
+            std::thread::spawn(move || {
+                for (i, file) in files.iter().enumerate() {
+                    if (i / 50) % 2 == 0 {
+                        let _ = fs::remove_file(file);
+                    }
+                }
+                for trace in (0..20).step_by(2) {
+                    let _ = fs::remove_dir_all(dir.join(format!("1970-01-01/c{trace}")));
+                }
+            })
+        };
+        let (index, errors) = Index::build(dir.path());
+        remover.join().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The calls left alone are all there, the others in part at most, each file once.
+        assert!((500..=1_000).contains(&index.files()), "{}", index.files());
+        assert_eq!(index.bytes(), index.files() * 100);
+        assert_eq!(index.buckets() as u64, index.files());
+        let (again, _) = Index::build(dir.path());
+        assert_eq!(again.files(), 500);
+    }
 }
