@@ -499,3 +499,50 @@ fn a_recorder_restarting_in_its_bucket_keeps_the_newest_files_and_loses_nothing(
     }
     assert_eq!(usage(dir.path()).1, usage(dir.path()).0, "no .part left");
 }
+
+#[test]
+fn a_gst_launch_pipeline_keeps_the_newest_pairs_within_the_limit() {
+    let _watchdog =
+        Watchdog::start("a_gst_launch_pipeline_keeps_the_newest_pairs_within_the_limit");
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("rec");
+    let base_arg = base.to_str().unwrap();
+    // 30 s of PRE and POST: 12 files of 160,044 bytes; 800,000 bytes leave the last 4.
+    let recorder = |tap: &str| {
+        format!(
+            "segmentrecorder base-dir={base_arg} trace-id=call station-key=stt tap={tap} \
+             timestamp-mode=running-time retention-max-bytes=800000"
+        )
+    };
+    let pipeline = format!(
+        "audiotestsrc num-buffers=1500 samplesperbuffer=320 \
+         ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! tee name=t \
+         t. ! queue ! {} t. ! queue ! volume volume=0.5 ! {}",
+        recorder("PRE"),
+        recorder("POST")
+    );
+    let out = launch(&pipeline, &dir.path().join("registry.bin"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_disk = buckets_on_disk(&base);
+    for tap in ["PRE", "POST"] {
+        assert_eq!(
+            on_disk[&("call".to_owned(), tap.to_owned())],
+            BTreeSet::from([20_000, 25_000]),
+            "{tap}"
+        );
+    }
+    assert!(usage(&base).0 <= 800_000);
+    // POST is PRE at half volume, sample for sample: the pairs left are each other's.
+    for bucket in [20_000, 25_000] {
+        let name = format!("1970-01-01/call/stt/{{}}/segment_{bucket}.wav");
+        let pre = read_wav(&base.join(name.replace("{}", "PRE"))).0;
+        let post = read_wav(&base.join(name.replace("{}", "POST"))).0;
+        assert_eq!(pre.len(), 80_000);
+        assert!(pre.iter().zip(&post).all(|(a, b)| (*a / 2 - *b).abs() <= 1));
+    }
+}
