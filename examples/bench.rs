@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--streams S] [--seconds T] [--dir DIR] [--quick]
-//!     [--only throughput|cost|isolation|scale|pairs] [--readme README.md]
+//!     [--only throughput|cost|isolation|scale|pairs|retention] [--readme README.md]
 //! ```
 //!
 //! 1. Throughput: S streams × T seconds of 16 kHz mono in 20 ms buffers, pushed as fast as
@@ -19,6 +19,8 @@
 //!    measurement and against reading the two files; then N recorders in PRE/POST pairs fed in
 //!    real time with `pair-analysis` on and off (and N fakesinks): what comparing every pair adds
 //!    to a recorder's CPU.
+//! 6. Retention: the same with N recorders in PRE/POST pairs writing 500 ms segments, without
+//!    and with a `retention-max-bytes` that makes them remove a pair per segment written.
 //!
 //! It prints each part's markdown table as it is measured, then the verdicts against the
 //! targets. With `--readme FILE` it also writes all of it into FILE between the lines
@@ -1092,6 +1094,12 @@ fn main() {
         scale_child(&args[2], n, seconds, Path::new(&args[5]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--retention-child") {
+        let n = args[3].parse().expect("N");
+        let seconds = args[4].parse().expect("seconds");
+        retention_child(&args[2] == "on", n, seconds, Path::new(&args[5]));
+        return;
+    }
     let o = options();
     init();
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
@@ -1166,7 +1174,28 @@ fn main() {
         part(p.markdown());
         report.pairs = Some(p);
     }
-    part(format!("Against the targets:\n\n{}", report.verdicts()));
+    let mut retention_rows = Vec::new();
+    if run("retention") {
+        retention_rows = retention_scale(&o);
+        part(format!(
+            "**Retention**: N recorders in PRE/POST pairs writing {} ms segments, fed in real time \
+             for {} s as in Scale, each run in a fresh process, {} runs without retention and {} \
+             with it alternating, the least CPU of each kept; `retention-max-bytes` lets two \
+             segments per recorder stay, so that every segment written after the first second \
+             removes one. The last column is the CPU with retention over the CPU without, \
+             measured in the same run.\n\n{}",
+            RETENTION_SEGMENT_MS,
+            o.scale_seconds.max(3),
+            RETENTION_ROUNDS,
+            RETENTION_ROUNDS,
+            retention_markdown(&retention_rows)
+        ));
+    }
+    part(format!(
+        "Against the targets:\n\n{}{}",
+        report.verdicts(),
+        retention_verdict(&retention_rows)
+    ));
     if let Some(readme) = &o.readme {
         if let Err(e) = write_readme(readme, &text) {
             eprintln!("{e}");
@@ -1174,4 +1203,163 @@ fn main() {
         }
         println!("\nwrote the results into {}", readme.display());
     }
+}
+
+/// Segment length of the retention part: short, so that a few seconds remove many.
+const RETENTION_SEGMENT_MS: u64 = 500;
+/// Runs without and with retention, alternating, of each N.
+const RETENTION_ROUNDS: usize = 3;
+/// CPU per recorder with retention, relative to without, at most this much.
+const TARGET_RETENTION_CPU: f64 = 1.1;
+
+/// In a child process: N recorders in PRE/POST pairs fed in real time, with retention `on` or
+/// off; prints one line: CPU seconds, wall seconds, segments written and removed.
+fn retention_child(on: bool, n: usize, seconds: u64, dir: &Path) {
+    init();
+    let segment_bytes = 44 + RATE * 2 * RETENTION_SEGMENT_MS / 1_000;
+    let mut elements: Vec<(gst::Element, gst_check::Harness)> = (0..n)
+        .map(|i| {
+            let element = recorder(dir, &format!("retention{}", i / 2));
+            element.set_property_from_str("tap", if i % 2 == 0 { "PRE" } else { "POST" });
+            element.set_property("segment-duration", RETENTION_SEGMENT_MS * 1_000_000);
+            // Its cost is another part's: only retention differs between the two runs.
+            element.set_property("pair-analysis", false);
+            if on {
+                element.set_property("retention-max-bytes", 2 * n as u64 * segment_bytes);
+            }
+            let mut h = gst_check::Harness::with_element(&element, Some("sink"), None);
+            h.set_src_caps_str(CAPS);
+            h.play();
+            (element, h)
+        })
+        .collect();
+    let data = vec![1u8; BUFFER_SAMPLES * 2];
+    let rounds = seconds * 50;
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    for round in 0..rounds {
+        for (_, h) in elements.iter_mut() {
+            let mut b = gst::Buffer::from_slice(data.clone());
+            b.get_mut()
+                .expect("writable")
+                .set_pts(gst::ClockTime::from_mseconds(round * 20));
+            h.push(b).expect("push");
+        }
+        let due = t0 + Duration::from_millis((round + 1) * 20);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
+    let (mut written, mut removed) = (0, 0);
+    for (element, h) in elements.iter_mut() {
+        h.push_event(gst::event::Eos::new());
+        let stats = element.property::<gst::Structure>("recording-stats");
+        written += stats.get::<u64>("segments-written").unwrap_or(0);
+        removed += stats.get::<u64>("retention-segments-removed").unwrap_or(0);
+    }
+    println!(
+        "retention {} {} {written} {removed}",
+        cpu.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+}
+
+/// One N of the retention part: CPU per recorder (% of a core) without and with retention,
+/// and what was written and removed with it.
+struct RetentionRow {
+    n: usize,
+    cpu_off: f64,
+    cpu_on: f64,
+    written: f64,
+    removed: f64,
+}
+
+fn retention_scale(o: &Options) -> Vec<RetentionRow> {
+    let exe = std::env::current_exe().expect("own path");
+    let seconds = o.scale_seconds.max(3);
+    let run = |on: &str, n: usize| -> Vec<f64> {
+        let dir = o.dir.join(format!("retention-{on}-{n}"));
+        let out = Command::new(&exe)
+            .args([
+                "--retention-child",
+                on,
+                &n.to_string(),
+                &seconds.to_string(),
+            ])
+            .arg(&dir)
+            .output()
+            .expect("child");
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("retention "))
+            .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
+        line.split_whitespace()
+            .map(|v| v.parse().expect("number"))
+            .collect()
+    };
+    o.scale
+        .iter()
+        .map(|&n| {
+            let n = n - n % 2;
+            // Off, on, off, on, …: the machine's drift falls on both alike, and the least
+            // disturbed run of each (the least CPU) is kept, as other processes only add to it.
+            let (mut off, mut on) = (Vec::new(), Vec::new());
+            for _ in 0..RETENTION_ROUNDS {
+                off.push(run("off", n));
+                on.push(run("on", n));
+            }
+            let per_core = |runs: &[Vec<f64>]| {
+                runs.iter()
+                    .map(|m| m[0] / m[1] / n as f64 * 100.0)
+                    .fold(f64::MAX, f64::min)
+            };
+            RetentionRow {
+                n,
+                cpu_off: per_core(&off),
+                cpu_on: per_core(&on),
+                written: on.iter().map(|m| m[2]).sum::<f64>() / on.len() as f64,
+                removed: on.iter().map(|m| m[3]).sum::<f64>() / on.len() as f64,
+            }
+        })
+        .collect()
+}
+
+fn retention_markdown(rows: &[RetentionRow]) -> String {
+    let mut out = String::from(
+        "| N | CPU per recorder, % of a core: without retention | with | segments written | \
+         removed by retention | with ÷ without |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {:.3} | {:.3} | {} | {} | {:.2}× |\n",
+            thousands(r.n as u64),
+            r.cpu_off,
+            r.cpu_on,
+            thousands(r.written as u64),
+            thousands(r.removed as u64),
+            r.cpu_on / r.cpu_off
+        );
+    }
+    out
+}
+
+fn retention_verdict(rows: &[RetentionRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let each = rows
+        .iter()
+        .map(|r| {
+            let ratio = r.cpu_on / r.cpu_off;
+            format!(
+                "{} at N = {} ({ratio:.2}×)",
+                met(ratio <= TARGET_RETENTION_CPU),
+                thousands(r.n as u64)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("- Retention: CPU per recorder ≤ {TARGET_RETENTION_CPU}× without it: {each}.\n")
 }

@@ -8,8 +8,9 @@
 //! [`timeline`] the sample ↔ time arithmetic, [`writer`] the process-wide file writer; they, the
 //! uploader and the offline tools share one [`layout`] of the files on disk. [`rebuild`] joins a
 //! tap's segments back into one recording; [`pair`] compares a bucket's PRE and POST segments
-//! (delay, likeness, gain of the stage between them); with the `s3` feature, `uploader` sends
-//! finished segments to object storage.
+//! (delay, likeness, gain of the stage between them); [`retention`] keeps a base directory
+//! within its size, age and free-space limits; with the `s3` feature, `uploader` sends finished
+//! segments to object storage.
 
 use gst::glib;
 
@@ -21,6 +22,7 @@ pub mod pair_walk;
 pub mod pairing;
 mod pool;
 pub mod rebuild;
+pub mod retention;
 pub mod segmentrecorder;
 pub mod timeline;
 #[cfg(feature = "s3")]
@@ -28,8 +30,8 @@ pub mod uploader;
 pub mod writer;
 
 pub use segmentrecorder::{
-    CALL_EVENT, PAIR, SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED,
-    call_event,
+    CALL_EVENT, PAIR, SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SEGMENTS_REMOVED,
+    SOUND_RETURNED, call_event,
 };
 #[cfg(feature = "s3")]
 pub use segmentrecorder::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};

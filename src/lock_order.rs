@@ -1,6 +1,6 @@
 //! Mutexes that know their place in the crate's lock order, and check it.
 //!
-//! Every lock of the element, the writer, the uploader and the pool has a [`Level`]. A thread may take a lock
+//! Every lock of the element, the writer, the uploader, retention and the pool has a [`Level`]. A thread may take a lock
 //! only while every lock it holds has a lower level, so two threads can never wait for each
 //! other's locks. In debug builds (every test run) each thread keeps the levels it holds and
 //! taking a lock out of order panics at once, naming both locks, instead of deadlocking once in
@@ -28,12 +28,18 @@ pub enum Level {
     /// An element's connection to the uploader.
     #[cfg(feature = "s3")]
     ElementUploads,
+    /// An element's place in the retention of its base directory.
+    ElementRetention,
     /// The PRE and POST halves waiting for their partner, process-wide.
     Pairs,
     /// What each stage did in its last pair, for its alarms.
     PairStages,
     /// The files that pairs still need, with the content of those removed meanwhile.
     PairFiles,
+    /// The base directories with recorders that keep a retention, process-wide.
+    RetentionBases,
+    /// A base directory's index of segments and its retention passes.
+    RetentionIndex,
     /// A recording's open files, held by the one writer thread serving it.
     WriterFiles,
     /// A recording's queue of commands.

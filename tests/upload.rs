@@ -1021,3 +1021,92 @@ fn a_leftover_link_of_a_published_segment_is_not_published_or_uploaded_twice() {
     assert_eq!(samples_of_wav(&object), expected_bucket(0, 5 * 16_000));
     assert!(get(endpoint, &format!("{prefix}/segment_0-1.wav")).is_none());
 }
+
+#[test]
+fn retention_removes_only_confirmed_segments_while_the_server_is_down_and_says_so() {
+    if shared().is_none() {
+        return;
+    }
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::new(&dir.path().join("server"));
+    let base = dir.path().join("rec");
+    let segment = 44 + 160_000u64;
+    let mut taps: Vec<(gst::Element, gst_check::Harness, gst::Bus)> = ["PRE", "POST"]
+        .iter()
+        .map(|tap| {
+            let element = recorder(&base, "call-ret", "stt", tap);
+            element.set_property("upload-location", format!("s3://{BUCKET}/ret"));
+            element.set_property("upload-endpoint", server.endpoint());
+            element.set_property("upload-access-key", KEY);
+            element.set_property("upload-secret-key", SECRET);
+            element.set_property("upload-keep-local", true);
+            element.set_property("retention-max-bytes", 4 * segment);
+            let (h, bus) = harness(&element, CAPS_16K);
+            (element, h, bus)
+        })
+        .collect();
+    let push =
+        |taps: &mut Vec<(gst::Element, gst_check::Harness, gst::Bus)>, from: u64, to: u64| {
+            for first in (from * 16_000..to * 16_000).step_by(1_600) {
+                for (_, h, _) in taps.iter_mut() {
+                    let pts = gst::ClockTime::from_nseconds(first * 62_500);
+                    h.push(buffer(first, 1_600, Some(pts), 16_000)).unwrap();
+                }
+                // Five times real time: passes go on for seconds while the limit is unmet.
+                thread::sleep(Duration::from_millis(20));
+            }
+        };
+    // Up: buckets 0 to 10000 of both taps are uploaded and confirmed, kept local.
+    let mut child = server.start();
+    push(&mut taps, 0, 16);
+    wait_for("the first uploads", 60, || {
+        taps.iter().map(|t| stat(&t.0, "uploads-done")).sum::<u64>() == 6
+    });
+    // Down: nothing more is confirmed.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    push(&mut taps, 16, 70);
+    let mut messages = Vec::new();
+    let mut written = Vec::new();
+    for (_, h, bus) in taps.iter_mut() {
+        assert!(h.push_event(gst::event::Eos::new()));
+        let m: Vec<gst::Message> = std::iter::from_fn(|| bus.pop()).collect();
+        written.extend(
+            element_messages(&m, gstsegmentrecorder::SEGMENT_WRITTEN)
+                .iter()
+                .map(|s| PathBuf::from(s.get::<String>("location").unwrap())),
+        );
+        messages.extend(m);
+    }
+    assert_eq!(written.len(), 28);
+    // The confirmed ones went, with their marks; every unconfirmed one is there.
+    for location in &written {
+        let bucket = bucket_ms(location);
+        let mark = location.with_file_name(format!(
+            "{}.uploaded",
+            location.file_name().unwrap().to_string_lossy()
+        ));
+        if bucket <= 10_000 {
+            assert!(
+                !location.exists() && !mark.exists(),
+                "{}",
+                location.display()
+            );
+        } else {
+            assert!(location.exists(), "{}", location.display());
+        }
+    }
+    let removed: u64 = element_messages(&messages, gstsegmentrecorder::SEGMENTS_REMOVED)
+        .iter()
+        .map(|s| s.get::<u64>("segments").unwrap())
+        .sum();
+    assert_eq!(removed, 6);
+    let texts = warning_texts(&messages);
+    let retention: Vec<_> = texts
+        .iter()
+        .filter(|t| t.starts_with("Retention cannot keep"))
+        .collect();
+    assert_eq!(retention.len(), 1, "{texts:?}");
+    assert!(retention[0].contains("protected"), "{}", retention[0]);
+}

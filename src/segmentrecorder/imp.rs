@@ -2,7 +2,7 @@
 //! stream's timeline ([`super::stream`]) and hands the resulting steps to the [`writer`]; it
 //! never opens a file. Settings live in [`super::settings`], running time ↔ UTC in
 //! [`super::clock`], bus messages and statistics in [`super::messages`], call boundaries in
-//! [`super::call`] and uploads in `super::upload`.
+//! [`super::call`], retention in [`super::retention`] and uploads in `super::upload`.
 
 /**
  * SECTION:element-segmentrecorder
@@ -58,7 +58,7 @@ const LIVE_UNKNOWN: u8 = 0;
 const LIVE: u8 = 1;
 const NOT_LIVE: u8 = 2;
 
-// Mutex order: `settings`, `state`, `silence`, `last_stats`, `uploads`, each of them before
+// Mutex order: `settings`, `state`, `silence`, `last_stats`, `uploads`, `retention`, each before
 // every lock of the writer and the uploader (crate::lock_order::Level). In practice the
 // element's locks are taken one at a time; `state` is held while the recording's queue is
 // locked and while the wall-clock mapping is looked up, `uploads` while the uploader's counters
@@ -78,6 +78,9 @@ pub struct SegmentRecorder {
     /// from; outside `state`, for the writer threads.
     #[cfg(feature = "s3")]
     pub(super) uploads: OrderedMutex<Option<(Arc<crate::uploader::Uploads>, std::path::PathBuf)>>,
+    /// This recorder's place in the retention of its base directory, while it records (with a
+    /// limit of its own or not); outside `state`, for the writer threads.
+    pub(super) retention: OrderedMutex<Option<Arc<crate::retention::Member>>>,
 }
 
 impl Default for SegmentRecorder {
@@ -91,6 +94,7 @@ impl Default for SegmentRecorder {
             last_stats: OrderedMutex::new(Level::ElementLastStats, None),
             #[cfg(feature = "s3")]
             uploads: OrderedMutex::new(Level::ElementUploads, None),
+            retention: OrderedMutex::new(Level::ElementRetention, None),
         }
     }
 }
@@ -422,6 +426,11 @@ impl BaseSinkImpl for SegmentRecorder {
                 ("Cannot start the writer threads: {}", e)
             )
         })?;
+        #[cfg(feature = "s3")]
+        let uploads = self.uploads().is_some();
+        #[cfg(not(feature = "s3"))]
+        let uploads = false;
+        self.join_retention(settings.retention_limits(uploads), base_dir)?;
         let state = State::new(settings, recording, identity);
         gst::info!(
             CAT,
@@ -454,6 +463,9 @@ impl BaseSinkImpl for SegmentRecorder {
         }
         let stats = self.stats();
         *lock(&self.state) = None;
+        // Its limits no longer apply; its counters stay in the last statistics.
+        let retention = lock(&self.retention).take();
+        drop(retention);
         gst::debug!(CAT, imp = self, "Stopped: {stats}");
         *lock(&self.last_stats) = Some(stats);
         Ok(())

@@ -44,7 +44,10 @@ impl SegmentRecorder {
     /// Called on a writer thread for each segment opened, written or given up.
     pub(super) fn report(&self, report: Report) {
         match report {
-            Report::Opened(o) => self.post(opened_structure(&o)),
+            Report::Opened(o) => {
+                self.retention_writing(Some(&o.location));
+                self.post(opened_structure(&o));
+            }
             Report::Written(w) => {
                 gst::debug!(
                     CAT,
@@ -57,6 +60,8 @@ impl SegmentRecorder {
                     w.dropped_samples
                 );
                 self.post(written_structure(&w));
+                // Before the upload, which may remove the file.
+                self.retention_published(&w.location);
                 // Before the upload, which may remove the file.
                 self.offer_pair(&w);
                 #[cfg(feature = "s3")]
@@ -93,6 +98,7 @@ impl SegmentRecorder {
                 error,
                 kept,
             } => {
+                self.retention_writing(None);
                 let what = match &kept {
                     None => "the segment is lost".to_owned(),
                     Some((file, samples)) => format!(
@@ -125,6 +131,7 @@ impl SegmentRecorder {
                 );
             }
             Report::Recovered(r) => {
+                self.retention_published(&r.location);
                 #[cfg(feature = "s3")]
                 self.upload(&r.location);
                 gst::info!(CAT, imp = self, "Recovered {}", r.location.display());
@@ -273,8 +280,8 @@ impl SegmentRecorder {
                 (Totals::default(), WriterStats::default(), Arc::default())
             }
         };
-        #[allow(unused_mut)]
         let mut s = stats_structure(totals, &writer, &pairs);
+        super::retention::add_stats(&mut s, lock(&self.retention).as_ref());
         #[cfg(feature = "s3")]
         if let Some(uploads) = self.uploads() {
             super::upload::add_stats(&mut s, &uploads.stats());

@@ -9,6 +9,7 @@ mod imp;
 mod log_hook;
 mod messages;
 mod pairs;
+mod retention;
 mod settings;
 mod stream;
 #[cfg(feature = "s3")]
@@ -18,6 +19,7 @@ pub use crate::layout::Tap;
 pub use call::{CALL_EVENT, call_event};
 pub use messages::{SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED};
 pub use pairs::PAIR;
+pub use retention::SEGMENTS_REMOVED;
 #[cfg(feature = "s3")]
 pub use upload::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 

@@ -33,6 +33,9 @@ pub(super) const DEFAULT_VOICE_THRESHOLD: f64 = -45.0;
 pub(super) const DEFAULT_PAIR_ANALYSIS: bool = true;
 pub(super) const DEFAULT_PAIR_MAX_DELAY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 pub(super) const MAX_PAIR_MAX_DELAY: gst::ClockTime = gst::ClockTime::from_seconds(2);
+pub(super) const DEFAULT_RETENTION_MAX_BYTES: u64 = 0;
+pub(super) const DEFAULT_RETENTION_MAX_AGE: gst::ClockTime = gst::ClockTime::ZERO;
+pub(super) const DEFAULT_RETENTION_MIN_FREE_BYTES: u64 = 0;
 /// The highest sample rate accepted: that of the fastest audio interfaces and formats (DXD and
 /// beyond run at 352.8 and 384 kHz). With segments of at most an hour it keeps every file within
 /// what a WAV header can describe.
@@ -59,6 +62,9 @@ pub(super) struct Settings {
     pub(super) voice_threshold: f64,
     pub(super) pair_analysis: bool,
     pub(super) pair_max_delay: gst::ClockTime,
+    pub(super) retention_max_bytes: u64,
+    pub(super) retention_max_age: gst::ClockTime,
+    pub(super) retention_min_free_bytes: u64,
     #[cfg(feature = "s3")]
     pub(super) upload: super::upload::UploadSettings,
 }
@@ -84,6 +90,17 @@ impl Settings {
         )
         .map_err(|(name, e)| format!("Property '{name}' cannot name a directory: {e}"))
     }
+
+    /// The retention limits this recorder asks for; with uploads on, segments not yet
+    /// confirmed uploaded are kept.
+    pub(super) fn retention_limits(&self, uploads: bool) -> crate::retention::Limits {
+        crate::retention::Limits {
+            max_bytes: self.retention_max_bytes,
+            max_age: std::time::Duration::from_nanos(self.retention_max_age.nseconds()),
+            min_free: self.retention_min_free_bytes,
+            keep_unuploaded: uploads,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -108,6 +125,9 @@ impl Default for Settings {
             voice_threshold: DEFAULT_VOICE_THRESHOLD,
             pair_analysis: DEFAULT_PAIR_ANALYSIS,
             pair_max_delay: DEFAULT_PAIR_MAX_DELAY,
+            retention_max_bytes: DEFAULT_RETENTION_MAX_BYTES,
+            retention_max_age: DEFAULT_RETENTION_MAX_AGE,
+            retention_min_free_bytes: DEFAULT_RETENTION_MIN_FREE_BYTES,
             #[cfg(feature = "s3")]
             upload: Default::default(),
         }
@@ -150,6 +170,13 @@ impl Settings {
             "voice-threshold" => self.voice_threshold = value.get().expect("type checked upstream"),
             "pair-analysis" => self.pair_analysis = value.get().expect("type checked upstream"),
             "pair-max-delay" => self.pair_max_delay = time(),
+            "retention-max-bytes" => {
+                self.retention_max_bytes = value.get().expect("type checked upstream");
+            }
+            "retention-max-age" => self.retention_max_age = time(),
+            "retention-min-free-bytes" => {
+                self.retention_min_free_bytes = value.get().expect("type checked upstream");
+            }
             #[cfg(feature = "s3")]
             _ => return self.upload.set(name, value),
             #[cfg(not(feature = "s3"))]
@@ -180,6 +207,9 @@ impl Settings {
             "voice-threshold" => self.voice_threshold.to_value(),
             "pair-analysis" => self.pair_analysis.to_value(),
             "pair-max-delay" => self.pair_max_delay.nseconds().to_value(),
+            "retention-max-bytes" => self.retention_max_bytes.to_value(),
+            "retention-max-age" => self.retention_max_age.nseconds().to_value(),
+            "retention-min-free-bytes" => self.retention_min_free_bytes.to_value(),
             #[cfg(feature = "s3")]
             _ => return self.upload.get(name),
             #[cfg(not(feature = "s3"))]
@@ -341,6 +371,26 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
             .maximum(MAX_PAIR_MAX_DELAY.nseconds())
             .mutable_ready()
             .build(),
+            glib::ParamSpecUInt64::builder("retention-max-bytes")
+                .nick("Retention maximum bytes")
+                .blurb("Bytes the segments under base-dir may take before the oldest are removed (0: no limit)")
+                .default_value(DEFAULT_RETENTION_MAX_BYTES)
+                .mutable_ready()
+                .build(),
+            time(
+                "retention-max-age",
+                "Retention maximum age",
+                "Nanoseconds after its bucket ended that a segment is removed (0: kept for ever)",
+                DEFAULT_RETENTION_MAX_AGE,
+            )
+            .mutable_ready()
+            .build(),
+            glib::ParamSpecUInt64::builder("retention-min-free-bytes")
+                .nick("Retention minimum free bytes")
+                .blurb("Bytes to keep free on base-dir's file system by removing the oldest segments (0: no limit)")
+                .default_value(DEFAULT_RETENTION_MIN_FREE_BYTES)
+                .mutable_ready()
+                .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("recording-stats")
                 .nick("Recording statistics")
                 .blurb("Read it for what the current or last recording wrote, dropped and failed")
