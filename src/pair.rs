@@ -131,7 +131,7 @@ const BAND_HIGH_SHARE: f64 = 0.35;
 /// Below this share of a side's energy within the coarse band, the coarse search has too little
 /// to go on (audio high-passed above it, or a stage that removes it): the search is made at the
 /// full rate instead.
-const MIN_BAND_SHARE: f64 = 0.1;
+const MIN_BAND_SHARE: f64 = 0.03;
 
 /// Coarse peaks refined at the full rate, at most: the best and those nearly as high. Audio
 /// whose coarse band holds a narrow band of sound correlates in ripples a few coarse samples
