@@ -11,12 +11,11 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::index::{Bucket, BucketKey, Place, SegmentEntry};
 use super::policy::{Limits, Plan, Protection, Unmet, Verdict};
 use crate::layout::{Tap, part_file_name, segment_file_name, uploaded_mark_name};
-use crate::pairing::MAX_WAIT;
 
 /// Most buckets taken from the index at a time: the index is not held while files are looked
 /// at. The first batch is one bucket, the usual need of a pass, and each next one twice as many.
@@ -140,6 +139,22 @@ pub fn file_path(base: &Path, key: &BucketKey, file: &SegmentEntry) -> PathBuf {
         .join(segment_file_name(key.bucket_ms, file.file_index))
 }
 
+/// How long a bucket with one tap's file only stays, for its partner to be published and the
+/// pair compared. Both taps of a bucket are published within a flush interval or two of each
+/// other; a recorder whose other tap is recorded elsewhere, or not at all, must not keep a
+/// minute of audio beyond the limit for a partner that never comes.
+const LONE_HALF_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the `.part` at `part` is being written: there, and locked by its writer. A `.part`
+/// whose writer died (unlocked, left for recovery) holds nothing back. When it cannot be told,
+/// it is taken to be in use.
+fn part_in_use(part: &Path) -> bool {
+    match fs::File::open(part) {
+        Ok(file) => file.try_lock().is_err(),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
 /// Whether `bucket` must stay, as the disk tells. Held while a recorder writes a file of its
 /// bucket start (a `.part` of it in either tap), so that a recorder restarting there finds the
 /// same free name for PRE and POST; kept while it is a half waiting for its partner, or, when
@@ -154,17 +169,16 @@ fn protected(base: &Path, bucket: &Bucket, limits: &Limits, now: SystemTime) -> 
                 bucket.key.bucket_ms,
                 index,
             )));
-            // When it cannot be told, it is taken to be there.
-            if part.try_exists().unwrap_or(true) {
+            if part_in_use(&part) {
                 return Protection::Held;
             }
         }
     }
-    // A lone half is compared once its partner is published, for up to the pairing's wait.
+    // A lone half is compared once its partner is published, a flush interval or two later.
     if bucket.one_tap()
         && now
             .duration_since(bucket.ended)
-            .map_or(true, |age| age < MAX_WAIT)
+            .map_or(true, |age| age < LONE_HALF_WAIT)
     {
         return Protection::Kept;
     }
@@ -207,6 +221,9 @@ fn remove(base: &Path, bucket: &Bucket, dry_run: bool, done: &mut Pass) {
                     }
                     done.removed.push(what);
                 }
+                // Gone already, removed by its upload: its mark stays, the tombstone that keeps
+                // its name from being given again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && is_segment => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => (),
                 Err(e) => done.failed.push((what, e)),
             }
@@ -334,6 +351,8 @@ mod tests {
         // POST of bucket 0 is still being written: nothing newer goes before it.
         fs::remove_file(post.join("segment_0.wav")).unwrap();
         fs::write(post.join("segment_0.wav.part"), [0u8; 44]).unwrap();
+        let writer = fs::File::open(post.join("segment_0.wav.part")).unwrap();
+        writer.lock().unwrap();
         let store = RefCell::new(Index::build(dir.path()).0);
         let done = pass(dir.path(), &limits(4_000), &store, false, SystemTime::now());
         assert_eq!(done.segments, 0);
@@ -344,11 +363,14 @@ mod tests {
                 protected: 1
             })
         );
-        // Published: its PRE goes (the POST was never indexed).
-        fs::remove_file(post.join("segment_0.wav.part")).unwrap();
+        // Its writer died: the `.part`, left for recovery, holds nothing back, and the bucket's
+        // PRE goes (the POST was never indexed).
+        drop(writer);
         let done = pass(dir.path(), &limits(4_000), &store, false, SystemTime::now());
         assert_eq!((done.segments, done.unmet), (1, None));
         assert!(!pre.join("segment_0.wav").exists());
+        assert!(post.join("segment_0.wav.part").exists());
+        fs::remove_file(post.join("segment_0.wav.part")).unwrap();
         // With uploads, a bucket goes only once each file is confirmed (or gone), and newer
         // ones go in its stead.
         let keep = Limits {
@@ -383,9 +405,12 @@ mod tests {
         // A recorder restarted in bucket 0 writes its third file: until it is done, no file
         // of bucket 0 goes (its other tap must find the same free name), nor anything newer.
         fs::write(post.join("segment_0-2.wav.part"), [0u8; 44]).unwrap();
+        let writer = fs::File::open(post.join("segment_0-2.wav.part")).unwrap();
+        writer.lock().unwrap();
         let store = RefCell::new(Index::build(dir.path()).0);
         let done = pass(dir.path(), &limits(2_100), &store, false, SystemTime::now());
         assert_eq!(done.segments, 0);
+        drop(writer);
         fs::rename(
             post.join("segment_0-2.wav.part"),
             post.join("segment_0-2.wav"),
@@ -419,7 +444,7 @@ mod tests {
         let store = RefCell::new(Index::build(dir.path()).0);
         let done = pass(dir.path(), &limits(1), &store, false, SystemTime::now());
         assert_eq!(done.segments, 0);
-        let later = SystemTime::now() + MAX_WAIT + Duration::from_secs(1);
+        let later = SystemTime::now() + LONE_HALF_WAIT + Duration::from_secs(1);
         let done = pass(dir.path(), &limits(1), &store, false, later);
         assert_eq!(done.segments, 1);
         // Every directory it leaves empty goes, the base stays.
