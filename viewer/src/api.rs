@@ -11,7 +11,7 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use gstsegmentrecorder::layout::{Tap, identifier_component, utc_date};
 
-use crate::audio::{AudioCache, range};
+use crate::audio::{AudioCache, ClipError, range};
 use crate::figures::FiguresCache;
 use crate::peaks::{CELL_MS, PeaksCache, SILENCE_DBFS};
 use crate::tree::{self, Call, Segment, Station, percent_decode, shown};
@@ -433,7 +433,8 @@ impl Viewer {
         );
         let clip = match clip.as_ref() {
             Ok(clip) => clip,
-            Err(e) => return error(404, e),
+            Err(e @ ClipError::TooLong(_)) => return error(413, &e.to_string()),
+            Err(e) => return error(404, &e.to_string()),
         };
         let len = clip.len();
         let ranged = request

@@ -73,7 +73,7 @@ type Key = (Vec<Segment>, Option<u64>, Option<u64>);
 
 /// The clips served so far.
 pub struct AudioCache {
-    cache: Bounded<Key, Result<Clip, String>>,
+    cache: Bounded<Key, Result<Clip, ClipError>>,
 }
 
 impl AudioCache {
@@ -94,7 +94,7 @@ impl AudioCache {
         segments: &[Segment],
         from_ms: Option<u64>,
         to_ms: Option<u64>,
-    ) -> Arc<Result<Clip, String>> {
+    ) -> Arc<Result<Clip, ClipError>> {
         let key = (segments.to_vec(), from_ms, to_ms);
         if let Some(clip) = self.cache.get(&key) {
             return clip;
@@ -107,13 +107,35 @@ impl AudioCache {
     }
 }
 
+/// Longest audio one answer is made of: two hours, 230 MB at 16 kHz. A call's whole tap, or a
+/// range reaching far before its first bucket, would otherwise take memory in proportion to
+/// the time it spans, recorded or not.
+const MAX_CLIP_MS: u64 = 7_200_000;
+
+/// Why a clip cannot be made.
+#[derive(Debug, Clone)]
+pub enum ClipError {
+    /// Nothing to make it of.
+    NotFound(String),
+    /// It would span more than [`MAX_CLIP_MS`].
+    TooLong(String),
+}
+
+impl std::fmt::Display for ClipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClipError::NotFound(e) | ClipError::TooLong(e) => f.write_str(e),
+        }
+    }
+}
+
 fn make_clip(
     base: &Path,
     peaks: &PeaksCache,
     segments: &[Segment],
     from_ms: Option<u64>,
     to_ms: Option<u64>,
-) -> Result<Clip, String> {
+) -> Result<Clip, ClipError> {
     // The segment duration, from the first readable file, as the rebuild takes it.
     let mut readable = Vec::new();
     let mut duration_ms = None;
@@ -124,7 +146,7 @@ fn make_clip(
         }
     }
     let duration_ms = duration_ms
-        .ok_or("no segment of this tap can be read")?
+        .ok_or_else(|| ClipError::NotFound("no segment of this tap can be read".into()))?
         .max(1);
     let files: Vec<SegmentFile> = readable
         .into_iter()
@@ -143,14 +165,30 @@ fn make_clip(
         })
         .collect();
     if files.is_empty() {
-        return Err("no segment of this tap in that time range".into());
+        return Err(ClipError::NotFound(
+            "no segment of this tap in that time range".into(),
+        ));
+    }
+    // What the clip is made of spans from the earlier of its start and its first bucket to
+    // its last bucket's end (cut to `to_ms` only after): bounded, whatever the request asks.
+    let first = files.iter().map(|f| f.bucket_ms).min().unwrap_or(0);
+    let last_end = files.iter().map(|f| f.bucket_ms).max().unwrap_or(0) + duration_ms;
+    let span_ms = last_end.saturating_sub(from_ms.unwrap_or(first).min(first));
+    if span_ms > MAX_CLIP_MS {
+        return Err(ClipError::TooLong(format!(
+            "the audio asked for spans {} s, more than {} s: ask for a shorter range with \
+             from= and to=",
+            span_ms / 1_000,
+            MAX_CLIP_MS / 1_000
+        )));
     }
     let Rebuilt {
         first_bucket_ms,
         rate,
         mut samples,
         ..
-    } = rebuild_files(&files, Some(duration_ms * 1_000_000)).map_err(|e| e.to_string())?;
+    } = rebuild_files(&files, Some(duration_ms * 1_000_000))
+        .map_err(|e| ClipError::NotFound(e.to_string()))?;
     // Where the clip starts: at `from_ms` when given (with silence before the tap's first
     // bucket, so that every tap of a call shares one time origin), else at the first bucket.
     let start_ms = from_ms.unwrap_or(first_bucket_ms);

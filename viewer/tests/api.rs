@@ -540,6 +540,9 @@ fn bad_parameters_get_a_clear_answer() {
             404,
             "no segment",
         ),
+        // From the epoch: a range reaching far before the call would take memory in
+        // proportion to the time it spans. Refused, and the server goes on.
+        ("audio?station=denoise&tap=PRE&from=0", 413, "shorter range"),
         ("nothing", 404, "not found"),
     ] {
         let reply = viewer.get(&format!("/api/calls/{id}/{query}"));
@@ -550,6 +553,7 @@ fn bad_parameters_get_a_clear_answer() {
             "{query}: {body}"
         );
     }
+    assert_eq!(viewer.get("/api/calls").status, 200);
     let post = request(viewer.addr, "POST", "/api/calls", &[], b"{}");
     assert_eq!(post.status, 405);
     let delete = request(viewer.addr, "DELETE", &format!("/api/calls/{id}"), &[], b"");
