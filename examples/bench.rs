@@ -736,18 +736,30 @@ fn scale_markdown(rows: &[ScaleRow]) -> String {
 /// Runs a child process with `n` elements of `kind` fed in real time for `seconds`: its
 /// measurements (see [`scale_child`]).
 fn run_child(o: &Options, kind: &str, n: usize, seconds: u64) -> Vec<f64> {
+    run_part_child(o, "scale", kind, n, seconds)
+}
+
+/// Runs this program as the child of `part` (`--<part>-child`) with `kind`, `n` and `seconds`,
+/// in a directory of its own removed after: the numbers of the line it prints after `<part> `.
+fn run_part_child(o: &Options, part: &str, kind: &str, n: usize, seconds: u64) -> Vec<f64> {
     let exe = std::env::current_exe().expect("own path");
-    let dir = o.dir.join(format!("scale-{kind}-{n}"));
+    let dir = o.dir.join(format!("{part}-{kind}-{n}"));
     let out = Command::new(&exe)
-        .args(["--scale-child", kind, &n.to_string(), &seconds.to_string()])
+        .args([
+            &format!("--{part}-child"),
+            kind,
+            &n.to_string(),
+            &seconds.to_string(),
+        ])
         .arg(&dir)
         .output()
         .expect("child");
     let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{part} ");
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("scale "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
     line.split_whitespace()
         .map(|v| v.parse().expect("number"))
@@ -1275,30 +1287,8 @@ struct RetentionRow {
 }
 
 fn retention_scale(o: &Options) -> Vec<RetentionRow> {
-    let exe = std::env::current_exe().expect("own path");
     let seconds = o.scale_seconds.max(3);
-    let run = |on: &str, n: usize| -> Vec<f64> {
-        let dir = o.dir.join(format!("retention-{on}-{n}"));
-        let out = Command::new(&exe)
-            .args([
-                "--retention-child",
-                on,
-                &n.to_string(),
-                &seconds.to_string(),
-            ])
-            .arg(&dir)
-            .output()
-            .expect("child");
-        let _ = std::fs::remove_dir_all(&dir);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let line = text
-            .lines()
-            .find_map(|l| l.strip_prefix("retention "))
-            .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
-        line.split_whitespace()
-            .map(|v| v.parse().expect("number"))
-            .collect()
-    };
+    let run = |on: &str, n: usize| run_part_child(o, "retention", on, n, seconds);
     o.scale
         .iter()
         .map(|&n| {
