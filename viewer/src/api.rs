@@ -3,16 +3,15 @@
 //! walk of the base directory finds ([`tree::find_call`]); none is ever joined onto a path.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use gstsegmentrecorder::layout::{Tap, identifier_component, utc_date};
 
 use crate::audio::{AudioCache, ClipError, range};
 use crate::figures::FiguresCache;
+use crate::http::{Body, Request, Response};
 use crate::peaks::{CELL_MS, PeaksCache, SILENCE_DBFS};
 use crate::tree::{self, Call, Segment, Station, percent_decode, shown};
 
@@ -34,24 +33,25 @@ pub struct Viewer {
     audio: AudioCache,
 }
 
-type Reply = Response<Cursor<Vec<u8>>>;
+type Reply = Response;
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("ASCII header")
+fn reply(status: u16, content_type: &str, body: Body) -> Reply {
+    Response::new(status, body)
+        .with_header("Content-Type", content_type)
+        .with_header("Cache-Control", "no-store")
+        .with_header("X-Content-Type-Options", "nosniff")
 }
 
-fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
-    Response::from_data(body)
-        // Always a Content-Length, never chunks: a media element seeks by it.
-        .with_chunked_threshold(usize::MAX)
-        .with_status_code(StatusCode(status))
-        .with_header(header("Content-Type", content_type))
-        .with_header(header("Cache-Control", "no-store"))
-        .with_header(header("X-Content-Type-Options", "nosniff"))
+fn page(content_type: &str, text: &str) -> Reply {
+    reply(200, content_type, Body::Bytes(text.into()))
 }
 
 fn json_reply(status: u16, value: &Value) -> Reply {
-    reply(status, "application/json", value.to_string().into_bytes())
+    reply(
+        status,
+        "application/json",
+        Body::Bytes(value.to_string().into_bytes()),
+    )
 }
 
 fn error(status: u16, message: &str) -> Reply {
@@ -124,29 +124,31 @@ impl Viewer {
         })
     }
 
-    /// Answers `request`.
-    pub fn serve(&self, request: Request) {
-        let response = match request.method() {
-            Method::Get | Method::Head => self.route(&request),
-            _ => error(405, "only GET and HEAD are served"),
-        };
-        // The client may have gone: nothing to do about it.
-        let _ = request.respond(response);
+    /// The answer to `request`.
+    pub fn serve(&self, request: &Request) -> Reply {
+        match request.method.as_str() {
+            "GET" | "HEAD" => self.route(request),
+            _ => error(405, "only GET and HEAD are served").with_header("Allow", "GET, HEAD"),
+        }
     }
 
     fn route(&self, request: &Request) -> Reply {
-        let url = request.url();
+        let url = request.target.as_str();
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
         let params = params(query);
         let parts: Vec<&str> = path.split('/').skip(1).collect();
         match parts.as_slice() {
-            [""] => reply(200, "text/html; charset=utf-8", INDEX_HTML.into()),
-            ["static", "view.css"] => reply(200, "text/css; charset=utf-8", VIEW_CSS.into()),
-            ["static", "index.js"] => reply(200, "text/javascript; charset=utf-8", INDEX_JS.into()),
-            ["static", "call.js"] => reply(200, "text/javascript; charset=utf-8", CALL_JS.into()),
+            [""] => page("text/html; charset=utf-8", INDEX_HTML),
+            ["static", "view.css"] => page("text/css; charset=utf-8", VIEW_CSS),
+            ["static", "index.js"] => page("text/javascript; charset=utf-8", INDEX_JS),
+            ["static", "call.js"] => page("text/javascript; charset=utf-8", CALL_JS),
             ["call", name] => match self.call(name) {
-                Ok(Some(_)) => reply(200, "text/html; charset=utf-8", CALL_HTML.into()),
-                Ok(None) => reply(404, "text/plain; charset=utf-8", b"No such call\n".to_vec()),
+                Ok(Some(_)) => page("text/html; charset=utf-8", CALL_HTML),
+                Ok(None) => reply(
+                    404,
+                    "text/plain; charset=utf-8",
+                    Body::Bytes(b"No such call\n".to_vec()),
+                ),
                 Err(e) => e,
             },
             ["api", "calls"] => self.calls(),
@@ -424,40 +426,46 @@ impl Viewer {
         {
             return error(400, "need from < to");
         }
-        let clip = self.audio.clip(
+        let clip_arc = self.audio.clip(
             &self.base,
             &self.peaks,
             &station.taps[tap as usize],
             from,
             to,
         );
-        let clip = match clip.as_ref() {
+        let clip = match clip_arc.as_ref() {
             Ok(clip) => clip,
             Err(e @ ClipError::TooLong(_)) => return error(413, &e.to_string()),
             Err(e) => return error(404, &e.to_string()),
         };
         let len = clip.len();
-        let ranged = request
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Range"))
-            .map(|h| h.value.as_str());
-        let (status, (a, b)) = match range(ranged, len) {
+        let (status, (a, b)) = match range(request.header("Range"), len) {
             None => (200, (0, len)),
             Some(Ok(r)) => (206, r),
             Some(Err(())) => {
-                return reply(416, "text/plain", b"Range not satisfiable\n".to_vec())
-                    .with_header(header("Content-Range", &format!("bytes */{len}")));
+                return reply(
+                    416,
+                    "text/plain",
+                    Body::Bytes(b"Range not satisfiable\n".to_vec()),
+                )
+                .with_header("Content-Range", &format!("bytes */{len}"));
             }
         };
-        let mut response = reply(status, "audio/wav", clip.bytes(a, b))
-            .with_header(header("Accept-Ranges", "bytes"))
-            .with_header(header("X-Start-Ms", &format!("{}", clip.start_ms)));
+        let start_ms = clip.start_ms;
+        // Written from the cached clip itself: an answer is never a copy of it.
+        let shared = clip_arc.clone();
+        let body = Body::Stream {
+            len: b - a,
+            write: Box::new(move |out| match shared.as_ref() {
+                Ok(clip) => clip.write_range(a, b, out),
+                Err(_) => Ok(()),
+            }),
+        };
+        let mut response = reply(status, "audio/wav", body)
+            .with_header("Accept-Ranges", "bytes")
+            .with_header("X-Start-Ms", &format!("{start_ms}"));
         if status == 206 {
-            response = response.with_header(header(
-                "Content-Range",
-                &format!("bytes {a}-{}/{len}", b - 1),
-            ));
+            response = response.with_header("Content-Range", &format!("bytes {a}-{}/{len}", b - 1));
         }
         if params.contains_key("download") {
             let name = format!(
@@ -465,12 +473,12 @@ impl Viewer {
                 call.dir,
                 station.dir,
                 tap.as_str(),
-                clip.start_ms as u64
+                start_ms as u64
             );
-            response = response.with_header(header(
+            response = response.with_header(
                 "Content-Disposition",
                 &format!("attachment; filename=\"{name}\""),
-            ));
+            );
         }
         response
     }

@@ -2,6 +2,7 @@
 //! rebuild (missing buckets as silence, a bucket's several files merged), served whole or by
 //! byte range so that an `<audio>` element can seek. The rebuilt samples are cached, bounded.
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,8 +34,9 @@ impl Clip {
         HEADER_LEN + 2 * self.samples.len() as u64
     }
 
-    /// Bytes `from..to` of the WAV file (`to` at most [`Clip::len`]).
-    pub fn bytes(&self, from: u64, to: u64) -> Vec<u8> {
+    /// Writes bytes `from..to` of the WAV file (`to` at most [`Clip::len`]) to `out`, a
+    /// piece at a time.
+    pub fn write_range(&self, from: u64, to: u64, out: &mut dyn Write) -> io::Result<()> {
         let data_len = 2 * self.samples.len() as u32;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(b"RIFF");
@@ -49,22 +51,27 @@ impl Clip {
         header.extend_from_slice(&16u16.to_le_bytes());
         header.extend_from_slice(b"data");
         header.extend_from_slice(&data_len.to_le_bytes());
-        let mut out = Vec::with_capacity((to - from) as usize);
         if from < HEADER_LEN {
-            out.extend_from_slice(&header[from as usize..to.min(HEADER_LEN) as usize]);
+            out.write_all(&header[from as usize..to.min(HEADER_LEN) as usize])?;
         }
-        let (first, last) = (
-            from.max(HEADER_LEN) - HEADER_LEN,
-            to.max(HEADER_LEN) - HEADER_LEN,
-        );
-        let mut i = first;
-        while i < last {
-            let bytes = self.samples[(i / 2) as usize].to_le_bytes();
-            let take = ((last - i) as usize).min(2 - (i % 2) as usize);
-            out.extend_from_slice(&bytes[(i % 2) as usize..(i % 2) as usize + take]);
-            i += take as u64;
+        // Bytes `first..last` of the samples, converted a piece at a time.
+        let first = from.max(HEADER_LEN) - HEADER_LEN;
+        let last = to.max(HEADER_LEN) - HEADER_LEN;
+        const PIECE: u64 = 32 << 10;
+        let mut piece = Vec::with_capacity(2 * PIECE as usize);
+        let mut at = first / 2 * 2;
+        while at < last {
+            let end = (at + 2 * PIECE).min(last.div_ceil(2) * 2);
+            piece.clear();
+            for sample in &self.samples[(at / 2) as usize..(end / 2) as usize] {
+                piece.extend_from_slice(&sample.to_le_bytes());
+            }
+            let skip = (first.max(at) - at) as usize;
+            let keep = (last.min(end) - at) as usize;
+            out.write_all(&piece[skip..keep])?;
+            at = end;
         }
-        out
+        Ok(())
     }
 }
 
@@ -249,7 +256,12 @@ mod tests {
             rate: 8_000,
             samples: vec![1, -2, 300, i16::MIN, i16::MAX],
         };
-        let whole = clip.bytes(0, clip.len());
+        let bytes = |from, to| {
+            let mut out = Vec::new();
+            clip.write_range(from, to, &mut out).unwrap();
+            out
+        };
+        let whole = bytes(0, clip.len());
         assert_eq!(whole.len(), 54);
         let read = hound::WavReader::new(std::io::Cursor::new(&whole)).unwrap();
         assert_eq!(read.spec().sample_rate, 8_000);
@@ -257,7 +269,7 @@ mod tests {
         assert_eq!(samples, clip.samples);
         for from in 0..clip.len() {
             for to in from..=clip.len() {
-                assert_eq!(clip.bytes(from, to), whole[from as usize..to as usize]);
+                assert_eq!(bytes(from, to), whole[from as usize..to as usize]);
             }
         }
     }

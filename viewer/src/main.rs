@@ -12,22 +12,21 @@ mod api;
 mod audio;
 mod cache;
 mod figures;
+mod http;
 mod peaks;
 mod tree;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::thread;
 
 const USAGE: &str = "usage: segmentrecorder-view BASE_DIR [--listen ADDR:PORT]";
 
 /// Where the server listens unless told: this machine only.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// Requests served at once.
-const THREADS: usize = 4;
+/// Requests whose answers are computed at once (more may be read or written meanwhile).
+const WORKERS: usize = 4;
 
 struct Args {
     base: PathBuf,
@@ -73,8 +72,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match tiny_http::Server::http(args.listen) {
-        Ok(server) => Arc::new(server),
+    let listener = match TcpListener::bind(args.listen) {
+        Ok(listener) => listener,
         Err(e) => {
             eprintln!(
                 "segmentrecorder-view: cannot listen on {}: {e}",
@@ -84,31 +83,21 @@ fn main() -> ExitCode {
         }
     };
     // The address asked for, with the port the system chose for port 0.
-    let addr = server.server_addr().to_ip().unwrap_or(args.listen);
+    let addr = listener.local_addr().unwrap_or(args.listen);
     println!(
         "segmentrecorder-view: {} at http://{addr}/",
         args.base.display()
     );
     let viewer = match api::Viewer::new(args.base) {
-        Ok(viewer) => Arc::new(viewer),
+        Ok(viewer) => viewer,
         Err(e) => {
             eprintln!("segmentrecorder-view: cannot start a thread: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let workers: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let (server, viewer) = (server.clone(), viewer.clone());
-            thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    viewer.serve(request);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        // A worker ends only when the server does.
-        let _ = worker.join();
-    }
-    ExitCode::SUCCESS
+    http::serve(
+        listener,
+        WORKERS,
+        Box::new(move |request| viewer.serve(request)),
+    )
 }

@@ -159,12 +159,17 @@ impl Viewer {
     pub fn start(base: &Path) -> Viewer {
         let program = std::env::var_os("SEGMENTRECORDER_VIEW")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_segmentrecorder-view").into());
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg(base)
             .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        Viewer::spawn(command)
+    }
+
+    /// The viewer `command` starts, which must send its standard output to a pipe.
+    pub fn spawn(mut command: Command) -> Viewer {
+        let mut child = command.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
