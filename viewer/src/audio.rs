@@ -1,6 +1,7 @@
 //! A tap as one continuous WAV, or a time range of it: the segments joined by the library's
-//! rebuild (missing buckets as silence, a bucket's several files merged), served whole or by
-//! byte range so that an `<audio>` element can seek. The rebuilt samples are cached, bounded.
+//! rebuild (missing buckets as silence, a bucket's several files merged), a range carried as
+//! silence wherever no file covers it, served whole or by byte range so that an `<audio>`
+//! element can seek. The rebuilt samples are cached, bounded.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -91,9 +92,10 @@ impl AudioCache {
     }
 
     /// The audio of the tap whose segments are `segments` (under the canonical `base`), from
-    /// `from_ms` to `to_ms` on the recorder's timeline where given. Files that cannot be read
-    /// (truncated, vanished) are left out, so their buckets are silence like those never
-    /// written; an error if nothing is left or the rebuild refuses the files.
+    /// `from_ms` to `to_ms` on the recorder's timeline where given (else from its first bucket
+    /// to its last's end). Whatever has no file (holes, before the first bucket, after the
+    /// last) is silence, and so are files that cannot be read (truncated, vanished); an error
+    /// if no file of the tap can be read, or the rebuild refuses the files.
     pub fn clip(
         &self,
         base: &Path,
@@ -143,24 +145,42 @@ fn make_clip(
     from_ms: Option<u64>,
     to_ms: Option<u64>,
 ) -> Result<Clip, ClipError> {
-    // The segment duration, from the first readable file, as the rebuild takes it.
+    // The segment duration and the rate, from the first readable file, as the rebuild takes
+    // them.
     let mut readable = Vec::new();
-    let mut duration_ms = None;
+    let mut first_read = None;
     for s in segments {
         if let Ok(p) = peaks.get(base, s).as_ref() {
-            duration_ms.get_or_insert(p.samples * 1_000 / u64::from(p.rate.max(1)));
+            first_read.get_or_insert((p.samples * 1_000 / u64::from(p.rate.max(1)), p.rate));
             readable.push(s);
         }
     }
-    let duration_ms = duration_ms
-        .ok_or_else(|| ClipError::NotFound("no segment of this tap can be read".into()))?
-        .max(1);
+    let (duration_ms, rate) = first_read
+        .ok_or_else(|| ClipError::NotFound("no segment of this tap can be read".into()))?;
+    let duration_ms = duration_ms.max(1);
+    let first = readable.iter().map(|s| s.bucket_ms).min().unwrap_or(0);
+    let last_end = readable.iter().map(|s| s.bucket_ms).max().unwrap_or(0) + duration_ms;
+    // The clip runs from `from_ms` (else the first bucket) to `to_ms` (else the last bucket's
+    // end), whatever files lie in between: bounded, whatever the request asks.
+    let start_ms = from_ms.unwrap_or(first);
+    let end_ms = to_ms.unwrap_or(last_end);
+    if end_ms <= start_ms {
+        return Err(ClipError::NotFound(format!(
+            "this tap ends at {last_end}, before from={start_ms}"
+        )));
+    }
+    let span_ms = end_ms - start_ms;
+    if span_ms > MAX_CLIP_MS {
+        return Err(ClipError::TooLong(format!(
+            "the audio asked for spans {} s, more than {} s: ask for a shorter range with \
+             from= and to=",
+            span_ms / 1_000,
+            MAX_CLIP_MS / 1_000
+        )));
+    }
     let files: Vec<SegmentFile> = readable
         .into_iter()
-        .filter(|s| {
-            from_ms.is_none_or(|from| s.bucket_ms + duration_ms > from)
-                && to_ms.is_none_or(|to| s.bucket_ms < to)
-        })
+        .filter(|s| s.bucket_ms + duration_ms > start_ms && s.bucket_ms < end_ms)
         .filter_map(|s| {
             let file_type = std::fs::symlink_metadata(&s.path).ok()?.file_type();
             Some(SegmentFile {
@@ -171,44 +191,33 @@ fn make_clip(
             })
         })
         .collect();
-    if files.is_empty() {
-        return Err(ClipError::NotFound(
-            "no segment of this tap in that time range".into(),
-        ));
-    }
-    // What the clip is made of spans from the earlier of its start and its first bucket to
-    // its last bucket's end (cut to `to_ms` only after): bounded, whatever the request asks.
-    let first = files.iter().map(|f| f.bucket_ms).min().unwrap_or(0);
-    let last_end = files.iter().map(|f| f.bucket_ms).max().unwrap_or(0) + duration_ms;
-    let span_ms = last_end.saturating_sub(from_ms.unwrap_or(first).min(first));
-    if span_ms > MAX_CLIP_MS {
-        return Err(ClipError::TooLong(format!(
-            "the audio asked for spans {} s, more than {} s: ask for a shorter range with \
-             from= and to=",
-            span_ms / 1_000,
-            MAX_CLIP_MS / 1_000
-        )));
-    }
-    let Rebuilt {
-        first_bucket_ms,
-        rate,
-        mut samples,
-        ..
-    } = rebuild_files(&files, Some(duration_ms * 1_000_000))
-        .map_err(|e| ClipError::NotFound(e.to_string()))?;
-    // Where the clip starts: at `from_ms` when given (with silence before the tap's first
-    // bucket, so that every tap of a call shares one time origin), else at the first bucket.
-    let start_ms = from_ms.unwrap_or(first_bucket_ms);
     let samples_in = |ms: u64| (u128::from(ms) * u128::from(rate) / 1_000) as usize;
-    if start_ms < first_bucket_ms {
-        let lead = samples_in(first_bucket_ms - start_ms);
-        samples.splice(0..0, std::iter::repeat_n(0, lead));
-    } else {
-        let cut = samples_in(start_ms - first_bucket_ms).min(samples.len());
-        samples.drain(..cut);
+    // A range with no file in it (in a hole, before the first bucket or after the last) is
+    // silence, like a hole between files.
+    let mut samples = Vec::new();
+    if !files.is_empty() {
+        let rebuilt = rebuild_files(&files, Some(duration_ms * 1_000_000))
+            .map_err(|e| ClipError::NotFound(e.to_string()))?;
+        let Rebuilt {
+            first_bucket_ms,
+            samples: joined,
+            ..
+        } = rebuilt;
+        samples = joined;
+        // Silence before the tap's first bucket, so that every tap of a call shares one time
+        // origin; or what lies before `start_ms` cut.
+        if start_ms < first_bucket_ms {
+            let lead = samples_in(first_bucket_ms - start_ms);
+            samples.splice(0..0, std::iter::repeat_n(0, lead));
+        } else {
+            let cut = samples_in(start_ms - first_bucket_ms).min(samples.len());
+            samples.drain(..cut);
+        }
     }
-    if let Some(to) = to_ms {
-        samples.truncate(samples_in(to - start_ms));
+    // Up to `to_ms` exactly: cut, or carried on as silence where the files end first. Without
+    // `to_ms`, the rebuild's own end (or silence, if every file in range vanished meanwhile).
+    if to_ms.is_some() || files.is_empty() {
+        samples.resize(samples_in(span_ms), 0);
     }
     Ok(Clip {
         start_ms: start_ms as f64,
