@@ -12,7 +12,7 @@ use gstsegmentrecorder::layout::{Tap, identifier_component, utc_date};
 use crate::audio::{AudioCache, ClipError, range};
 use crate::figures::FiguresCache;
 use crate::http::{Body, Request, Response};
-use crate::peaks::{CELL_MS, PeaksCache, SILENCE_DBFS};
+use crate::peaks::{PeaksCache, SILENCE_DBFS, spread};
 use crate::tree::{self, Call, Segment, Station, percent_decode, shown};
 
 const INDEX_HTML: &str = include_str!("page/index.html");
@@ -372,28 +372,21 @@ impl Viewer {
                 &format!("need from < to and 1 to {MAX_COLUMNS} columns"),
             );
         }
-        let span = (to - from) as f64;
         let segment_ms = self.segment_ms(call);
-        let column_of = |ms: f64| ((ms - from as f64) * columns as f64 / span).floor();
-        let mut lo = vec![0i16; columns];
-        let mut hi = vec![0i16; columns];
+        let mut lo = vec![i16::MAX; columns];
+        let mut hi = vec![i16::MIN; columns];
         for s in &station.taps[tap as usize] {
             if s.bucket_ms >= to || s.bucket_ms + segment_ms <= from {
                 continue;
             }
             let peaks = self.peaks.get(&self.base, s);
             let Ok(p) = peaks.as_ref() else { continue };
-            for (k, &(cell_lo, cell_hi)) in p.cells.iter().enumerate() {
-                let t = (s.bucket_ms + k as u64 * CELL_MS) as f64;
-                let a = column_of(t).max(0.0);
-                let b = column_of(t + CELL_MS as f64).min(columns as f64 - 1.0);
-                let mut c = a;
-                while c <= b {
-                    let i = c as usize;
-                    lo[i] = lo[i].min(cell_lo);
-                    hi[i] = hi[i].max(cell_hi);
-                    c += 1.0;
-                }
+            spread(&p.cells, s.bucket_ms, (from, to), &mut lo, &mut hi);
+        }
+        // A column no cell reached holds nothing: 0 and 0.
+        for (lo, hi) in lo.iter_mut().zip(&mut hi) {
+            if lo > hi {
+                (*lo, *hi) = (0, 0);
             }
         }
         json_reply(

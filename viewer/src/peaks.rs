@@ -162,6 +162,42 @@ pub fn peaks_of(samples: &[i16], rate: u32) -> FilePeaks {
     }
 }
 
+/// Adds the cells of a file whose first cell starts at `start_ms` to the columns `lo` and `hi`
+/// (the lowest and highest sample so far, `i16::MAX` and `i16::MIN` before any) of the time
+/// range `from_ms..to_ms`, which they split evenly: column `i` covers
+/// `[from + i·w, from + (i+1)·w)` with `w = (to - from) / columns`, and takes the extremes of
+/// every cell that overlaps it, none other. A column as wide as a cell and on its start takes
+/// that cell alone; a wider one, the cells starting in it and the one straddling its left
+/// edge; a narrower one still shows the cell it lies in. Integer arithmetic: no rounding
+/// moves a cell into its neighbour's column.
+pub fn spread(
+    cells: &[(i16, i16)],
+    start_ms: u64,
+    (from_ms, to_ms): (u64, u64),
+    lo: &mut [i16],
+    hi: &mut [i16],
+) {
+    let columns = lo.len().min(hi.len()) as u128;
+    let span = u128::from(to_ms.saturating_sub(from_ms));
+    if columns == 0 || span == 0 {
+        return;
+    }
+    for (k, &(cell_lo, cell_hi)) in cells.iter().enumerate() {
+        let t = start_ms + k as u64 * CELL_MS;
+        let end = t + CELL_MS;
+        if end <= from_ms || t >= to_ms {
+            continue;
+        }
+        // The column holding the cell's start, and the last one starting before its end.
+        let first = (u128::from(t.saturating_sub(from_ms)) * columns / span) as usize;
+        let last = ((u128::from(end - from_ms) * columns).div_ceil(span) - 1).min(columns - 1);
+        for i in first..=last as usize {
+            lo[i] = lo[i].min(cell_lo);
+            hi[i] = hi[i].max(cell_hi);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +223,31 @@ mod tests {
         // A rate whose cells are not whole samples still covers every sample once.
         let odd = peaks_of(&[3; 441], 44_100);
         assert_eq!(odd.cells, [(3, 3)]);
+    }
+
+    #[test]
+    fn a_column_takes_the_cells_that_overlap_it_and_no_other() {
+        // Cells of 10 ms from 1,000 ms: the k-th spans k to k + 1.
+        let cells: Vec<(i16, i16)> = (1..=10).map(|k| (k, k)).collect();
+        let columns = |from, to, n| {
+            let (mut lo, mut hi) = (vec![i16::MAX; n], vec![i16::MIN; n]);
+            spread(&cells, 1_000, (from, to), &mut lo, &mut hi);
+            let empty = |v: i16| if v == i16::MAX || v == i16::MIN { 0 } else { v };
+            (
+                lo.into_iter().map(empty).collect::<Vec<_>>(),
+                hi.into_iter().map(empty).collect::<Vec<_>>(),
+            )
+        };
+        // One column per cell: each its own cell, not the next one's.
+        let (lo, hi) = columns(1_020, 1_060, 4);
+        assert_eq!((lo, hi), (vec![3, 4, 5, 6], vec![3, 4, 5, 6]));
+        // Two cells per column, and a column off the cells' grid: the cells it overlaps.
+        assert_eq!(columns(1_000, 1_040, 2).1, [2, 4]);
+        assert_eq!(columns(1_005, 1_025, 2), (vec![1, 2], vec![2, 3]));
+        // Columns of 2.5 ms: four show each cell.
+        assert_eq!(columns(1_000, 1_020, 8).1, [1, 1, 1, 1, 2, 2, 2, 2]);
+        // Beyond the cells, nothing.
+        assert_eq!(columns(1_090, 1_110, 2).1, [10, 0]);
+        assert_eq!(columns(900, 1_000, 3).1, [0, 0, 0]);
     }
 }

@@ -284,6 +284,25 @@ fn peaks_are_the_lowest_and_highest_samples_of_each_column() {
         (peaks["min"][3].clone(), peaks["max"][3].clone()),
         (0.into(), 0.into())
     );
+    // Columns of one 10 ms cell each take that cell's samples and no other's: not those of
+    // the cell starting at the column's right edge.
+    let bucket = DAY_MS + 5_000;
+    let (samples, _) = wav_samples(&fs::read(dir.join(format!("segment_{bucket}.wav"))).unwrap());
+    let cells = viewer.json(&format!(
+        "/api/calls/{id}/peaks?station=denoise&tap=POST&from={}&to={}&columns=40",
+        bucket + 2_400,
+        bucket + 2_800
+    ));
+    for c in 0..40 {
+        let a = (2_400 + c * 10) * 16;
+        let cell = &samples[a..a + 160];
+        let (lo, hi) = (*cell.iter().min().unwrap(), *cell.iter().max().unwrap());
+        assert_eq!(
+            (cells["min"][c].clone(), cells["max"][c].clone()),
+            (lo.into(), hi.into()),
+            "column {c}"
+        );
+    }
     // A fine view: 10 ms columns over the first second after the join.
     let fine = viewer.json(&format!(
         "/api/calls/{id}/peaks?station=denoise&tap=PRE&from={}&to={}&columns=100",
