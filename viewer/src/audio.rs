@@ -227,30 +227,33 @@ fn make_clip(
 }
 
 /// The byte range `from..to` an HTTP `Range` header asks of `len` bytes: `bytes=a-b`,
-/// `bytes=a-` or `bytes=-n` (one range only). `None` if there is no header, `Some(Err)` if it
-/// cannot be served.
+/// `bytes=a-` or `bytes=-n` (one range only), cut to the end. `None` if there is no header or
+/// it is to be ignored, as RFC 9110 lets a server do: one it cannot parse, a last position
+/// before the first (`bytes=5-2`), a suffix of no bytes (`bytes=-0`), several ranges.
+/// `Some(Err)` if the range starts at or past the end: unsatisfiable, a 416.
 pub fn range(header: Option<&str>, len: u64) -> Option<Result<(u64, u64), ()>> {
     let spec = header?.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        // Several ranges: answer with the whole file, as servers may.
-        return None;
-    }
     let (a, b) = spec.split_once('-')?;
-    let parsed = match (a.trim(), b.trim()) {
-        ("", n) => n
-            .parse::<u64>()
-            .ok()
-            .filter(|&n| n > 0)
-            .map(|n| (len.saturating_sub(n), len)),
-        (a, "") => a.parse::<u64>().ok().map(|a| (a, len)),
-        (a, b) => match (a.parse::<u64>(), b.parse::<u64>()) {
-            (Ok(a), Ok(b)) if a <= b => Some((a, (b + 1).min(len))),
-            _ => None,
-        },
+    let (a, b) = (a.trim(), b.trim());
+    let number = |text: &str| text.parse::<u64>().ok();
+    let (first, end) = match (a, b) {
+        ("", n) => {
+            let n = number(n).filter(|&n| n > 0)?;
+            (len.saturating_sub(n), len)
+        }
+        (a, "") => (number(a)?, len),
+        (a, b) => {
+            let (a, b) = (number(a)?, number(b)?);
+            if b < a {
+                return None;
+            }
+            (a, b.saturating_add(1).min(len))
+        }
     };
-    Some(match parsed {
-        Some((a, b)) if a < b => Ok((a, b)),
-        _ => Err(()),
+    Some(if first < len {
+        Ok((first, end))
+    } else {
+        Err(())
     })
 }
 
@@ -290,9 +293,27 @@ mod tests {
         assert_eq!(range(Some("bytes=10-19"), 100), Some(Ok((10, 20))));
         assert_eq!(range(Some("bytes=90-200"), 100), Some(Ok((90, 100))));
         assert_eq!(range(Some("bytes=-10"), 100), Some(Ok((90, 100))));
+        assert_eq!(range(Some("bytes=-200"), 100), Some(Ok((0, 100))));
+        // A last position past the end, up to the largest there is, is cut to the end.
+        assert_eq!(
+            range(Some("bytes=0-18446744073709551615"), 100),
+            Some(Ok((0, 100)))
+        );
+        // Unsatisfiable: starting at or past the end.
         assert_eq!(range(Some("bytes=100-"), 100), Some(Err(())));
-        assert_eq!(range(Some("bytes=5-2"), 100), Some(Err(())));
-        assert_eq!(range(Some("bytes=0-1,5-6"), 100), None);
-        assert_eq!(range(Some("items=0-1"), 100), None);
+        assert_eq!(range(Some("bytes=999999999-"), 100), Some(Err(())));
+        // Invalid, or asking for nothing: ignored, the whole file is the answer.
+        for header in [
+            "bytes=5-2",
+            "bytes=-0",
+            "bytes=-",
+            "bytes=x-1",
+            "bytes=1-y",
+            "bytes=18446744073709551616-",
+            "bytes=0-1,5-6",
+            "items=0-1",
+        ] {
+            assert_eq!(range(Some(header), 100), None, "{header}");
+        }
     }
 }

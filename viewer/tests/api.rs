@@ -413,12 +413,30 @@ fn audio_is_the_rebuilt_tap_and_serves_byte_ranges() {
             format!("bytes {a}-{}/{}", b - 1, whole.body.len())
         );
     }
-    let past = get(
+    let to_the_end = get(
         viewer.addr,
         &target,
-        &[("Range", &format!("bytes={}-", whole.body.len()))],
+        &[("Range", "bytes=0-18446744073709551615")],
     );
-    assert_eq!(past.status, 416);
+    assert_eq!(to_the_end.status, 206);
+    assert_eq!(to_the_end.body, whole.body);
+    // Invalid ranges are ignored: the whole file.
+    for range in ["bytes=5-2", "bytes=-0"] {
+        let all = get(viewer.addr, &target, &[("Range", range)]);
+        assert_eq!(all.status, 200, "{range}");
+        assert_eq!(all.body, whole.body, "{range}");
+    }
+    for range in [
+        format!("bytes={}-", whole.body.len()),
+        "bytes=999999999-".into(),
+    ] {
+        let past = get(viewer.addr, &target, &[("Range", &range)]);
+        assert_eq!(past.status, 416, "{range}");
+        assert_eq!(
+            past.header("Content-Range"),
+            Some(format!("bytes */{}", whole.body.len()).as_str())
+        );
+    }
 }
 
 /// Paths out of the base directory, however written, and symbolic links out of it.
