@@ -22,6 +22,12 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: segmentrecorder-view BASE_DIR [--listen ADDR:PORT]";
 
+/// What `--help` prints after the usage.
+const HELP: &str = "Serves a read-only web page over BASE_DIR, a segmentrecorder base directory.
+
+  --listen ADDR:PORT  where to listen (default 127.0.0.1:8080; port 0: any free port)
+  -h, --help          print this and exit";
+
 /// Where the server listens unless told: this machine only.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -33,7 +39,13 @@ struct Args {
     listen: SocketAddr,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
+/// What the command line asks for.
+enum Asked {
+    Serve(Args),
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Asked, String> {
     let (mut base, mut listen) = (None, DEFAULT_LISTEN.to_owned());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -44,7 +56,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     .ok_or(format!("--listen needs ADDR:PORT\n{USAGE}"))?
                     .clone();
             }
-            "--help" | "-h" => return Err(USAGE.into()),
+            "--help" | "-h" => return Ok(Asked::Help),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}\n{USAGE}")),
             _ if base.is_none() => base = Some(PathBuf::from(arg)),
             _ => return Err(format!("one BASE_DIR only\n{USAGE}")),
@@ -60,13 +72,17 @@ fn parse(args: &[String]) -> Result<Args, String> {
     if !base.is_dir() {
         return Err(format!("BASE_DIR {} is not a directory", base.display()));
     }
-    Ok(Args { base, listen })
+    Ok(Asked::Serve(Args { base, listen }))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse(&args) {
-        Ok(args) => args,
+        Ok(Asked::Serve(args)) => args,
+        Ok(Asked::Help) => {
+            println!("{USAGE}\n\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("segmentrecorder-view: {e}");
             return ExitCode::FAILURE;

@@ -758,4 +758,17 @@ fn bad_command_lines_are_refused_with_a_reason() {
         assert!(err.starts_with("segmentrecorder-view: "), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    // Asked for, the usage is an answer, not an error.
+    for help in ["--help", "-h"] {
+        let out = std::process::Command::new(program)
+            .arg(help)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{help}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("usage: segmentrecorder-view BASE_DIR"),
+            "{help}: {text}"
+        );
+    }
 }
