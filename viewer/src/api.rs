@@ -170,7 +170,7 @@ impl Viewer {
     /// The call a URL names, as its directories hold it now.
     fn call(&self, name: &str) -> Result<Option<Call>, Reply> {
         tree::find_call(&self.base, name)
-            .map_err(|e| error(503, &format!("cannot read {}: {e}", self.base.display())))
+            .map_err(|e| error(503, &format!("cannot read the base directory: {e}")))
     }
 
     /// Length of a segment of `call`, in ms, from its first readable file.
@@ -195,7 +195,7 @@ impl Viewer {
     fn calls(&self) -> Reply {
         let calls = match tree::scan(&self.base) {
             Ok(calls) => calls,
-            Err(e) => return error(503, &format!("cannot read {}: {e}", self.base.display())),
+            Err(e) => return error(503, &format!("cannot read the base directory: {e}")),
         };
         let mut list: Vec<(u64, Value)> = calls
             .values()

@@ -12,7 +12,7 @@ use gstsegmentrecorder::rebuild::{Rebuilt, rebuild_files};
 
 use crate::cache::Bounded;
 use crate::peaks::PeaksCache;
-use crate::tree::Segment;
+use crate::tree::{Segment, below};
 
 /// Bytes of rebuilt audio kept (an hour at 16 kHz is 115 MB).
 const BUDGET_BYTES: u64 = 384 << 20;
@@ -197,7 +197,7 @@ fn make_clip(
     let mut samples = Vec::new();
     if !files.is_empty() {
         let rebuilt = rebuild_files(&files, Some(duration_ms * 1_000_000))
-            .map_err(|e| ClipError::NotFound(e.to_string()))?;
+            .map_err(|e| ClipError::NotFound(below(base, &e.to_string())))?;
         let Rebuilt {
             first_bucket_ms,
             samples: joined,

@@ -19,6 +19,7 @@ use gstsegmentrecorder::pair::{Alarm, Analyzer, DEFAULT_MAX_DELAY_MS, Figures, S
 use gstsegmentrecorder::pair_walk::{compare_files, find_pairs};
 
 use crate::cache::Bounded;
+use crate::tree::below;
 
 /// Pairs whose figures are kept (about 150 bytes each).
 const BUDGET_PAIRS: u64 = 200_000;
@@ -171,7 +172,7 @@ impl FiguresCache {
                         alarms,
                     });
                 }
-                Err(e) => out.errors.push(e.clone()),
+                Err(e) => out.errors.push(below(base, e)),
             }
         }
         if !to_queue.is_empty() {

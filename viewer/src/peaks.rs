@@ -12,7 +12,7 @@ use std::sync::Arc;
 use gstsegmentrecorder::rebuild::decode_segment;
 
 use crate::cache::Bounded;
-use crate::tree::{Segment, read_inside};
+use crate::tree::{Segment, below, read_inside};
 
 /// The span of one cell of the cached waveform, in ms.
 pub const CELL_MS: u64 = 10;
@@ -93,7 +93,8 @@ impl PeaksCache {
                 decode_segment(&segment.path, &bytes)
                     .map(|(samples, rate)| peaks_of(&samples, rate))
                     .map_err(|e| e.to_string())
-            });
+            })
+            .map_err(|e| below(base, &e));
         let peaks = Arc::new(peaks);
         // A file gone or unreadable may be back at the next look: only what was read is kept.
         if let Ok(p) = peaks.as_ref() {

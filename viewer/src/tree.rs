@@ -177,6 +177,13 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// `text` (an error's message, say) with the base directory's place taken out of it: the paths
+/// in it relative to the base, so that no answer tells where the server keeps its files.
+pub fn below(base: &Path, text: &str) -> String {
+    let base = base.display().to_string();
+    text.replace(&format!("{base}/"), "").replace(&base, ".")
+}
+
 /// Reads a file found by [`scan`], after checking that it still lies below `base` once every
 /// symbolic link is resolved: a directory swapped for a link since the scan is not followed
 /// out of the base directory.
@@ -229,6 +236,16 @@ mod tests {
         ] {
             assert!(find_call(&base, name).unwrap().is_none(), "{name}");
         }
+    }
+
+    #[test]
+    fn messages_tell_paths_below_the_base_only() {
+        let base = Path::new("/srv/rec");
+        assert_eq!(
+            below(base, "/srv/rec/2026-11-21/c/s/PRE/segment_1.wav: short"),
+            "2026-11-21/c/s/PRE/segment_1.wav: short"
+        );
+        assert_eq!(below(base, "cannot list /srv/rec"), "cannot list .");
     }
 
     #[test]

@@ -643,6 +643,9 @@ fn a_truncated_or_vanished_file_is_named_and_the_rest_still_served() {
         err.contains(&format!("segment_{}.wav", DAY_MS + 5_000)),
         "{err}"
     );
+    // Named below the base directory: no answer tells where the server keeps its files.
+    let base_name = fs::canonicalize(base.path()).unwrap().display().to_string();
+    assert!(!err.contains(&base_name), "{err}");
     assert!(segments[0].get("error").is_none() && segments[2].get("error").is_none());
     // The cut file is left out of the audio: its bucket is silence, the others are there.
     let audio = viewer.get("/api/calls/cut/audio?station=stt&tap=PRE");
@@ -655,6 +658,11 @@ fn a_truncated_or_vanished_file_is_named_and_the_rest_still_served() {
     let pairs = viewer.pairs("cut");
     let errors = pairs["stations"][0]["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{pairs}");
+    let error = errors[0].as_str().unwrap();
+    assert!(
+        error.contains(&format!("segment_{}.wav", DAY_MS + 5_000)) && !error.contains(&base_name),
+        "{error}"
+    );
     assert_eq!(pairs["stations"][0]["pairs"].as_array().unwrap().len(), 2);
 
     // A file removed after the call was listed: the next answers simply do without it.
