@@ -197,14 +197,19 @@ impl Viewer {
             Ok(calls) => calls,
             Err(e) => return error(503, &format!("cannot read the base directory: {e}")),
         };
-        let mut list: Vec<(u64, Value)> = calls
+        let mut list: Vec<((String, u64), Value)> = calls
             .values()
             .map(|call| {
                 let (first, last) = self.span(call);
+                // The day of its last bucket's start, as its directory is: a call whose last
+                // bucket ends at midnight is still that day's.
+                let last_bucket = call.segments().map(|s| s.bucket_ms).max().unwrap_or(0);
+                let day = utc_date(last_bucket);
                 let stations: Vec<String> = call.stations.keys().map(|s| shown(s)).collect();
                 let value = json!({
                     "id": call.dir,
                     "trace-id": shown(&call.dir),
+                    "day": day,
                     "dates": call.dates,
                     "first-ms": first,
                     "last-ms": last,
@@ -213,10 +218,11 @@ impl Viewer {
                     "stations": stations,
                     "segments": call.segments().count(),
                 });
-                (last, value)
+                ((day, last), value)
             })
             .collect();
-        list.sort_by_key(|(last, _)| std::cmp::Reverse(*last));
+        // Newest first, day by day: the index shows them so.
+        list.sort_by(|(a, _), (b, _)| b.cmp(a));
         let calls: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
         json_reply(200, &json!({ "calls": calls }))
     }

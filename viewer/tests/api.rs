@@ -109,6 +109,43 @@ fn the_index_lists_every_call_newest_first() {
     assert_eq!(calls[2]["dates"], serde_json::json!(["2026-11-20"]));
 }
 
+/// A call whose last bucket starts at 23:59:55 ends on the next day, but is that day's call.
+#[test]
+fn a_call_is_listed_under_the_day_its_last_bucket_starts() {
+    let base = tempfile::tempdir().unwrap();
+    // 2026-11-22T00:00:00Z is 18 hours after DAY_MS.
+    let midnight = DAY_MS + 18 * 3_600_000;
+    record(
+        base.path(),
+        &Take::new("late", &[("stt", 1.0)], midnight - 10_000, 10),
+    );
+    record(
+        base.path(),
+        &Take::new("next", &[("stt", 1.0)], midnight, 5),
+    );
+    let viewer = Viewer::start(base.path());
+    let calls = viewer.json("/api/calls");
+    let days: Vec<(&str, &str, &str)> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap(),
+                c["last-utc"].as_str().unwrap(),
+                c["day"].as_str().unwrap_or("no day"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("next", "2026-11-22T00:00:05.000Z", "2026-11-22"),
+            ("late", "2026-11-22T00:00:00.000Z", "2026-11-21")
+        ]
+    );
+}
+
 #[test]
 fn a_call_s_segments_holes_and_further_files_are_those_on_disk() {
     let base = recorded();

@@ -46,10 +46,10 @@ async function load() {
     days.append(el('p', { textContent: 'No calls recorded here yet.' }));
     return;
   }
-  // A call belongs to the day it ended on; calls come newest first.
+  // A call belongs to the day its last bucket starts on; calls come newest first, day by day.
   const byDay = new Map();
   for (const c of list) {
-    const day = c['last-utc'].slice(0, 10);
+    const day = c.day;
     if (!byDay.has(day)) byDay.set(day, []);
     byDay.get(day).push(c);
   }
