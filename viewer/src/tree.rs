@@ -77,13 +77,24 @@ pub fn scan(base: &Path) -> io::Result<BTreeMap<String, Call>> {
     Ok(calls)
 }
 
-/// The call a URL names: `name` is its directory name (what the page's links hold), or the
-/// trace id itself, percent-encoded as URLs are, which the layout then escapes. Only the call's
-/// own directories are read: each date directory's entries are listed and those of that name
+/// The call a URL names: `name` is its directory name as it is (what the page's links hold)
+/// or percent-encoded (what they hold for `%2E` and `%2E.`, the directories of `.` and `..`,
+/// which URL parsers take for dot segments and remove), or the trace id itself,
+/// percent-encoded as URLs are, which the layout then escapes. Only the call's own
+/// directories are read: each date directory's entries are listed and those of that name
 /// walked; the name is compared with what the listing finds, never joined onto a path.
 pub fn find_call(base: &Path, name: &str) -> io::Result<Option<Call>> {
-    let escaped = percent_decode(name).and_then(|id| identifier_component(&id).ok());
-    for wanted in std::iter::once(name.to_owned()).chain(escaped) {
+    let decoded = percent_decode(name);
+    let escaped = decoded
+        .as_deref()
+        .and_then(|id| identifier_component(id).ok());
+    let mut names = vec![name.to_owned()];
+    for other in decoded.into_iter().chain(escaped) {
+        if !names.contains(&other) {
+            names.push(other);
+        }
+    }
+    for wanted in names {
         let mut calls = BTreeMap::new();
         for date in fs::read_dir(base)? {
             let date = date?;
@@ -220,15 +231,16 @@ mod tests {
             "the link and the .part left out"
         );
         assert_eq!(shown("sip%3Aa%2Fb"), "sip:a/b");
-        // The call by its directory name or its identifier, and nothing else.
-        for name in ["sip%3Aa%2Fb", "sip:a%2Fb"] {
+        // The call by its directory name, as it is or percent-encoded, or by its identifier,
+        // and nothing else.
+        for name in ["sip%3Aa%2Fb", "sip%253Aa%252Fb", "sip:a%2Fb"] {
             let found = find_call(&base, name).unwrap().unwrap();
             assert_eq!(found.stations["stt"].taps, call.stations["stt"].taps);
         }
         for name in [
             "..",
             "%2e%2e",
-            "sip%253Aa%252Fb",
+            "sip%25253Aa%25252Fb",
             "/etc",
             "2026-11-21",
             "stt",

@@ -146,6 +146,42 @@ fn a_call_is_listed_under_the_day_its_last_bucket_starts() {
     );
 }
 
+/// Calls whose identifiers are `..` and `.`: their directories, `%2E.` and `%2E`, are dot
+/// segments to URL parsers, which remove them from a URL.
+#[test]
+fn calls_named_by_dots_are_reached() {
+    let base = tempfile::tempdir().unwrap();
+    for trace in ["..", "."] {
+        record(base.path(), &Take::new(trace, &[("stt", 1.0)], DAY_MS, 5));
+    }
+    let viewer = Viewer::start(base.path());
+    let calls = viewer.json("/api/calls");
+    let ids: Vec<(&str, &str)> = calls["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["trace-id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ids, [("%2E", "."), ("%2E.", "..")]);
+    // The page links to the directory name percent-encoded, which no parser takes for a dot
+    // segment. That, and the identifier percent-encoded (`%2E%2E`, which reaches the server
+    // only when sent as written), reach the call.
+    for (names, trace) in [
+        (&["%252E.", "%2E%2E", "%2e."][..], ".."),
+        (&["%252E", "%2E"][..], "."),
+    ] {
+        for name in names {
+            let call = viewer.json(&format!("/api/calls/{name}"));
+            assert_eq!(call["trace-id"], trace, "{name}");
+            assert_eq!(viewer.get(&format!("/call/{name}")).status, 200, "{name}");
+            let pairs = viewer.pairs(name);
+            assert_eq!(pairs["stations"][0]["pairs"].as_array().unwrap().len(), 1);
+            let audio = viewer.get(&format!("/api/calls/{name}/audio?station=stt&tap=PRE"));
+            assert_eq!(audio.status, 200, "{name}");
+        }
+    }
+}
+
 #[test]
 fn a_call_s_segments_holes_and_further_files_are_those_on_disk() {
     let base = recorded();

@@ -493,6 +493,79 @@ fn a_recorded_call_in_a_real_browser() {
     assert!(errors(&console).is_empty(), "console errors: {console:?}");
 }
 
+/// Calls that are awkward to reach or to show: identifiers `..` and `.`, whose directories
+/// `%2E.` and `%2E` are dot segments to URL parsers, and a call whose last bucket starts at
+/// 23:59:55.
+#[test]
+fn awkward_calls_in_a_real_browser() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    for trace in ["..", "."] {
+        record(base.path(), &Take::new(trace, &[("stt", 1.0)], DAY_MS, 5));
+    }
+    // 2026-11-22T00:00:00Z is 18 hours after DAY_MS.
+    let midnight = DAY_MS + 18 * 3_600_000;
+    record(
+        base.path(),
+        &Take::new("late", &[("stt", 1.0)], midnight - 10_000, 10),
+    );
+    let viewer = Viewer::start(base.path());
+    let browser = driver.session();
+
+    // The index: every call under the day its files are in, each one's alarms fetched.
+    browser.goto(&viewer.url("/"));
+    let days = browser.wait(
+        "the index's alarms",
+        "const cells = [...document.querySelectorAll('td.alarms')];
+         return cells.length === 3 && cells.every((c) => c.textContent !== '…') &&
+           [...document.querySelectorAll('section.day')].map((d) => [
+             d.querySelector('h2').textContent,
+             [...d.querySelectorAll('tr.call')].map((r) => [r.dataset.trace,
+               r.querySelector('td.alarms').textContent])]);",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        days,
+        json!([["2026-11-21", [["late", "0"], [".", "0"], ["..", "0"]]]])
+    );
+
+    // Each dot-named call opens from its link, and its page reaches the API.
+    for (trace, path) in [("..", "/call/%252E."), (".", "/call/%252E")] {
+        browser.goto(&viewer.url("/"));
+        browser.wait(
+            "the index",
+            &format!(
+                "const a = [...document.querySelectorAll('tr.call a')]
+                   .find((a) => a.textContent === {trace:?});
+                 if (a) a.click();
+                 return !!a;"
+            ),
+            Duration::from_secs(10),
+        );
+        browser.wait(
+            "the call's page to paint",
+            "return document.body.dataset.painted === 'yes'",
+            Duration::from_secs(30),
+        );
+        assert_eq!(browser.exec("return location.pathname"), path);
+        assert_eq!(
+            browser.exec("return document.getElementById('title').textContent"),
+            trace
+        );
+        browser.wait(
+            "the pair figures",
+            "return document.querySelectorAll('.figs .fig').length === 1",
+            Duration::from_secs(30),
+        );
+        let status = browser.exec("return document.getElementById('status').textContent");
+        assert_eq!(status, "", "{trace}");
+    }
+    let console = browser.console();
+    assert!(errors(&console).is_empty(), "console errors: {console:?}");
+}
+
 /// An hour of a call with two stations: 720 buckets per tap, 2,880 files. Prints what the API
 /// and the page took. Drawing the four lanes must take under a second; the whole page, from its
 /// script's start to the lanes painted (the call's JSON, four lanes' peaks, drawing) with the

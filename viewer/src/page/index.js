@@ -17,6 +17,13 @@ function time(iso) {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
+// A call's name in a URL path: its directory name, percent-encoded if made of dots only
+// (`%2E` and `%2E.`, the directories of `.` and `..`), which URL parsers would take for a dot
+// segment and remove. The server takes either form.
+function urlName(id) {
+  return /^(\.|%2e)+$/i.test(id) ? encodeURIComponent(id) : id;
+}
+
 async function getJSON(url) {
   const r = await fetch(url);
   const body = await r.json();
@@ -61,7 +68,7 @@ async function load() {
       const alarms = el('td', { className: 'alarms', textContent: '…' });
       alarmCells.push([c.id, alarms]);
       const row = el('tr', { className: 'call' }, [
-        el('td', {}, [el('a', { href: '/call/' + c.id, textContent: c['trace-id'] })]),
+        el('td', {}, [el('a', { href: '/call/' + urlName(c.id), textContent: c['trace-id'] })]),
         el('td', { textContent: time(c['first-utc']) }),
         el('td', { textContent: time(c['last-utc']) }),
         el('td', { textContent: c.stations.join(', ') }),
@@ -82,10 +89,11 @@ async function load() {
   for (const [id, cell] of alarmCells) {
     try {
       // The server compares a call's pairs in the background: ask until none is pending.
-      let pairs = await getJSON('/api/calls/' + id + '/pairs');
+      const url = '/api/calls/' + urlName(id) + '/pairs';
+      let pairs = await getJSON(url);
       while (pairs.stations.some((s) => s.pending > 0)) {
         await new Promise((done) => setTimeout(done, 1000));
-        pairs = await getJSON('/api/calls/' + id + '/pairs');
+        pairs = await getJSON(url);
       }
       const names = [];
       for (const s of pairs.stations) {
