@@ -566,6 +566,51 @@ fn awkward_calls_in_a_real_browser() {
     assert!(errors(&console).is_empty(), "console errors: {console:?}");
 }
 
+/// A call of one station that has only a PRE tap: two 5 s buckets three hours apart, written
+/// as the recorder would.
+#[test]
+fn a_lone_tap_and_a_long_call_in_a_real_browser() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let base = tempfile::tempdir().unwrap();
+    let tap = base.path().join("2026-11-21/long/stt/PRE");
+    std::fs::create_dir_all(&tap).unwrap();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    for bucket in [DAY_MS, DAY_MS + 3 * 3_600_000] {
+        let path = tap.join(format!("segment_{bucket}.wav"));
+        let mut wav = hound::WavWriter::create(path, spec).unwrap();
+        for i in 0..5 * RATE {
+            let phase = f64::from(i) * 440.0 / f64::from(RATE);
+            let sample = 8_000.0 * (2.0 * std::f64::consts::PI * phase).sin();
+            wav.write_sample(sample as i16).unwrap();
+        }
+        wav.finalize().unwrap();
+    }
+    let viewer = Viewer::start(base.path());
+    let browser = driver.session();
+    browser.goto(&viewer.url("/call/long"));
+    browser.wait(
+        "the call's page to paint",
+        "return document.body.dataset.painted === 'yes'",
+        Duration::from_secs(30),
+    );
+    // Buttons for the tap there is, none for the one there is not.
+    let buttons = browser.exec(
+        "return ['button.play', 'a.download', 'button.switch'].map((css) =>
+           [...document.querySelectorAll(css)].map((e) => e.dataset.tap || 'both'));",
+    );
+    assert_eq!(buttons, json!([["PRE"], ["PRE"], []]));
+
+    let console = browser.console();
+    assert!(errors(&console).is_empty(), "console errors: {console:?}");
+}
+
 /// An hour of a call with two stations: 720 buckets per tap, 2,880 files. Prints what the API
 /// and the page took. Drawing the four lanes must take under a second; the whole page, from its
 /// script's start to the lanes painted (the call's JSON, four lanes' peaks, drawing) with the

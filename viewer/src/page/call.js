@@ -325,12 +325,19 @@ function follow() {
   requestAnimationFrame(follow);
 }
 
+// The taps of a station that have files: only those can be played or downloaded.
+const tapsOf = (st) => TAPS.filter((tap) => st.taps[tap]['start-ms'] !== null);
+
+// What the station blocks are built from: the stations and which of their taps have files.
+const layoutOf = (c) => c.stations.map((st) => st.id + ' ' + tapsOf(st).join('+')).join('\n');
+
 function buildStations() {
   stationsBox.replaceChildren();
   lanes.length = 0;
   for (const st of call.stations) {
+    const present = tapsOf(st);
     const buttons = [];
-    for (const tap of TAPS) {
+    for (const tap of present) {
       const b = el('button', { type: 'button', className: 'play', textContent: '▶ ' + tap, title: 'Play ' + tap + ' from the cursor' });
       b.dataset.station = st.id;
       b.dataset.tap = tap;
@@ -341,7 +348,7 @@ function buildStations() {
     sw.addEventListener('click', () => switchTap(st.id));
     const stopB = el('button', { type: 'button', textContent: '■', title: 'Stop' });
     stopB.addEventListener('click', stop);
-    const downloads = TAPS.map((tap) => {
+    const downloads = present.map((tap) => {
       const a = el('a', { className: 'download', textContent: '⤓ ' + tap + ' WAV' });
       a.dataset.station = st.id;
       a.dataset.tap = tap;
@@ -350,7 +357,8 @@ function buildStations() {
     const figs = el('div', { className: 'figs', title: 'What the stage did, bucket by bucket' });
     figs.dataset.station = st.id;
     const block = el('div', { className: 'station' }, [
-      el('div', { className: 'station-head' }, [el('b', { textContent: st['station-key'] }), ...buttons, sw, stopB, ...downloads]),
+      el('div', { className: 'station-head' }, [el('b', { textContent: st['station-key'] }), ...buttons,
+        ...(present.length === TAPS.length ? [sw] : []), stopB, ...downloads]),
       el('div', { className: 'row' }, [el('div', { className: 'label', textContent: 'stage' }), figs]),
     ]);
     block.dataset.station = st.id;
@@ -416,7 +424,7 @@ async function poll() {
     statusBox.textContent = '';
     if (fresh.version !== call.version) {
       const following = view.to >= call['end-ms'];
-      const sameStations = fresh.stations.map((s) => s.id).join('\n') === call.stations.map((s) => s.id).join('\n');
+      const sameStations = layoutOf(fresh) === layoutOf(call);
       const oldFrom = call['start-ms'];
       call = fresh;
       if (following) view = { from: view.from === oldFrom ? call['start-ms'] : view.from, to: call['end-ms'] };
