@@ -566,8 +566,8 @@ fn awkward_calls_in_a_real_browser() {
     assert!(errors(&console).is_empty(), "console errors: {console:?}");
 }
 
-/// A call of one station that has only a PRE tap: two 5 s buckets three hours apart, written
-/// as the recorder would.
+/// A call longer than the server's two hours of audio at once, of one station that has only
+/// a PRE tap: two 5 s buckets three hours apart, written as the recorder would.
 #[test]
 fn a_lone_tap_and_a_long_call_in_a_real_browser() {
     let Some(driver) = Driver::start() else {
@@ -607,6 +607,78 @@ fn a_lone_tap_and_a_long_call_in_a_real_browser() {
     );
     assert_eq!(buttons, json!([["PRE"], ["PRE"], []]));
 
+    // Play from near the end: the page asks for the audio around the cursor, never more than
+    // the server answers at once.
+    browser.exec(
+        "const c = document.querySelector('canvas.lane[data-tap=\"PRE\"]');
+         const r = c.getBoundingClientRect();
+         for (const type of ['mousedown', 'mouseup'])
+           c.dispatchEvent(new MouseEvent(type, { bubbles: true, clientX: r.right - 2, clientY: r.top + 10 }));",
+    );
+    let cursor = browser.exec("return document.getElementById('position').textContent");
+    assert!(
+        cursor.as_str().unwrap().starts_with("Cursor 08:59:"),
+        "{cursor}"
+    );
+    browser.click("button.play[data-tap=\"PRE\"]");
+    let started = browser.wait(
+        "PRE to play",
+        "const a = document.querySelector('audio[data-tap=\"PRE\"]');
+         const status = document.getElementById('status').textContent;
+         if (status) return 'status: ' + status;
+         return a && !a.paused && a.currentTime > 0 && [a.currentTime, a.src];",
+        Duration::from_secs(20),
+    );
+    assert!(started.is_array(), "{started}");
+    let src = started[1].as_str().unwrap();
+    let query = |name: &str| -> u64 {
+        let at = src.find(&format!("&{name}=")).unwrap() + name.len() + 2;
+        src[at..].split('&').next().unwrap().parse().unwrap()
+    };
+    assert!(query("to") - query("from") <= 7_200_000, "{src}");
+    std::thread::sleep(Duration::from_millis(700));
+    let later = audio_state(&browser, "stt", "PRE");
+    assert!(
+        later[0].as_f64().unwrap() > started[0].as_f64().unwrap() + 0.3,
+        "currentTime advances: {started} then {later}"
+    );
+    let position = browser.exec("return document.getElementById('position').textContent");
+    assert!(
+        position.as_str().unwrap().starts_with("Cursor 08:59:")
+            || position.as_str().unwrap().starts_with("Cursor 09:00:"),
+        "the cursor follows playback: {position}"
+    );
+
+    // Played to the end of its window, a tap goes on with the next one.
+    browser.click("button[title=\"Stop\"]");
+    browser.exec(
+        "const c = document.querySelector('canvas.lane[data-tap=\"PRE\"]');
+         const r = c.getBoundingClientRect();
+         for (const type of ['mousedown', 'mouseup'])
+           c.dispatchEvent(new MouseEvent(type, { bubbles: true, clientX: r.left + r.width * 0.1, clientY: r.top + 10 }));",
+    );
+    browser.click("button.play[data-tap=\"PRE\"]");
+    let window = browser.wait(
+        "PRE to play from the cursor",
+        "const a = document.querySelector('audio[data-tap=\"PRE\"]');
+         return a && !a.paused && a.currentTime > 0 && [a.dataset.from, a.dataset.to];",
+        Duration::from_secs(20),
+    );
+    browser.exec(
+        "const a = document.querySelector('audio[data-tap=\"PRE\"]'); a.currentTime = a.duration - 0.3;",
+    );
+    let next = browser.wait(
+        "the next window to play",
+        &format!(
+            "const a = document.querySelector('audio[data-tap=\"PRE\"]');
+             return a.dataset.from !== {:?} && !a.paused && a.currentTime > 0
+               && [a.dataset.from, a.dataset.to];",
+            window[0].as_str().unwrap()
+        ),
+        Duration::from_secs(20),
+    );
+    let ms = |v: &Value| v.as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(ms(&next[0]), ms(&window[1]), "{window} then {next}");
     let console = browser.console();
     assert!(errors(&console).is_empty(), "console errors: {console:?}");
 }

@@ -258,25 +258,60 @@ function updateDownloads() {
   }
 }
 
-// Audio of every tap shares one origin, the call's start, so that PRE and POST of a moment
-// are at the same currentTime.
-function audioFor(station, tap) {
+// The server answers at most two hours of audio at once. A call no longer than that plays as
+// one piece from its start, so that PRE and POST of a moment are at the same currentTime; a
+// longer one in windows of half an hour, each starting on a ten-minute mark of the call before
+// the moment asked for (both taps of a moment, and plays close to each other, share one),
+// played one after the other.
+const MAX_AUDIO_MS = 2 * 3600e3;
+const WINDOW_MS = 1800e3;
+const WINDOW_STEP_MS = 600e3;
+
+// The time range of audio that holds `ms`.
+function windowAt(ms) {
+  const start = call['start-ms'];
+  const end = call['end-ms'];
+  if (end - start <= MAX_AUDIO_MS) return [start, end];
+  const into = Math.min(Math.max(ms, start), end - 1) - start;
+  const from = start + Math.floor(into / WINDOW_STEP_MS) * WINDOW_STEP_MS;
+  return [from, Math.min(end, from + WINDOW_MS)];
+}
+
+// A tap's <audio> element, given the window that holds `ms` unless it is playing; its
+// data-from and data-to say which window it holds.
+function audioFor(station, tap, ms) {
   const key = station + ' ' + tap;
   let audio = audios.get(key);
   if (!audio) {
     audio = el('audio', { preload: 'none' });
     audio.dataset.station = station;
     audio.dataset.tap = tap;
-    audio.addEventListener('ended', () => stop());
+    audio.addEventListener('ended', () => {
+      if (!playing || playing.audio !== audio) return;
+      // The end of a window before the call's: on with the next one.
+      const to = Number(audio.dataset.to);
+      if (to < call['end-ms']) play(station, tap, to);
+      else stop();
+    });
     audio.addEventListener('error', () => {
       statusBox.textContent = 'Cannot play ' + tap + ': the audio could not be loaded';
     });
     document.body.append(audio);
     audios.set(key, audio);
   }
-  const src = audioUrl(station, tap, [call['start-ms'], call['end-ms']]);
-  if (audio.getAttribute('src') !== src && audio.paused) audio.src = src;
+  const range = windowAt(ms);
+  const src = audioUrl(station, tap, range);
+  if (audio.getAttribute('src') !== src && audio.paused) {
+    audio.src = src;
+    audio.dataset.from = range[0];
+    audio.dataset.to = range[1];
+  }
   return audio;
+}
+
+// Where the playing tap is, in ms.
+function playingMs() {
+  return Number(playing.audio.dataset.from) + playing.audio.currentTime * 1000;
 }
 
 function startAt(audio, seconds) {
@@ -295,12 +330,13 @@ function stop() {
   markButtons();
 }
 
-function play(station, tap) {
-  const from = playing ? playing.audio.currentTime : Math.max(0, ((cursorMs ?? call['start-ms']) - call['start-ms']) / 1000);
+// Plays a tap from `atMs`, else from where the playing one is, else from the cursor.
+function play(station, tap, atMs) {
+  const ms = atMs ?? (playing ? playingMs() : (cursorMs ?? call['start-ms']));
   if (playing) playing.audio.pause();
-  const audio = audioFor(station, tap);
+  const audio = audioFor(station, tap, ms);
   playing = { station, tap, audio };
-  startAt(audio, from);
+  startAt(audio, Math.max(0, (ms - Number(audio.dataset.from)) / 1000));
   markButtons();
   requestAnimationFrame(follow);
 }
@@ -319,7 +355,7 @@ function markButtons() {
 // The cursor follows playback.
 function follow() {
   if (!playing) return;
-  cursorMs = call['start-ms'] + playing.audio.currentTime * 1000;
+  cursorMs = playingMs();
   placeOverlays();
   showAtCursor();
   requestAnimationFrame(follow);
@@ -391,7 +427,15 @@ function listen(canvas) {
     if (down !== null && Math.abs(ev.offsetX - down) < 4) {
       cursorMs = msOf(ev.offsetX, canvas.clientWidth);
       selection = null;
-      if (playing) playing.audio.currentTime = Math.max(0, (cursorMs - call['start-ms']) / 1000);
+      if (playing) {
+        // Within what the playing tap holds, a seek; elsewhere, its window there.
+        const from = Number(playing.audio.dataset.from);
+        if (cursorMs >= from && cursorMs < Number(playing.audio.dataset.to)) {
+          playing.audio.currentTime = (cursorMs - from) / 1000;
+        } else {
+          play(playing.station, playing.tap, cursorMs);
+        }
+      }
       placeOverlays();
       showAtCursor();
     }
