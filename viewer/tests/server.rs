@@ -154,3 +154,26 @@ fn running_out_of_file_descriptors_does_not_stop_listening() {
         "the viewer exited"
     );
 }
+
+#[test]
+fn connections_beyond_the_bound_are_refused_at_once() {
+    let viewer = Viewer::start(recorded());
+    let addr = viewer.addr;
+    assert_eq!(status_within(addr, "/api/calls", 30), 200);
+    // As many connections as the server keeps open, sending nothing.
+    let held: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut one_more = stalled(addr, b"GET /api/calls HTTP/1.1\r\nHost: x\r\n\r\n");
+    one_more
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = one_more.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    drop(held);
+    assert_eq!(status_within(addr, "/api/calls", 10), 200);
+}
