@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--streams S] [--seconds T] [--dir DIR] [--quick]
-//!     [--only throughput|cost|isolation|scale|pairs|retention] [--readme README.md]
+//!     [--only throughput|cost|isolation|scale|pairs|retention|tee] [--readme README.md]
 //! ```
 //!
 //! 1. Throughput: S streams × T seconds of 16 kHz mono in 20 ms buffers, pushed as fast as
@@ -30,6 +30,9 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -68,6 +71,8 @@ struct Options {
     /// Recorders (half PRE, half POST) of the pair-analysis part, and how long they are fed.
     pairs_n: usize,
     pairs_seconds: u64,
+    /// Ns of the one-tee part.
+    tee: Vec<usize>,
     only: Option<String>,
     readme: Option<PathBuf>,
 }
@@ -84,6 +89,7 @@ fn options() -> Options {
         // Buckets close at 5 and 10 s: two rounds of comparisons while the CPU is measured, with
         // time to finish them.
         pairs_seconds: 12,
+        tee: vec![2_000, 10_000],
         only: None,
         readme: None,
     };
@@ -103,6 +109,7 @@ fn options() -> Options {
                 o.scale_seconds = 2;
                 o.pairs_n = 200;
                 o.pairs_seconds = 6;
+                o.tee = vec![2_000];
             }
             other => panic!("unknown argument {other}"),
         }
@@ -1106,6 +1113,12 @@ fn main() {
         scale_child(&args[2], n, seconds, Path::new(&args[5]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--tee-child") {
+        let n = args[3].parse().expect("N");
+        let seconds = args[4].parse().expect("seconds");
+        tee_child(&args[2], n, seconds, Path::new(&args[5]));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--retention-child") {
         let n = args[3].parse().expect("N");
         let seconds = args[4].parse().expect("seconds");
@@ -1203,10 +1216,24 @@ fn main() {
             retention_markdown(&retention_rows)
         ));
     }
+    let mut tee_rows = Vec::new();
+    if run("tee") {
+        tee_rows = tee_part(&o);
+        part(format!(
+            "**One tee**: a live 16 kHz `audiotestsrc` and one `tee` feeding N recorders in \
+             PRE/POST pairs, every setting at its default (pair analysis on), or N fakesinks, all \
+             on the source's one streaming thread; {TEE_SECONDS} s measured after {TEE_WARM_UP_SECONDS} s of \
+             warming up, each run a fresh process, {TEE_ROUNDS} runs of each kind alternating and \
+             the least CPU of each kept. CPU is the whole process's, from `getrusage`: streaming \
+             thread, writer threads, pair analysis.\n\n{}",
+            tee_markdown(&tee_rows)
+        ));
+    }
     part(format!(
-        "Against the targets:\n\n{}{}",
+        "Against the targets:\n\n{}{}{}",
         report.verdicts(),
-        retention_verdict(&retention_rows)
+        retention_verdict(&retention_rows),
+        tee_verdict(&tee_rows)
     ));
     if let Some(readme) = &o.readme {
         if let Err(e) = write_readme(readme, &text) {
@@ -1352,4 +1379,241 @@ fn retention_verdict(rows: &[RetentionRow]) -> String {
         .collect::<Vec<_>>()
         .join("; ");
     format!("- Retention: CPU per recorder ≤ {TARGET_RETENTION_CPU}× without it: {each}.\n")
+}
+
+/// Rounds of each kind in the tee part, alternating.
+const TEE_ROUNDS: usize = 3;
+/// Seconds each tee round's CPU is measured for, after warming up: every recorder's first
+/// file made, and the bucket at 5 s closed in the window.
+const TEE_SECONDS: u64 = 6;
+const TEE_WARM_UP_SECONDS: u64 = 6;
+/// The tee part's targets: CPU of N recorders over N fakesinks' at 2,000, at most this much.
+const TARGET_TEE_VS_FAKESINK: f64 = 2.0;
+
+/// In a child process: a live 16 kHz source, one `tee`, N recorders in PRE/POST pairs (or N
+/// fakesinks) all on the source's one streaming thread. Prints one line: KB of memory and
+/// threads added, CPU seconds (`getrusage`) and wall seconds measured, samples dropped, the
+/// most the stream fell behind real time (ms), and pairs compared.
+fn tee_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
+    init();
+    let (rss0, threads0) = (rss_kb(), threads());
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("audiotestsrc")
+        .property("is-live", true)
+        .property("samplesperbuffer", BUFFER_SAMPLES as i32)
+        .property_from_str("wave", "white-noise")
+        .property("volume", 0.3)
+        .build()
+        .expect("audiotestsrc");
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property("caps", gst::Caps::from_str(CAPS).expect("caps"))
+        .build()
+        .expect("capsfilter");
+    let tee = gst::ElementFactory::make("tee").build().expect("tee");
+    pipeline.add_many([&src, &caps, &tee]).expect("add");
+    gst::Element::link_many([&src, &caps, &tee]).expect("link");
+    let sinks: Vec<gst::Element> = (0..n)
+        .map(|i| {
+            let sink = if kind == "recorder" {
+                // Recorders 2k and 2k + 1 are the PRE and POST of one call's stage, with pair
+                // analysis and every other setting at its default.
+                gst::ElementFactory::make("segmentrecorder")
+                    .property("base-dir", dir.to_str().expect("utf-8 path"))
+                    .property("trace-id", format!("tee{}", i / 2))
+                    .property("station-key", "bench")
+                    .property_from_str("tap", ["PRE", "POST"][i % 2])
+                    .build()
+                    .expect("segmentrecorder")
+            } else {
+                gst::ElementFactory::make("fakesink")
+                    .property("sync", false)
+                    .build()
+                    .expect("fakesink")
+            };
+            // One streaming thread and no queues: a sink that waited for preroll would hold
+            // it from the others.
+            sink.set_property("async", false);
+            pipeline.add(&sink).expect("add");
+            tee.link(&sink).expect("link");
+            sink
+        })
+        .collect();
+    // How far the stream falls behind the clock: a live source's buffers are due at their
+    // running time, and a streaming thread that cannot keep up delivers them later and later.
+    let lag_ns = Arc::new(AtomicU64::new(0));
+    // The base time, once the pipeline plays: nothing in the probe may take a lock that a
+    // state change holds.
+    let base_ns = Arc::new(AtomicU64::new(u64::MAX));
+    let (lag, base) = (lag_ns.clone(), base_ns.clone());
+    let clock = gst::SystemClock::obtain();
+    pipeline.use_clock(Some(&clock));
+    tee.static_pad("sink").expect("tee sink").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            let base = base.load(Ordering::Relaxed);
+            if let (Some(gst::PadProbeData::Buffer(b)), now) = (info.data.as_ref(), clock.time())
+                && let Some(pts) = b.pts()
+                && base != u64::MAX
+            {
+                let behind = now.nseconds().saturating_sub(base + pts.nseconds());
+                lag.fetch_max(behind, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let (result, state, _) = pipeline.state(gst::ClockTime::from_seconds(60));
+    assert!(
+        result.is_ok() && state == gst::State::Playing,
+        "not playing: {result:?}"
+    );
+    base_ns.store(
+        pipeline.base_time().map_or(0, |t| t.nseconds()),
+        Ordering::Relaxed,
+    );
+    let bus = pipeline.bus().expect("bus");
+    let fail = |m: &gst::Message| {
+        if let gst::MessageView::Error(e) = m.view() {
+            panic!("{}: {}", e.error(), e.debug().unwrap_or_default());
+        }
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(TEE_WARM_UP_SECONDS) {
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            fail(&m);
+        }
+    }
+    lag_ns.store(0, Ordering::Relaxed);
+    let (cpu0, t0) = (rusage_cpu(), Instant::now());
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            fail(&m);
+        }
+    }
+    let (cpu, wall) = (rusage_cpu() - cpu0, t0.elapsed());
+    let (rss, all_threads) = (rss_kb(), threads());
+    let behind_ms = lag_ns.load(Ordering::Relaxed) as f64 / 1e6;
+    pipeline.send_event(gst::event::Eos::new());
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos])
+        .expect("EOS within two minutes");
+    let (mut dropped, mut compared) = (0, 0);
+    for sink in sinks.iter().filter(|_| kind == "recorder") {
+        let stats = sink.property::<gst::Structure>("recording-stats");
+        dropped += stats.get::<u64>("samples-dropped-overflow").unwrap_or(0)
+            + stats.get::<u64>("samples-dropped-overlap").unwrap_or(0);
+        compared += stats.get::<u64>("pairs-compared").unwrap_or(0);
+    }
+    pipeline.set_state(gst::State::Null).expect("null");
+    println!(
+        "tee {} {} {} {} {} {} {}",
+        rss.saturating_sub(rss0),
+        all_threads.saturating_sub(threads0),
+        cpu.as_secs_f64(),
+        wall.as_secs_f64(),
+        dropped,
+        behind_ms,
+        compared
+    );
+}
+
+/// CPU time of this process so far, user and system, from `getrusage`.
+fn rusage_cpu() -> Duration {
+    // SAFETY: `getrusage` only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// One N of the tee part: the least of each kind's rounds.
+struct TeeRow {
+    n: usize,
+    /// CPU seconds per wall second: recorders, fakesinks.
+    cpu_recorder: f64,
+    cpu_fakesink: f64,
+    kb_per_recorder: f64,
+    dropped: f64,
+    behind_ms: f64,
+    compared: f64,
+}
+
+impl TeeRow {
+    fn ratio(&self) -> f64 {
+        self.cpu_recorder / self.cpu_fakesink
+    }
+
+    /// µs of CPU per recorder-second, all of the process's CPU counted.
+    fn us_per_recorder_second(&self) -> f64 {
+        self.cpu_recorder / self.n as f64 * 1e6
+    }
+}
+
+fn tee_part(o: &Options) -> Vec<TeeRow> {
+    o.tee
+        .iter()
+        .map(|&n| {
+            let (mut rec, mut fake) = (Vec::new(), Vec::new());
+            for _ in 0..TEE_ROUNDS {
+                rec.push(run_part_child(o, "tee", "recorder", n, TEE_SECONDS));
+                fake.push(run_part_child(o, "tee", "fakesink", n, TEE_SECONDS));
+            }
+            let least =
+                |runs: &[Vec<f64>], i: usize| runs.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
+            let most = |runs: &[Vec<f64>], i: usize| runs.iter().map(|r| r[i]).fold(0.0, f64::max);
+            let per_second =
+                |runs: &[Vec<f64>]| runs.iter().map(|r| r[2] / r[3]).fold(f64::MAX, f64::min);
+            TeeRow {
+                n,
+                cpu_recorder: per_second(&rec),
+                cpu_fakesink: per_second(&fake),
+                kb_per_recorder: (least(&rec, 0) - least(&fake, 0)) / n as f64,
+                dropped: most(&rec, 4),
+                behind_ms: most(&rec, 5),
+                compared: least(&rec, 6),
+            }
+        })
+        .collect()
+}
+
+fn tee_markdown(rows: &[TeeRow]) -> String {
+    let mut out = String::from(
+        "| N | CPU, % of a core: recorders (fakesinks) | recorders ÷ fakesinks | µs of CPU per \
+         recorder-second | KB per recorder beyond fakesink | most the stream fell behind, ms | \
+         samples dropped | pairs compared |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {:.1} ({:.1}) | {:.2}× | {:.1} | {:.0} | {:.0} | {} | {} |\n",
+            thousands(r.n as u64),
+            r.cpu_recorder * 100.0,
+            r.cpu_fakesink * 100.0,
+            r.ratio(),
+            r.us_per_recorder_second(),
+            r.kb_per_recorder,
+            r.behind_ms,
+            thousands(r.dropped as u64),
+            thousands(r.compared as u64),
+        );
+    }
+    out
+}
+
+fn tee_verdict(rows: &[TeeRow]) -> String {
+    let Some(row) = rows.iter().find(|r| r.n == 2_000) else {
+        return String::new();
+    };
+    format!(
+        "- One tee, 2,000 recorders ≤ {TARGET_TEE_VS_FAKESINK}× the CPU of 2,000 fakesinks: {} \
+         ({:.2}×, {:.1} µs per recorder-second); ≤ {TARGET_KB_PER_RECORDER} KB per recorder \
+         beyond fakesink: {} ({:.0}); nothing dropped: {}.\n",
+        met(row.ratio() <= TARGET_TEE_VS_FAKESINK),
+        row.ratio(),
+        row.us_per_recorder_second(),
+        met(row.kb_per_recorder <= TARGET_KB_PER_RECORDER),
+        row.kb_per_recorder,
+        met(row.dropped == 0.0),
+    )
 }
