@@ -260,12 +260,14 @@ impl std::fmt::Debug for Analyzer {
 /// One side's buffers.
 #[derive(Default)]
 struct Side {
-    /// The samples less their mean, as `f32`, for the full-rate products: a DC offset, which
-    /// every lag shares, would otherwise make all lags look alike.
+    /// The samples less their mean rounded to an integer, as `f32` (exactly), for the
+    /// full-rate products: a DC offset, which every lag shares, would otherwise make all lags
+    /// look alike.
     full: Vec<f32>,
-    /// `full_energy[i]` = Σ full[j]² for j < i.
-    full_energy: Vec<f64>,
-    /// The samples' mean, rounded: taken off before decimation, for the coarse search.
+    /// Σ full[j]² for j < i, exactly (integers), kept only for the `i` a search can ask
+    /// for: within its reach of either end.
+    full_energy: Prefix,
+    /// The samples' mean, rounded: taken off at the full rate and before decimation.
     offset: i64,
     /// The decimated samples, then (zero-padded) the FFT's input and scratch.
     coarse: Vec<f32>,
@@ -277,24 +279,28 @@ struct Side {
 
 impl Side {
     /// Fills the full-rate buffers from `samples`.
-    fn fill(&mut self, samples: &[i16]) {
+    /// `reach`: how far from either end an overlap of the two sides can end.
+    fn fill(&mut self, samples: &[i16], reach: usize) {
         let sum: i64 = samples.iter().map(|&s| i64::from(s)).sum();
         let mean = sum as f64 / samples.len().max(1) as f64;
         self.offset = mean.round() as i64;
+        // The mean of 16-bit samples is within their range.
+        let offset = self.offset as i32;
         self.full.clear();
         self.full
-            .extend(samples.iter().map(|&s| (f64::from(s) - mean) as f32));
-        prefix_energy(&self.full, &mut self.full_energy);
+            .extend(samples.iter().map(|&s| (i32::from(s) - offset) as f32));
+        self.full_energy.fill(samples, offset, reach);
     }
 
     /// Σ full[i]² over `range`.
     fn energy_within(&self, range: Range<usize>) -> f64 {
-        self.full_energy[range.end] - self.full_energy[range.start]
+        (self.full_energy.at(&self.full, range.end) - self.full_energy.at(&self.full, range.start))
+            as f64
     }
 
     /// Σ full[i]² over all of them.
     fn total_energy(&self) -> f64 {
-        self.full_energy.last().copied().unwrap_or(0.0)
+        self.full_energy.total as f64
     }
 
     /// Fills the coarse buffers from `samples`, less their mean, decimated by `factor`.
@@ -322,6 +328,92 @@ impl Side {
         // Each bin stands for itself and its mirror image in the other half.
         2.0 * sum / len as f64
     }
+}
+
+/// Running sums of squares of integer-valued samples, `Σ values[j]²` for `j < i`, kept for
+/// the `i` near either end only: those are all a search within a reach asks for, and writing
+/// the sum at every sample of a long bucket cost more than the search.
+#[derive(Default)]
+struct Prefix {
+    /// At `i` for `i` in `0..head.len()`.
+    head: Vec<i64>,
+    /// At `i` for `i` in `len - tail.len() + 1..=len`.
+    tail: Vec<i64>,
+    len: usize,
+    total: i64,
+}
+
+impl Prefix {
+    /// From `samples` less `offset`, keeping the sums within `reach` of either end.
+    fn fill(&mut self, samples: &[i16], offset: i32, reach: usize) {
+        let square = |&s: &i16| {
+            let v = i64::from(i32::from(s) - offset);
+            v * v
+        };
+        let keep = reach.min(samples.len());
+        self.len = samples.len();
+        self.head.clear();
+        self.head.push(0);
+        let mut sum = 0;
+        self.head.extend(samples[..keep].iter().map(|s| {
+            sum += square(s);
+            sum
+        }));
+        let tail_from = samples.len() - keep;
+        if keep < tail_from {
+            sum += sum_of_squares(&samples[keep..tail_from], offset);
+        }
+        let from = tail_from.max(keep);
+        self.tail.clear();
+        self.tail.extend(samples[from..].iter().map(|s| {
+            sum += square(s);
+            sum
+        }));
+        self.total = sum;
+    }
+
+    /// The sum at `i`; computed from the nearest end kept if `i` is outside both.
+    fn at(&self, values: &[f32], i: usize) -> i64 {
+        if i < self.head.len() {
+            return self.head[i];
+        }
+        let tail_start = self.len + 1 - self.tail.len();
+        if i >= tail_start {
+            return self.tail[i - tail_start];
+        }
+        let start = self.head.len() - 1;
+        self.head[start]
+            + values[start..i]
+                .iter()
+                .map(|&v| (v as i64) * (v as i64))
+                .sum::<i64>()
+    }
+}
+
+/// Σ (s − offset)², exactly: in `f64` lanes, which hold every partial sum of up to 2^22 squares
+/// of 17-bit integers exactly, and which the compiler vectorises where integers of 64 bits it
+/// cannot.
+fn sum_of_squares(samples: &[i16], offset: i32) -> i64 {
+    const LANES: usize = 4;
+    // Sums stay exact below 2^53: each lane takes at most 2^19 squares below 2^34.
+    const CHUNK: usize = LANES << 19;
+    let mut total = 0i64;
+    for chunk in samples.chunks(CHUNK) {
+        let (blocks, rest) = chunk.as_chunks::<LANES>();
+        let mut lanes = [0f64; LANES];
+        for block in blocks {
+            for i in 0..LANES {
+                let v = f64::from(i32::from(block[i]) - offset);
+                lanes[i] += v * v;
+            }
+        }
+        total += lanes.iter().map(|&l| l as i64).sum::<i64>();
+        total += rest
+            .iter()
+            .map(|&s| i64::from(i32::from(s) - offset).pow(2))
+            .sum::<i64>();
+    }
+    total
 }
 
 /// `prefix[i]` = Σ values[j]² for j < i, for every i up to `values.len()`.
@@ -516,8 +608,9 @@ impl Analyzer {
 
         let max_lag = config.max_delay.min(pre.len().min(post.len()) / 2) as isize;
         let factor = (config.rate / COARSE_RATE).max(1) as usize;
-        self.pre.fill(pre);
-        self.post.fill(post);
+        let reach = max_lag.unsigned_abs() + pre.len().abs_diff(post.len()) + 1;
+        self.pre.fill(pre, reach);
+        self.post.fill(post, reach);
         let half_window = factor.div_ceil(2) as isize;
         // A search hardly wider than the refining window is done at the full rate alone.
         let (centres, half_window) = if max_lag <= 2 * half_window {
@@ -782,6 +875,44 @@ mod tests {
         assert!((f.gain_db - gain).abs() < 0.05, "{f:?}");
         assert_eq!((f.pre_clipped_samples, f.post_clipped_samples), (0, 0));
         assert!(!f.stage_clips());
+    }
+
+    #[test]
+    fn energies_kept_near_the_ends_equal_the_running_sum_everywhere() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in [0, 1, 2, 7, 100, 1_001] {
+            let samples: Vec<i16> = (0..len).map(|_| (next() >> 48) as i16).collect();
+            let offset = i32::from((next() >> 48) as i16);
+            let values: Vec<f32> = samples
+                .iter()
+                .map(|&s| (i32::from(s) - offset) as f32)
+                .collect();
+            let mut expected = vec![0i64];
+            for &s in &samples {
+                let v = i64::from(i32::from(s) - offset);
+                expected.push(expected.last().unwrap() + v * v);
+            }
+            for reach in [0, 1, 3, len / 2, len / 2 + 1, len, len + 5] {
+                let mut prefix = Prefix::default();
+                prefix.fill(&samples, offset, reach);
+                assert_eq!(prefix.total, expected[len], "len {len}, reach {reach}");
+                for (i, &e) in expected.iter().enumerate() {
+                    assert_eq!(prefix.at(&values, i), e, "len {len}, reach {reach}, at {i}");
+                }
+            }
+        }
+        // Full scale, far from the mean: the f64 lanes stay exact.
+        let loud = vec![i16::MAX; 1 << 20];
+        assert_eq!(
+            sum_of_squares(&loud, -32_768),
+            (1i64 << 20) * 65_535 * 65_535
+        );
     }
 
     #[test]

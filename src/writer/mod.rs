@@ -342,11 +342,13 @@ impl Queue {
             }
             let n = room.min(bytes.len() / 2);
             if let Some(Command::Samples(last)) = self.commands.back_mut() {
-                let start = last.len();
-                last.resize(start + n, 0);
-                for (sample, b) in last[start..].iter_mut().zip(bytes.chunks_exact(2)) {
-                    *sample = i16::from_le_bytes([b[0], b[1]]);
-                }
+                // Extended in place rather than zeroed and then overwritten: this runs for
+                // every buffer of every recorder, on the streaming thread.
+                last.extend(
+                    bytes[..n * 2]
+                        .chunks_exact(2)
+                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
+                );
             }
             bytes = &bytes[n * 2..];
         }
