@@ -1,10 +1,16 @@
-//! The files of one recording: the open `.part`, its WAV encoding with `hound`, retries when
-//! the disk fails, and publishing under the final name. Runs on a writer thread only.
+//! The files of one recording: the open `.part`, its WAV header and samples, retries when the
+//! disk fails, and publishing under the final name. Runs on a writer thread only.
+//!
+//! Samples go to the file with one positioned write per chunk, straight from the pending
+//! buffer: no seek and no copy through an encoder, since this runs for every recording every
+//! flush interval. The header is written when the file is made, counting no samples, and
+//! finalised on close; recovery counts the samples of a `.part` whose header was never
+//! finalised.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,7 +41,50 @@ const MAX_SUFFIX: u32 = 1_000;
 /// How many times a file being made for a `.part` may be taken by recoveries before giving up.
 const MAX_NEW_FILES: u32 = 100;
 
-type Wav = hound::WavWriter<File>;
+/// Length of the header the writer writes: RIFF, a 16-byte PCM `fmt ` chunk and the `data`
+/// chunk's header.
+const HEADER_LEN: u64 = 44;
+
+/// The WAV header of 16-bit mono PCM at `rate` holding `data_bytes` bytes of samples, as
+/// hound writes it.
+fn wav_header(rate: u32, data_bytes: u32) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(
+        &(HEADER_LEN as u32 - 8)
+            .saturating_add(data_bytes)
+            .to_le_bytes(),
+    );
+    h[8..12].copy_from_slice(b"WAVE");
+    h[12..16].copy_from_slice(b"fmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    // PCM, one channel.
+    h[20..22].copy_from_slice(&1u16.to_le_bytes());
+    h[22..24].copy_from_slice(&1u16.to_le_bytes());
+    h[24..28].copy_from_slice(&rate.to_le_bytes());
+    h[28..32].copy_from_slice(&rate.saturating_mul(2).to_le_bytes());
+    // Two bytes a frame, 16 bits a sample.
+    h[32..34].copy_from_slice(&2u16.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_bytes.to_le_bytes());
+    h
+}
+
+/// The samples as S16LE bytes.
+#[cfg(target_endian = "little")]
+fn le_bytes(samples: &[i16]) -> std::borrow::Cow<'_, [u8]> {
+    // SAFETY: an `i16` is two initialised bytes, in little-endian order on this target, and a
+    // `u8` has no alignment to keep; the bytes borrow `samples` for as long as they live.
+    std::borrow::Cow::Borrowed(unsafe {
+        std::slice::from_raw_parts(samples.as_ptr().cast::<u8>(), samples.len() * 2)
+    })
+}
+
+#[cfg(target_endian = "big")]
+fn le_bytes(samples: &[i16]) -> std::borrow::Cow<'_, [u8]> {
+    std::borrow::Cow::Owned(samples.iter().flat_map(|s| s.to_le_bytes()).collect())
+}
 
 pub(super) fn io_error(e: hound::Error) -> io::Error {
     match e {
@@ -46,10 +95,11 @@ pub(super) fn io_error(e: hound::Error) -> io::Error {
 
 struct OpenSegment {
     spec: SegmentSpec,
-    wav: Wav,
-    /// The same open file: for truncating a torn write, `fsync`, and the lock that tells
-    /// recovery the file is alive.
+    /// The open `.part`, which also holds the lock that tells recovery the file is alive.
     file: File,
+    /// A write failed part way: what it left past the samples written is cut off before the
+    /// next.
+    torn: bool,
     /// Where the samples start in the file.
     data_start: u64,
     dir: PathBuf,
@@ -544,19 +594,13 @@ impl Files {
             fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
             self.made_dir = Some(dir.clone());
         }
-        let wav_spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: spec.rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let new = match create_part(&dir, spec.bucket_ms, wav_spec) {
+        let new = match create_part(&dir, spec.bucket_ms, spec.rate) {
             // The directory was removed under us: make it again.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.made_dir = None;
                 fs::create_dir_all(&dir).map_err(|e| (dir.clone(), e))?;
                 self.made_dir = Some(dir.clone());
-                create_part(&dir, spec.bucket_ms, wav_spec)
+                create_part(&dir, spec.bucket_ms, spec.rate)
             }
             other => other,
         }
@@ -569,8 +613,8 @@ impl Files {
         ));
         Ok(OpenSegment {
             spec: spec.clone(),
-            wav: new.wav,
             file: new.file,
+            torn: false,
             data_start: new.data_start,
             dir,
             suffix: new.suffix,
@@ -594,16 +638,15 @@ impl Files {
         let result = (|| {
             while !s.pending.is_empty() {
                 let end = s.data_start + s.written * 2;
-                if s.file.stream_position()? != end {
+                if s.torn {
                     s.file.set_len(end)?;
-                    s.file.seek(SeekFrom::Start(end))?;
+                    s.torn = false;
                 }
                 let n = s.pending.len().min(WRITE_CHUNK);
-                let mut writer = s.wav.get_i16_writer(n as u32);
-                for &sample in &s.pending.samples[..n] {
-                    writer.write_sample(sample);
+                if let Err(e) = s.file.write_all_at(&le_bytes(&s.pending.samples[..n]), end) {
+                    s.torn = true;
+                    return Err(e);
                 }
-                writer.flush().map_err(io_error)?;
                 s.written += n as u64;
                 s.data_written += s.pending.data_in(n);
                 self.stats.bytes_written += n as u64 * 2;
@@ -633,7 +676,11 @@ impl Files {
         };
         if s.published.is_none() {
             let result = (|| {
-                s.wav.flush().map_err(io_error)?;
+                let data_bytes = u32::try_from(s.written * 2).unwrap_or(u32::MAX);
+                s.file
+                    .write_all_at(&wav_header(s.spec.rate, data_bytes)[4..8], 4)?;
+                s.file
+                    .write_all_at(&data_bytes.to_le_bytes(), s.data_start - 4)?;
                 if fsync {
                     s.file.sync_data()?;
                 }
@@ -666,7 +713,6 @@ impl Files {
             unreachable!("checked above");
         };
         let s = *s;
-        let _ = s.wav.finalize();
         let location = s.published.unwrap_or_default();
         let samples = s.data + s.silence;
         self.config.log.debug(format_args!(
@@ -694,8 +740,6 @@ impl Files {
 struct NewPart {
     suffix: u32,
     part: PathBuf,
-    wav: Wav,
-    /// The same open file as `wav`'s.
     file: File,
     data_start: u64,
 }
@@ -708,7 +752,7 @@ struct NewPart {
 /// unlocked or without its header, which it would take for a dead writer's and remove. A
 /// recovery that takes the file under its first name in the moment before it is locked removes
 /// it: the file is then made again.
-fn create_part(dir: &Path, bucket_ms: u64, spec: hound::WavSpec) -> io::Result<NewPart> {
+fn create_part(dir: &Path, bucket_ms: u64, rate: u32) -> io::Result<NewPart> {
     static MADE: AtomicU64 = AtomicU64::new(0);
     let first_name = segment_file_name(bucket_ms, 0);
     for _ in 0..MAX_NEW_FILES {
@@ -730,7 +774,7 @@ fn create_part(dir: &Path, bucket_ms: u64, spec: hound::WavSpec) -> io::Result<N
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         };
-        match name_part(file, &new, dir, bucket_ms, spec) {
+        match name_part(file, &new, dir, bucket_ms, rate) {
             Ok(Some(part)) => return Ok(part),
             Ok(None) => continue,
             Err(e) => {
@@ -751,7 +795,7 @@ fn name_part(
     new: &Path,
     dir: &Path,
     bucket_ms: u64,
-    spec: hound::WavSpec,
+    rate: u32,
 ) -> io::Result<Option<NewPart>> {
     between_steps();
     match file.try_lock() {
@@ -762,9 +806,8 @@ fn name_part(
         // being gone.
         Err(fs::TryLockError::Error(_)) => (),
     }
-    let mut handle = file.try_clone()?;
-    let wav = hound::WavWriter::new(file, spec).map_err(io_error)?;
-    let data_start = handle.stream_position()?;
+    file.write_all_at(&wav_header(rate, 0), 0)?;
+    let data_start = HEADER_LEN;
     between_steps();
     for suffix in 0..MAX_SUFFIX {
         let name = segment_file_name(bucket_ms, suffix);
@@ -787,8 +830,7 @@ fn name_part(
         return Ok(Some(NewPart {
             suffix,
             part,
-            wav,
-            file: handle,
+            file,
             data_start,
         }));
     }
@@ -946,6 +988,37 @@ mod tests {
             );
         }
         (steps.get(), reports, recovered.take())
+    }
+
+    #[test]
+    fn the_header_is_the_one_hound_writes() {
+        for (rate, samples) in [
+            (8_000u32, 0usize),
+            (16_000, 3),
+            (44_100, 80_000),
+            (384_000, 1),
+        ] {
+            let mut bytes = io::Cursor::new(Vec::new());
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut wav = hound::WavWriter::new(&mut bytes, spec).unwrap();
+            for i in 0..samples {
+                wav.write_sample(i as i16).unwrap();
+            }
+            wav.finalize().unwrap();
+            let bytes = bytes.into_inner();
+            assert_eq!(
+                bytes[..HEADER_LEN as usize],
+                wav_header(rate, samples as u32 * 2),
+                "{rate} Hz"
+            );
+            let samples: Vec<i16> = (0..samples).map(|i| i as i16).collect();
+            assert_eq!(&bytes[HEADER_LEN as usize..], &*le_bytes(&samples));
+        }
     }
 
     #[test]
