@@ -41,7 +41,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar};
+use std::sync::{Arc, Condvar, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -507,7 +507,7 @@ impl Recording {
             queue.timer = None;
             Wake::Now
         } else if queue.timer.is_none() {
-            let at = Instant::now() + self.inbox.flush_interval;
+            let at = flush_due(Instant::now(), self.inbox.flush_interval);
             queue.timer = Some(at);
             Wake::At(at)
         } else {
@@ -614,6 +614,26 @@ pub fn check_base_dir(base_dir: &Path) -> io::Result<()> {
 /// The process-wide writer threads; a spare one is added each time all of them are stuck on
 /// disks that stopped answering, so that recordings on other disks go on.
 static WRITERS: Pool = Pool::with_spares("segrec-writer", WRITER_SPARES);
+
+/// When audio queued at `now` is to be written: within `interval`, on a tick shared by every
+/// recording (an eighth of the interval, 1 to 25 ms), so that a writer thread wakes once for
+/// all the recordings due at that tick instead of once for each. Never later than
+/// `now + interval`: rounding is down.
+fn flush_due(now: Instant, interval: Duration) -> Instant {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    let tick = (interval / 8).clamp(Duration::from_millis(1), Duration::from_millis(25));
+    let due = now + interval;
+    let since = due.saturating_duration_since(*EPOCH);
+    let tick_ns = tick.as_nanos();
+    let rounded_ns = since.as_nanos() / tick_ns * tick_ns;
+    let rounded = *EPOCH + Duration::from_nanos(u64::try_from(rounded_ns).unwrap_or(u64::MAX));
+    // Rounded down, but never to now or before: a flush interval under the tick is kept.
+    if rounded > now && rounded <= due {
+        rounded
+    } else {
+        due
+    }
+}
 
 /// Writer threads that may be added to those of [`writer_threads`] for hung disks.
 const WRITER_SPARES: usize = 12;
@@ -839,6 +859,29 @@ mod tests {
         assert_eq!(reader.spec().sample_rate, 8_000);
         assert_eq!(reader.spec().channels, 1);
         reader.samples::<i16>().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn flushes_fall_on_shared_ticks_and_never_later_than_the_interval() {
+        let start = Instant::now();
+        for interval_ms in [1u64, 5, 10, 200, 1_000] {
+            let interval = Duration::from_millis(interval_ms);
+            let mut dues = std::collections::BTreeSet::new();
+            for i in 0..1_000u64 {
+                let now = start + Duration::from_micros(i * 997);
+                let due = flush_due(now, interval);
+                assert!(due > now && due <= now + interval, "{interval_ms} ms, {i}");
+                dues.insert(due);
+            }
+            if interval_ms >= 200 {
+                // 1 s of recordings queueing at random moments: a few dozen wake-ups at most.
+                assert!(
+                    dues.len() <= 1_000 / 25 + 2,
+                    "{interval_ms} ms: {}",
+                    dues.len()
+                );
+            }
+        }
     }
 
     #[test]
