@@ -4,6 +4,7 @@
 //! [`super::clock`], bus messages and statistics in [`super::messages`], call boundaries in
 //! [`super::call`], retention in [`super::retention`] and uploads in `super::upload`.
 
+use std::panic::{self, AssertUnwindSafe};
 /**
  * SECTION:element-segmentrecorder
  * @title: segmentrecorder
@@ -31,11 +32,12 @@
  * records the test tone before and after a `volume` stage into `rec/`, until Ctrl-C.
  */
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use gst::glib;
+use gst::glib::translate::IntoGlib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
@@ -81,7 +83,18 @@ pub struct SegmentRecorder {
     /// This recorder's place in the retention of its base directory, while it records (with a
     /// limit of its own or not); outside `state`, for the writer threads.
     pub(super) retention: OrderedMutex<Option<Arc<crate::retention::Member>>>,
+    /// The element's panic flag as the bindings keep it, looked up once (see
+    /// [`render_trampoline`]).
+    panic_flag: OnceLock<PanicFlag>,
 }
+
+/// Where the bindings keep an element's panic flag: in the instance's private data, which
+/// lives as long as the element.
+struct PanicFlag(*const AtomicBool);
+
+// SAFETY: it points to an `AtomicBool` that lives as long as the element holding it.
+unsafe impl Send for PanicFlag {}
+unsafe impl Sync for PanicFlag {}
 
 impl Default for SegmentRecorder {
     fn default() -> Self {
@@ -95,6 +108,7 @@ impl Default for SegmentRecorder {
             #[cfg(feature = "s3")]
             uploads: OrderedMutex::new(Level::ElementUploads, None),
             retention: OrderedMutex::new(Level::ElementRetention, None),
+            panic_flag: OnceLock::new(),
         }
     }
 }
@@ -232,6 +246,64 @@ impl ObjectSubclass for SegmentRecorder {
     const NAME: &'static str = "GstSegmentRecorder";
     type Type = super::SegmentRecorder;
     type ParentType = gst_base::BaseSink;
+
+    /// The bindings route every virtual method of the base class through a trampoline that
+    /// looks up the element's panic flag in a hash map and chains up to the parent's. Of those
+    /// called for every buffer, `prepare`, `prepare_list` and `render_list` have nothing to do
+    /// here: the base class's own (none, for the first two; rendering each buffer of a list,
+    /// for the third) are put back. `render` goes through [`render_trampoline`], which does
+    /// what the bindings' does with the flag looked up once.
+    fn class_init(klass: &mut Self::Class) {
+        // SAFETY: the class struct of a subclass of GstBaseSink starts with GstBaseSinkClass,
+        // and the parent class, which the type system keeps for as long as the type lives,
+        // is a GstBaseSinkClass.
+        unsafe {
+            let parent = &*(Self::type_data().as_ref().parent_class()
+                as *const gst_base::ffi::GstBaseSinkClass);
+            let klass = &mut *(klass as *mut Self::Class as *mut gst_base::ffi::GstBaseSinkClass);
+            klass.prepare = parent.prepare;
+            klass.prepare_list = parent.prepare_list;
+            klass.render_list = parent.render_list;
+            klass.render = Some(render_trampoline);
+        }
+    }
+}
+
+/// `render` as GstBaseSink calls it, for every buffer: what the bindings' trampoline does (an
+/// element that panicked before renders nothing and posts an error; a panic here is caught,
+/// flagged and posted), without looking the flag up in the instance's hash map each time.
+unsafe extern "C" fn render_trampoline(
+    ptr: *mut gst_base::ffi::GstBaseSink,
+    buffer: *mut gst::ffi::GstBuffer,
+) -> gst::ffi::GstFlowReturn {
+    // SAFETY: GstBaseSink calls this on an instance of this type, with a buffer it holds for
+    // the duration of the call.
+    let (imp, buffer) = unsafe {
+        let instance = &*(ptr as *mut <SegmentRecorder as ObjectSubclass>::Instance);
+        (
+            instance.imp(),
+            glib::translate::from_glib_borrow::<_, gst::Buffer>(buffer),
+        )
+    };
+    let flag = match imp.panic_flag.get() {
+        // SAFETY: see `PanicFlag`.
+        Some(flag) => unsafe { &*flag.0 },
+        None => imp.panicked(),
+    };
+    let element = imp.obj();
+    let element = element.upcast_ref::<gst::Element>();
+    if flag.load(Ordering::Relaxed) {
+        gst::subclass::post_panic_error_message(element, element.upcast_ref(), None);
+        return gst::FlowReturn::Error.into_glib();
+    }
+    match panic::catch_unwind(AssertUnwindSafe(|| imp.render(&buffer))) {
+        Ok(flow) => gst::FlowReturn::from(flow).into_glib(),
+        Err(cause) => {
+            flag.store(true, Ordering::Relaxed);
+            gst::subclass::post_panic_error_message(element, element.upcast_ref(), Some(cause));
+            gst::FlowReturn::Error.into_glib()
+        }
+    }
 }
 
 impl ObjectImpl for SegmentRecorder {
@@ -318,6 +390,7 @@ impl ObjectImpl for SegmentRecorder {
 
     fn constructed(&self) {
         self.parent_constructed();
+        let _ = self.panic_flag.set(PanicFlag(self.panicked()));
         // A recorder has no reason to wait for the clock: it writes what it gets.
         self.obj().set_sync(false);
     }
