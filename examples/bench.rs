@@ -1436,7 +1436,10 @@ fn tee_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
             // it from the others.
             sink.set_property("async", false);
             pipeline.add(&sink).expect("add");
-            tee.link(&sink).expect("link");
+            // Pad to pad: linking elements looks through every pad the tee has already.
+            let src = tee.request_pad_simple("src_%u").expect("tee pad");
+            src.link(&sink.static_pad("sink").expect("sink pad"))
+                .expect("link");
             sink
         })
         .collect();
