@@ -42,7 +42,7 @@ use crate::layout::{Identity, Tap};
 use crate::lock_order::{Level, OrderedMutex};
 use crate::pair::{Alarm, Analyzer, Config, Figures, StageWatch};
 use crate::pool::Pool;
-use crate::rebuild::{decode_segment, read_segment};
+use crate::rebuild::{decode_segment_into, read_segment_into};
 
 /// How long a half waits for its partner. Both taps of a bucket are published within a
 /// flush interval or two of each other, whatever the segment duration; a minute also covers a
@@ -371,22 +371,47 @@ const MAX_PAIR_FILE: u64 = 44 + 2 * MAX_PAIR_SAMPLES;
 
 /// The samples and rate of a half's file: read from disk, or from the content kept when its
 /// upload removed it. `None` if it cannot be read or is too long to compare.
-fn read_half(location: &Path) -> Option<(Vec<i16>, u32)> {
+fn read_half(location: &Path, buffers: &mut HalfBuffers) -> Option<u32> {
+    let HalfBuffers { bytes, samples } = buffers;
     let kept = || FILES.lock().as_ref()?.needed.get(location)?.clone();
     // The content is kept before the file goes: if the read fails, look again.
     if let Some(content) = kept() {
         return (content.len() as u64 <= MAX_PAIR_FILE)
-            .then(|| decode_segment(location, &content).ok())
+            .then(|| decode_segment_into(location, &content, samples).ok())
             .flatten();
     }
     if std::fs::metadata(location).is_ok_and(|m| m.len() > MAX_PAIR_FILE) {
         return None;
     }
-    match read_segment(location) {
-        Ok(read) => Some(read),
+    match read_segment_into(location, bytes, samples) {
+        Ok(rate) => Some(rate),
         Err(_) => kept()
             .filter(|content| content.len() as u64 <= MAX_PAIR_FILE)
-            .and_then(|content| decode_segment(location, &content).ok()),
+            .and_then(|content| decode_segment_into(location, &content, samples).ok()),
+    }
+}
+
+/// What a comparing thread reads one half into, kept from pair to pair: a segment's content
+/// and samples are larger than what the allocator keeps for reuse, so fresh buffers would be
+/// fresh pages, faulted in and zeroed, for every file.
+#[derive(Default)]
+struct HalfBuffers {
+    bytes: Vec<u8>,
+    samples: Vec<i16>,
+}
+
+/// Bytes of each buffer a comparing thread keeps between pairs: a 5 s segment at 48 kHz; what
+/// a longer one took is given back.
+const KEEP_HALF_BYTES: usize = 480_000 + 1_024;
+
+impl HalfBuffers {
+    fn trim(&mut self) {
+        if self.bytes.capacity() > KEEP_HALF_BYTES {
+            self.bytes = Vec::new();
+        }
+        if self.samples.capacity() * 2 > KEEP_HALF_BYTES {
+            self.samples = Vec::new();
+        }
     }
 }
 
@@ -578,25 +603,35 @@ fn serve_stage(key: &Path) {
 
 thread_local! {
     static ANALYZER: RefCell<Analyzer> = RefCell::new(Analyzer::new());
+    static HALVES_READ: RefCell<[HalfBuffers; 2]> = RefCell::default();
 }
 
 /// Reads and compares a pair as its second half's recorder asks: the rate and the figures, or
 /// `None` if a file could not be read (the disk failed, or it was removed with no room to keep
 /// its content) or the two rates differ.
 fn compare(pair: &Pair<Half>) -> Option<(u32, Figures)> {
-    let (pre, pre_rate) = read_half(&pair.pre.location)?;
-    let (post, post_rate) = read_half(&pair.post.location)?;
-    if pre_rate != post_rate {
-        return None;
-    }
+    HALVES_READ.with(|halves| {
+        let [pre, post] = &mut *halves.borrow_mut();
+        let rates = read_half(&pair.pre.location, pre).zip(read_half(&pair.post.location, post));
+        let compared = rates
+            .filter(|(pre_rate, post_rate)| pre_rate == post_rate)
+            .map(|(rate, _)| analyze(pair, &pre.samples, &post.samples, rate));
+        pre.trim();
+        post.trim();
+        compared
+    })
+}
+
+/// Compares the samples of a pair's two halves as its second half's recorder asks.
+fn analyze(pair: &Pair<Half>, pre: &[i16], post: &[i16], pre_rate: u32) -> (u32, Figures) {
     let settings = pair.second().settings;
     let config = Config {
         silence_threshold_dbfs: settings.silence_threshold_dbfs,
         voice_threshold_dbfs: settings.voice_threshold_dbfs,
         ..Config::new(pre_rate).with_max_delay_ms(settings.max_delay_ms)
     };
-    let figures = ANALYZER.with(|a| a.borrow_mut().analyze(&pre, &post, &config));
-    Some((pre_rate, figures))
+    let figures = ANALYZER.with(|a| a.borrow_mut().analyze(pre, post, &config));
+    (pre_rate, figures)
 }
 
 #[cfg(test)]

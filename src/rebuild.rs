@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::layout::{Found, Identity, SegmentFile, Walk, identity_dir};
@@ -102,13 +102,41 @@ fn segments(base: &Path, identity: &Identity) -> Result<Vec<SegmentFile>, Rebuil
 
 /// The samples and rate of the segment file at `path`, which must be a mono 16-bit WAV.
 pub fn read_segment(path: &Path) -> Result<(Vec<i16>, u32), RebuildError> {
-    let bytes = fs::read(path).map_err(|e| RebuildError::Io(path.to_owned(), e))?;
-    decode_segment(path, &bytes)
+    let (mut bytes, mut samples) = (Vec::new(), Vec::new());
+    let rate = read_segment_into(path, &mut bytes, &mut samples)?;
+    Ok((samples, rate))
+}
+
+/// [`read_segment`] into buffers the caller keeps: the file's content into `bytes`, its
+/// samples into `samples`; the rate. A thread reading many files reuses their memory rather
+/// than mapping fresh pages for each.
+pub fn read_segment_into(
+    path: &Path,
+    bytes: &mut Vec<u8>,
+    samples: &mut Vec<i16>,
+) -> Result<u32, RebuildError> {
+    let io_err = |e| RebuildError::Io(path.to_owned(), e);
+    bytes.clear();
+    fs::File::open(path)
+        .and_then(|mut file| file.read_to_end(bytes))
+        .map_err(io_err)?;
+    decode_segment_into(path, bytes, samples)
 }
 
 /// The samples and rate of `bytes`, the content of the segment file at `path` (named in
 /// errors), which must be a mono 16-bit WAV.
 pub fn decode_segment(path: &Path, bytes: &[u8]) -> Result<(Vec<i16>, u32), RebuildError> {
+    let mut samples = Vec::new();
+    let rate = decode_segment_into(path, bytes, &mut samples)?;
+    Ok((samples, rate))
+}
+
+/// [`decode_segment`] into `samples`, which it replaces: the rate.
+pub fn decode_segment_into(
+    path: &Path,
+    bytes: &[u8],
+    samples: &mut Vec<i16>,
+) -> Result<u32, RebuildError> {
     let wav_err = |e| RebuildError::Wav(path.to_owned(), e);
     // One read and a conversion of the data chunk: decoding sample by sample through the WAV
     // reader costs four times what comparing a pair does.
@@ -127,11 +155,12 @@ pub fn decode_segment(path: &Path, bytes: &[u8]) -> Result<(Vec<i16>, u32), Rebu
             "data chunk shorter than its header says",
         ))
     })?;
-    let samples = data
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
-    Ok((samples, spec.sample_rate))
+    samples.clear();
+    samples.extend(
+        data.chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]])),
+    );
+    Ok(spec.sample_rate)
 }
 
 /// Rebuilds the tap of `identity` recorded under `base`. The segment duration is the
