@@ -315,7 +315,9 @@ pub struct Half {
 }
 
 static HALVES: Meeting<Half> = Meeting::new();
-static COMPARING_POOL: Pool = Pool::with_spares("segrec-pair", 0);
+/// Comparing is never urgent: when the processor is short, the streaming and writer threads
+/// go first, and the comparisons of a bucket boundary's burst wait.
+static COMPARING_POOL: Pool = Pool::with_spares("segrec-pair", 0).niced(10);
 static COMPARING: AtomicUsize = AtomicUsize::new(0);
 static STAGES: OrderedMutex<Option<HashMap<PathBuf, Stage>>> =
     OrderedMutex::new(Level::PairStages, None);

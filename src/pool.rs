@@ -82,6 +82,8 @@ pub struct Pool {
     panics: AtomicU64,
     /// Threads that may be added beyond those asked for, while all are stuck.
     spares: usize,
+    /// The scheduling niceness of the threads (0: the process's own).
+    nice: i32,
 }
 
 /// The threads asked for, and those started (spares included).
@@ -122,7 +124,15 @@ impl Pool {
             wake: Condvar::new(),
             panics: AtomicU64::new(0),
             spares,
+            nice: 0,
         }
+    }
+
+    /// The same pool with threads that yield the processor to the process's other threads
+    /// when it is short: `nice` is added to their niceness (Linux; elsewhere ignored).
+    pub const fn niced(mut self, nice: i32) -> Self {
+        self.nice = nice;
+        self
     }
 
     /// Starts threads until the pool has `wanted`. An error if a thread cannot be started;
@@ -150,7 +160,13 @@ impl Pool {
         let me = threads.started;
         let builder = thread::Builder::new().name(format!("{}-{me}", self.name));
         self.queue.lock().busy.push(None);
-        if let Err(e) = spawner(builder, Box::new(move || self.serve(me))) {
+        if let Err(e) = spawner(
+            builder,
+            Box::new(move || {
+                lower_priority(self.nice);
+                self.serve(me)
+            }),
+        ) {
             self.queue.lock().busy.pop();
             return Err(e);
         }
@@ -256,6 +272,22 @@ impl Pool {
     }
 }
 
+/// Adds `nice` to the calling thread's niceness.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice != 0 {
+        // SAFETY: plain system calls on the calling thread. A refusal leaves the thread as it
+        // is, which is only slower to give way.
+        unsafe {
+            let tid = libc::gettid();
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, now + nice);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +296,21 @@ mod tests {
 
     fn pool(name: &'static str) -> &'static Pool {
         Box::leak(Box::new(Pool::with_spares(name, 0)))
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_niced_pool_runs_its_tasks_below_the_process() {
+        fn niceness() -> i32 {
+            // SAFETY: reads the calling thread's niceness.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        }
+        let pool: &'static Pool = Box::leak(Box::new(Pool::with_spares("test-nice", 0).niced(5)));
+        pool.ensure_threads(1).unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.run(move || tx.send(niceness()).unwrap());
+        let theirs = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(theirs, (niceness() + 5).min(19));
     }
 
     #[test]
