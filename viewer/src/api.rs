@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use gstsegmentrecorder::layout::{Tap, identifier_component, utc_date};
 
-use crate::audio::{AudioCache, ClipError, range};
+use crate::audio::{AudioCache, ClipError, Key, range, tap_rate};
 use crate::figures::FiguresCache;
 use crate::http::{Body, Request, Response};
 use crate::peaks::{PeaksCache, SILENCE_DBFS, spread};
@@ -20,6 +20,9 @@ const CALL_HTML: &str = include_str!("page/call.html");
 const VIEW_CSS: &str = include_str!("page/view.css");
 const INDEX_JS: &str = include_str!("page/index.js");
 const CALL_JS: &str = include_str!("page/call.js");
+
+/// The recorder's default segment duration, in ms.
+const DEFAULT_SEGMENT_MS: u64 = 5_000;
 
 /// Most columns one peaks request may ask for.
 const MAX_COLUMNS: usize = 20_000;
@@ -173,15 +176,41 @@ impl Viewer {
             .map_err(|e| error(503, &format!("cannot read the base directory: {e}")))
     }
 
-    /// Length of a segment of `call`, in ms, from its first readable file.
+    /// Length of a segment of `call`, in ms: the recorder's, which puts files at multiples of
+    /// it, so the most common spacing of a tap's buckets (the shortest among equals); for a
+    /// call of one bucket per tap, its longest readable file; else the recorder's default.
+    /// Never a file's own length where buckets tell: a segment recovered after a crash is
+    /// shorter than its bucket.
     fn segment_ms(&self, call: &Call) -> u64 {
+        let mut spacings: BTreeMap<u64, usize> = BTreeMap::new();
+        for tap in call.stations.values().flat_map(|s| s.taps.iter()) {
+            let mut previous = None;
+            for s in tap {
+                if let Some(p) = previous
+                    && s.bucket_ms > p
+                {
+                    *spacings.entry(s.bucket_ms - p).or_default() += 1;
+                }
+                previous = Some(s.bucket_ms);
+            }
+        }
+        let mut most = None;
+        for (&spacing, &n) in &spacings {
+            if most.is_none_or(|(_, m)| n > m) {
+                most = Some((spacing, n));
+            }
+        }
+        if let Some((spacing, _)) = most {
+            return spacing;
+        }
         call.segments()
-            .find_map(|s| {
+            .filter_map(|s| {
                 let peaks = self.peaks.get(&self.base, s);
                 let p = peaks.as_ref().as_ref().ok()?;
-                Some(p.samples * 1_000 / u64::from(p.rate.max(1)))
+                Some((p.samples * 1_000).div_ceil(u64::from(p.rate.max(1))))
             })
-            .unwrap_or(5_000)
+            .max()
+            .unwrap_or(DEFAULT_SEGMENT_MS)
             .max(1)
     }
 
@@ -264,6 +293,7 @@ impl Viewer {
     }
 
     fn tap_json(&self, segments: &[Segment], segment_ms: u64) -> Value {
+        let rate = tap_rate(&self.base, &self.peaks, segments);
         let mut holes = Vec::new();
         let mut end: Option<u64> = None;
         let list: Vec<Value> = segments
@@ -294,6 +324,15 @@ impl Viewer {
                         value["rms-dbfs"] = json!(p.rms_dbfs);
                         value["silent"] = json!(p.peak_dbfs < SILENCE_DBFS);
                         value["zero-runs-ms"] = json!(runs);
+                        if let Some(rate) = rate
+                            && p.rate != rate
+                        {
+                            value["left-out"] = json!(format!(
+                                "at {} Hz where the tap's audio is at {rate} Hz: its bucket is \
+                                 silence in the tap's audio",
+                                p.rate
+                            ));
+                        }
                     }
                     Err(e) => value["error"] = json!(e),
                 }
@@ -301,6 +340,7 @@ impl Viewer {
             })
             .collect();
         json!({
+            "rate": rate,
             "start-ms": segments.first().map(|s| s.bucket_ms),
             "end-ms": end,
             "segments": list,
@@ -425,13 +465,13 @@ impl Viewer {
         {
             return error(400, "need from < to");
         }
-        let clip_arc = self.audio.clip(
-            &self.base,
-            &self.peaks,
-            &station.taps[tap as usize],
-            from,
-            to,
-        );
+        let segments = &station.taps[tap as usize];
+        let segment_ms = self.segment_ms(call);
+        let name = format!("{}/{}/{}", call.dir, station.dir, tap.as_str());
+        let key = Key::new(name, segments, segment_ms, from, to);
+        let clip_arc = self
+            .audio
+            .clip(&self.base, &self.peaks, key, segments, segment_ms);
         let clip = match clip_arc.as_ref() {
             Ok(clip) => clip,
             Err(e @ ClipError::TooLong(_)) => return error(413, &e.to_string()),
@@ -451,11 +491,18 @@ impl Viewer {
             }
         };
         let start_ms = clip.start_ms;
-        // Written from the cached clip itself: an answer is never a copy of it.
-        let shared = clip_arc.clone();
+        // Written from the clip itself, cached or not: an answer is never a copy of it. What
+        // answers hold is bounded: a slow client's clip is kept until it is written.
+        let Some(hold) = self.audio.hold(&clip_arc) else {
+            return error(
+                503,
+                "too much audio is being sent to other clients: try again shortly",
+            )
+            .with_header("Retry-After", "5");
+        };
         let body = Body::Stream {
             len: b - a,
-            write: Box::new(move |out| match shared.as_ref() {
+            write: Box::new(move |out| match hold.clip() {
                 Ok(clip) => clip.write_range(a, b, out),
                 Err(_) => Ok(()),
             }),
