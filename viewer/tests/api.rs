@@ -151,7 +151,9 @@ fn a_call_is_listed_under_the_day_its_last_bucket_starts() {
 #[test]
 fn calls_named_by_dots_are_reached() {
     let base = tempfile::tempdir().unwrap();
-    for trace in ["..", "."] {
+    // And the calls whose identifiers are those directory names: `%2E` and `%2E.`, in
+    // directories `%252E` and `%252E.`.
+    for trace in ["..", ".", "%2E", "%2E."] {
         record(base.path(), &Take::new(trace, &[("stt", 1.0)], DAY_MS, 5));
     }
     let viewer = Viewer::start(base.path());
@@ -162,13 +164,24 @@ fn calls_named_by_dots_are_reached() {
         .iter()
         .map(|c| (c["id"].as_str().unwrap(), c["trace-id"].as_str().unwrap()))
         .collect();
-    assert_eq!(ids, [("%2E", "."), ("%2E.", "..")]);
-    // The page links to the directory name percent-encoded, which no parser takes for a dot
-    // segment. That, and the identifier percent-encoded (`%2E%2E`, which reaches the server
-    // only when sent as written), reach the call.
+    assert_eq!(
+        ids,
+        [
+            ("%252E", "%2E"),
+            ("%252E.", "%2E."),
+            ("%2E", "."),
+            ("%2E.", "..")
+        ]
+    );
+    // The page links to the directory name percent-encoded, `%` included: one URL per
+    // directory, which no parser takes for a dot segment. That, and the identifier
+    // percent-encoded (`%2E%2E`, which reaches the server only when sent as written), reach
+    // the call.
     for (names, trace) in [
         (&["%252E.", "%2E%2E", "%2e."][..], ".."),
         (&["%252E", "%2E"][..], "."),
+        (&["%25252E"][..], "%2E"),
+        (&["%25252E."][..], "%2E."),
     ] {
         for name in names {
             let call = viewer.json(&format!("/api/calls/{name}"));
