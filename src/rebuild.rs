@@ -320,6 +320,7 @@ mod tests {
         // sized by it.
         let mut bytes = fs::read(tap.join("segment_0.wav")).unwrap();
         bytes[24..28].copy_from_slice(&2_000_000_000u32.to_le_bytes());
+        bytes[28..32].copy_from_slice(&4_000_000_000u32.to_le_bytes());
         let err = decode_segment(Path::new("x.wav"), &bytes).unwrap_err();
         assert!(err.to_string().contains("sample rate outside"), "{err}");
         let err = rebuild(dir.path(), &Identity::new("x", "y", "PRE").unwrap(), None);
