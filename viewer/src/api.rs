@@ -135,6 +135,17 @@ impl Viewer {
         }
     }
 
+    /// The answer to `request` if it needs no worker: the pages, their script and style, which
+    /// are in the program (a call's page only looks its call's directories up).
+    pub fn serve_at_once(&self, request: &Request) -> Option<Reply> {
+        if !matches!(request.method.as_str(), "GET" | "HEAD") {
+            return None;
+        }
+        let path = request.target.split('?').next().unwrap_or("");
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        matches!(parts.as_slice(), [""] | ["static", _] | ["call", _]).then(|| self.route(request))
+    }
+
     fn route(&self, request: &Request) -> Reply {
         let url = request.target.as_str();
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
