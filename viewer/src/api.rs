@@ -188,10 +188,10 @@ impl Viewer {
     }
 
     /// Length of a segment of `call`, in ms: the recorder's, which puts files at multiples of
-    /// it, so the most common spacing of a tap's buckets (the shortest among equals); for a
-    /// call of one bucket per tap, its longest readable file; else the recorder's default.
-    /// Never a file's own length where buckets tell: a segment recovered after a crash is
-    /// shorter than its bucket.
+    /// it. A whole file is that long, and a file recovered after a crash or cut by the end of
+    /// a stream shorter: so the longest of its first readable files, if the spacing of every
+    /// tap's buckets is a multiple of it; else the most common spacing (the shortest among
+    /// equals); else the recorder's default.
     fn segment_ms(&self, call: &Call) -> u64 {
         let mut spacings: BTreeMap<u64, usize> = BTreeMap::new();
         for tap in call.stations.values().flat_map(|s| s.taps.iter()) {
@@ -205,24 +205,32 @@ impl Viewer {
                 previous = Some(s.bucket_ms);
             }
         }
+        // A few files are enough to find a whole one; the index asks this of every call.
+        let longest = call
+            .segments()
+            .filter_map(|s| {
+                let peaks = self.peaks.get(&self.base, s);
+                let p = peaks.as_ref().as_ref().ok()?;
+                let rate = u64::from(p.rate.max(1));
+                Some((p.samples * 1_000 + rate / 2) / rate)
+            })
+            .take(16)
+            .max()
+            .filter(|&ms| ms > 0);
+        if let Some(ms) = longest
+            && spacings.keys().all(|spacing| spacing % ms == 0)
+        {
+            return ms;
+        }
         let mut most = None;
         for (&spacing, &n) in &spacings {
             if most.is_none_or(|(_, m)| n > m) {
                 most = Some((spacing, n));
             }
         }
-        if let Some((spacing, _)) = most {
-            return spacing;
-        }
-        call.segments()
-            .filter_map(|s| {
-                let peaks = self.peaks.get(&self.base, s);
-                let p = peaks.as_ref().as_ref().ok()?;
-                Some((p.samples * 1_000).div_ceil(u64::from(p.rate.max(1))))
-            })
-            .max()
-            .unwrap_or(DEFAULT_SEGMENT_MS)
-            .max(1)
+        most.map_or(longest.unwrap_or(DEFAULT_SEGMENT_MS), |(spacing, _)| {
+            spacing
+        })
     }
 
     /// First and last ms of `call`: the start of its first bucket, the end of its last.
