@@ -48,7 +48,14 @@ pub fn find_pairs(base: &Path, trace_dir: Option<&str>) -> Result<FoundPairs, io
         let Ok(below) = segment.path.strip_prefix(base) else {
             continue;
         };
-        let names: Vec<&str> = below.iter().filter_map(|c| c.to_str()).collect();
+        // A name that is not UTF-8 is none the layout makes: what lies below it is not a pair.
+        let Some(names) = below
+            .iter()
+            .map(|c| c.to_str())
+            .collect::<Option<Vec<&str>>>()
+        else {
+            continue;
+        };
         let [date, trace, station, tap, _] = names.as_slice() else {
             continue;
         };
@@ -97,6 +104,7 @@ mod tests {
     use super::*;
     use crate::rebuild::{Rebuilt, write_wav};
     use std::fs;
+    use std::os::unix::ffi::OsStrExt;
 
     fn write(path: &Path, rate: u32, samples: &[i16]) {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -126,6 +134,9 @@ mod tests {
         ] {
             write(&file(rel), 4, &[1, 2, 3, 4]);
         }
+        // A directory whose name is not UTF-8 makes the path one level too deep: no pair.
+        let odd = std::ffi::OsStr::from_bytes(b"1970-01-01/c/\xffjunk/s/POST/segment_0.wav");
+        write(&base.join(odd), 4, &[1, 2, 3, 4]);
         let found = find_pairs(base, Some("c")).unwrap();
         let got: Vec<_> = found
             .pairs

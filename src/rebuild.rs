@@ -14,6 +14,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::layout::{Found, Identity, SegmentFile, Walk, identity_dir};
+use crate::segmentrecorder::MAX_RATE;
 use crate::timeline::{Grid, NS_PER_SEC};
 
 /// A tap's audio, from the start of its first bucket to the end of its last.
@@ -147,6 +148,13 @@ pub fn decode_segment_into(
     };
     if spec.channels != 1 || spec.bits_per_sample != 16 {
         return Err(wav_err(hound::Error::Unsupported));
+    }
+    // A rate the recorder never writes is a damaged header: taken at its word, it would have
+    // whoever joins the file allocate in proportion to it.
+    if !(1..=MAX_RATE as u32).contains(&spec.sample_rate) {
+        return Err(wav_err(hound::Error::FormatError(
+            "sample rate outside the recorder's 1 to 384000 Hz",
+        )));
     }
     // The reader stops at the start of the data chunk, whose length its header gave.
     let start = cursor.position() as usize;
@@ -337,6 +345,13 @@ mod tests {
             err.to_string()
                 .contains("holds 3 samples where its bucket holds 4")
         );
+        // A header claiming a rate the recorder never writes: refused before anything is
+        // sized by it.
+        let mut bytes = fs::read(tap.join("segment_0.wav")).unwrap();
+        bytes[24..28].copy_from_slice(&2_000_000_000u32.to_le_bytes());
+        bytes[28..32].copy_from_slice(&4_000_000_000u32.to_le_bytes());
+        let err = decode_segment(Path::new("x.wav"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("sample rate outside"), "{err}");
         let err = rebuild(dir.path(), &Identity::new("x", "y", "PRE").unwrap(), None);
         assert!(matches!(err, Err(RebuildError::NoSegments(_))));
     }

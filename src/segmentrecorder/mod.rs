@@ -20,6 +20,7 @@ pub use call::{CALL_EVENT, call_event};
 pub use messages::{SEGMENT_OPENED, SEGMENT_RECOVERED, SEGMENT_WRITTEN, SOUND_RETURNED};
 pub use pairs::PAIR;
 pub use retention::SEGMENTS_REMOVED;
+pub use settings::MAX_RATE;
 #[cfg(feature = "s3")]
 pub use upload::{SEGMENT_UPLOADED, UPLOAD_DONE, UPLOAD_DONE_STRUCTURE};
 

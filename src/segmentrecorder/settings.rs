@@ -39,7 +39,7 @@ pub(super) const DEFAULT_RETENTION_MIN_FREE_BYTES: u64 = 0;
 /// The highest sample rate accepted: that of the fastest audio interfaces and formats (DXD and
 /// beyond run at 352.8 and 384 kHz). With segments of at most an hour it keeps every file within
 /// what a WAV header can describe.
-pub(super) const MAX_RATE: i32 = 384_000;
+pub const MAX_RATE: i32 = 384_000;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use gstsegmentrecorder::layout::{Tap, identifier_component, utc_date};
 
-use crate::audio::{AudioCache, ClipError, range};
+use crate::audio::{AudioCache, ClipError, Key, range, tap_rate};
 use crate::figures::FiguresCache;
 use crate::http::{Body, Request, Response};
 use crate::peaks::{PeaksCache, SILENCE_DBFS, spread};
@@ -20,6 +20,9 @@ const CALL_HTML: &str = include_str!("page/call.html");
 const VIEW_CSS: &str = include_str!("page/view.css");
 const INDEX_JS: &str = include_str!("page/index.js");
 const CALL_JS: &str = include_str!("page/call.js");
+
+/// The recorder's default segment duration, in ms.
+const DEFAULT_SEGMENT_MS: u64 = 5_000;
 
 /// Most columns one peaks request may ask for.
 const MAX_COLUMNS: usize = 20_000;
@@ -132,6 +135,17 @@ impl Viewer {
         }
     }
 
+    /// The answer to `request` if it needs no worker: the pages, their script and style, which
+    /// are in the program (a call's page only looks its call's directories up).
+    pub fn serve_at_once(&self, request: &Request) -> Option<Reply> {
+        if !matches!(request.method.as_str(), "GET" | "HEAD") {
+            return None;
+        }
+        let path = request.target.split('?').next().unwrap_or("");
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        matches!(parts.as_slice(), [""] | ["static", _] | ["call", _]).then(|| self.route(request))
+    }
+
     fn route(&self, request: &Request) -> Reply {
         let url = request.target.as_str();
         let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -173,16 +187,50 @@ impl Viewer {
             .map_err(|e| error(503, &format!("cannot read the base directory: {e}")))
     }
 
-    /// Length of a segment of `call`, in ms, from its first readable file.
+    /// Length of a segment of `call`, in ms: the recorder's, which puts files at multiples of
+    /// it. A whole file is that long, and a file recovered after a crash or cut by the end of
+    /// a stream shorter: so the longest of its first readable files, if the spacing of every
+    /// tap's buckets is a multiple of it; else the most common spacing (the shortest among
+    /// equals); else the recorder's default.
     fn segment_ms(&self, call: &Call) -> u64 {
-        call.segments()
-            .find_map(|s| {
+        let mut spacings: BTreeMap<u64, usize> = BTreeMap::new();
+        for tap in call.stations.values().flat_map(|s| s.taps.iter()) {
+            let mut previous = None;
+            for s in tap {
+                if let Some(p) = previous
+                    && s.bucket_ms > p
+                {
+                    *spacings.entry(s.bucket_ms - p).or_default() += 1;
+                }
+                previous = Some(s.bucket_ms);
+            }
+        }
+        // A few files are enough to find a whole one; the index asks this of every call.
+        let longest = call
+            .segments()
+            .filter_map(|s| {
                 let peaks = self.peaks.get(&self.base, s);
                 let p = peaks.as_ref().as_ref().ok()?;
-                Some(p.samples * 1_000 / u64::from(p.rate.max(1)))
+                let rate = u64::from(p.rate.max(1));
+                Some((p.samples * 1_000 + rate / 2) / rate)
             })
-            .unwrap_or(5_000)
-            .max(1)
+            .take(16)
+            .max()
+            .filter(|&ms| ms > 0);
+        if let Some(ms) = longest
+            && spacings.keys().all(|spacing| spacing % ms == 0)
+        {
+            return ms;
+        }
+        let mut most = None;
+        for (&spacing, &n) in &spacings {
+            if most.is_none_or(|(_, m)| n > m) {
+                most = Some((spacing, n));
+            }
+        }
+        most.map_or(longest.unwrap_or(DEFAULT_SEGMENT_MS), |(spacing, _)| {
+            spacing
+        })
     }
 
     /// First and last ms of `call`: the start of its first bucket, the end of its last.
@@ -264,6 +312,7 @@ impl Viewer {
     }
 
     fn tap_json(&self, segments: &[Segment], segment_ms: u64) -> Value {
+        let rate = tap_rate(&self.base, &self.peaks, segments);
         let mut holes = Vec::new();
         let mut end: Option<u64> = None;
         let list: Vec<Value> = segments
@@ -294,6 +343,15 @@ impl Viewer {
                         value["rms-dbfs"] = json!(p.rms_dbfs);
                         value["silent"] = json!(p.peak_dbfs < SILENCE_DBFS);
                         value["zero-runs-ms"] = json!(runs);
+                        if let Some(rate) = rate
+                            && p.rate != rate
+                        {
+                            value["left-out"] = json!(format!(
+                                "at {} Hz where the tap's audio is at {rate} Hz: its bucket is \
+                                 silence in the tap's audio",
+                                p.rate
+                            ));
+                        }
                     }
                     Err(e) => value["error"] = json!(e),
                 }
@@ -301,6 +359,7 @@ impl Viewer {
             })
             .collect();
         json!({
+            "rate": rate,
             "start-ms": segments.first().map(|s| s.bucket_ms),
             "end-ms": end,
             "segments": list,
@@ -425,13 +484,13 @@ impl Viewer {
         {
             return error(400, "need from < to");
         }
-        let clip_arc = self.audio.clip(
-            &self.base,
-            &self.peaks,
-            &station.taps[tap as usize],
-            from,
-            to,
-        );
+        let segments = &station.taps[tap as usize];
+        let segment_ms = self.segment_ms(call);
+        let name = format!("{}/{}/{}", call.dir, station.dir, tap.as_str());
+        let key = Key::new(name, segments, segment_ms, from, to);
+        let clip_arc = self
+            .audio
+            .clip(&self.base, &self.peaks, key, segments, segment_ms);
         let clip = match clip_arc.as_ref() {
             Ok(clip) => clip,
             Err(e @ ClipError::TooLong(_)) => return error(413, &e.to_string()),
@@ -451,11 +510,18 @@ impl Viewer {
             }
         };
         let start_ms = clip.start_ms;
-        // Written from the cached clip itself: an answer is never a copy of it.
-        let shared = clip_arc.clone();
+        // Written from the clip itself, cached or not: an answer is never a copy of it. What
+        // answers hold is bounded: a slow client's clip is kept until it is written.
+        let Some(hold) = self.audio.hold(&clip_arc) else {
+            return error(
+                503,
+                "too much audio is being sent to other clients: try again shortly",
+            )
+            .with_header("Retry-After", "5");
+        };
         let body = Body::Stream {
             len: b - a,
-            write: Box::new(move |out| match shared.as_ref() {
+            write: Box::new(move |out| match hold.clip() {
                 Ok(clip) => clip.write_range(a, b, out),
                 Err(_) => Ok(()),
             }),

@@ -2,11 +2,13 @@
 //! keep it answering whatever its clients do.
 //!
 //! - A connection's thread reads request heads and writes answers; it waits for the client at
-//!   most [`HEAD_TIMEOUT`] for a whole head and [`WRITE_TIMEOUT`] for any progress of a write,
-//!   then hangs up. At most [`MAX_CONNECTIONS`] are open at once; one more is answered 503.
+//!   most [`HEAD_TIMEOUT`] for a whole head, and gives an answer [`WRITE_TIMEOUT`] plus a
+//!   second per [`MIN_WRITE_RATE`] bytes past its first [`WRITE_SLACK`] to be taken, then hangs
+//!   up. At most [`MAX_CONNECTIONS`] are open at once; one more is answered 503.
 //! - The work of a request (reading files, rebuilding audio) is done by at most `workers`
 //!   connections at a time, and never while waiting for a client: a client that does not read
-//!   its answer holds its own connection's thread, not a worker.
+//!   its answer holds its own connection's thread, not a worker. What needs no worker (the
+//!   pages, their script and style) is answered on the connection's thread, at once.
 //! - A head longer than [`MAX_HEAD`] is answered 431 and never held whole. Request bodies are
 //!   never read (nothing served takes one): a request that announces one is answered and its
 //!   connection closed.
@@ -33,8 +35,17 @@ const MAX_HEADERS: usize = 100;
 /// it (after the previous answer on a kept-alive connection).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long one write may go without the client taking anything of the answer.
+/// How long a client has to take an answer, bar its part past [`WRITE_SLACK`]. A deadline for
+/// the whole answer, not for each write: a client taking a byte now and then would otherwise
+/// hold its connection (and the answer's memory) on and on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes of an answer that count for nothing towards its deadline: more than the system's
+/// buffers between the server and a client that reads nothing can hold.
+const WRITE_SLACK: u64 = 16 << 20;
+
+/// Bytes per second an answer is then to be taken at, at least: each gives its deadline time.
+const MIN_WRITE_RATE: u64 = 1 << 20;
 
 /// Connections open at once.
 const MAX_CONNECTIONS: usize = 128;
@@ -144,8 +155,13 @@ fn reason(status: u16) -> &'static str {
 /// What answers requests.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+/// What answers the requests that need no worker, on the connection's thread; `None` for the
+/// others.
+pub type QuickHandler = dyn Fn(&Request) -> Option<Response> + Send + Sync;
+
 struct Shared {
     handler: Box<Handler>,
+    quick: Box<QuickHandler>,
     /// Workers free to compute an answer, and the signal that one was freed.
     free_workers: Mutex<usize>,
     worker_freed: Condvar,
@@ -190,21 +206,32 @@ impl Shared {
         Worker(self)
     }
 
-    /// The handler's answer to `request`, computed by a worker; a panic in it is a 500, and
-    /// the server goes on.
+    /// The answer to `request`: at once if it needs no worker, else computed by a worker; a
+    /// panic in either is a 500, and the server goes on.
     fn answer(&self, request: &Request) -> Response {
-        let _worker = self.worker();
-        catch_unwind(AssertUnwindSafe(|| (self.handler)(request))).unwrap_or_else(|_| {
+        catch_unwind(AssertUnwindSafe(|| {
+            (self.quick)(request).unwrap_or_else(|| {
+                let _worker = self.worker();
+                (self.handler)(request)
+            })
+        }))
+        .unwrap_or_else(|_| {
             Response::refusal(500, "the server failed on this request; it goes on serving")
         })
     }
 }
 
-/// Serves the connections `listener` accepts with `handler`, computing at most `workers`
-/// answers at a time, until the process ends.
-pub fn serve(listener: TcpListener, workers: usize, handler: Box<Handler>) -> ! {
+/// Serves the connections `listener` accepts with `quick`, or failing it `handler`, computing
+/// at most `workers` of `handler`'s answers at a time, until the process ends.
+pub fn serve(
+    listener: TcpListener,
+    workers: usize,
+    quick: Box<QuickHandler>,
+    handler: Box<Handler>,
+) -> ! {
     let shared = Arc::new(Shared {
         handler,
+        quick,
         free_workers: Mutex::new(workers.max(1)),
         worker_freed: Condvar::new(),
         connections: AtomicUsize::new(0),
@@ -311,9 +338,6 @@ impl Refusal {
 
 /// The requests of one connection, answered in order, until either side closes it.
 fn connection(stream: TcpStream, shared: &Shared) {
-    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
-        return;
-    }
     let _ = stream.set_nodelay(true);
     // Bytes read beyond the head of the request being answered: the next one's start.
     let mut pending = Vec::new();
@@ -466,15 +490,52 @@ fn write_head(out: &mut impl Write, response: &Response, close: bool) -> io::Res
     out.write_all(b"\r\n")
 }
 
-/// Writes `response` (its head only if `head_only`); an error if the client is gone or took
-/// nothing for [`WRITE_TIMEOUT`].
+/// A client's side of a connection for one answer, which fails once the client has taken too
+/// little of it too slowly: [`WRITE_TIMEOUT`] after the answer's start, plus a second per
+/// [`MIN_WRITE_RATE`] bytes written past [`WRITE_SLACK`].
+struct Paced<'a> {
+    stream: &'a TcpStream,
+    start: Instant,
+    written: u64,
+}
+
+impl Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let earned = Duration::from_secs_f64(
+            self.written.saturating_sub(WRITE_SLACK) as f64 / MIN_WRITE_RATE as f64,
+        );
+        let left = (self.start + WRITE_TIMEOUT + earned).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                "the client takes its answer too slowly",
+            ));
+        }
+        self.stream.set_write_timeout(Some(left))?;
+        let n = self.stream.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `response` (its head only if `head_only`); an error if the client is gone or takes
+/// it too slowly (see [`Paced`]).
 fn write_response(
     stream: &TcpStream,
     response: Response,
     head_only: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 << 10, stream);
+    let paced = Paced {
+        stream,
+        start: Instant::now(),
+        written: 0,
+    };
+    let mut out = BufWriter::with_capacity(64 << 10, paced);
     write_head(&mut out, &response, !keep_alive)?;
     if !head_only {
         match response.body {

@@ -111,9 +111,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let viewer = std::sync::Arc::new(viewer);
+    let quick = viewer.clone();
     http::serve(
         listener,
         WORKERS,
+        Box::new(move |request| quick.serve_at_once(request)),
         Box::new(move |request| viewer.serve(request)),
     )
 }

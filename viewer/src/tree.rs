@@ -77,19 +77,20 @@ pub fn scan(base: &Path) -> io::Result<BTreeMap<String, Call>> {
     Ok(calls)
 }
 
-/// The call a URL names: `name` is its directory name as it is (what the page's links hold)
-/// or percent-encoded (what they hold for `%2E` and `%2E.`, the directories of `.` and `..`,
-/// which URL parsers take for dot segments and remove), or the trace id itself,
-/// percent-encoded as URLs are, which the layout then escapes. Only the call's own
-/// directories are read: each date directory's entries are listed and those of that name
-/// walked; the name is compared with what the listing finds, never joined onto a path.
+/// The call a URL names. A call's URL holds its directory name percent-encoded, `%` included
+/// (what the page links to), so that each directory has one URL and each URL one directory:
+/// `%2E`, the directory of `.`, is `%252E`, and `%252E`, that of `%2E`, is `%25252E`. That is
+/// looked up first; failing it, the trace id percent-encoded (which the layout then escapes),
+/// and the directory name as it is. Only the call's own directories are read: each date
+/// directory's entries are listed and those of that name walked; the name is compared with
+/// what the listing finds, never joined onto a path.
 pub fn find_call(base: &Path, name: &str) -> io::Result<Option<Call>> {
     let decoded = percent_decode(name);
     let escaped = decoded
         .as_deref()
         .and_then(|id| identifier_component(id).ok());
-    let mut names = vec![name.to_owned()];
-    for other in decoded.into_iter().chain(escaped) {
+    let mut names: Vec<String> = Vec::new();
+    for other in decoded.into_iter().chain(escaped).chain([name.to_owned()]) {
         if !names.contains(&other) {
             names.push(other);
         }
@@ -137,7 +138,14 @@ fn walk_into(calls: &mut BTreeMap<String, Call>, base: &Path, dir: &Path) -> io:
         let Ok(below) = segment.path.strip_prefix(base) else {
             continue;
         };
-        let names: Vec<&str> = below.iter().filter_map(|c| c.to_str()).collect();
+        // A name that is not UTF-8 is none the layout makes: what lies below it is not a call's.
+        let Some(names) = below
+            .iter()
+            .map(|c| c.to_str())
+            .collect::<Option<Vec<&str>>>()
+        else {
+            continue;
+        };
         let [date, trace, station, tap, _] = names.as_slice() else {
             continue;
         };
@@ -212,6 +220,7 @@ pub fn read_inside(base: &Path, path: &Path) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn names_in_urls_are_looked_up_never_joined() {
@@ -223,6 +232,12 @@ mod tests {
         fs::write(tap.join("segment_1000-1.wav"), b"x").unwrap();
         fs::write(tap.join("segment_2000.wav.part"), b"x").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", tap.join("segment_3000.wav")).unwrap();
+        // A directory whose name is not UTF-8 makes the path one level too deep: ignored.
+        let odd = base.join(std::ffi::OsStr::from_bytes(
+            b"2026-11-21/sip%3Aa%2Fb/\xffjunk",
+        ));
+        fs::create_dir_all(odd.join("stt/PRE")).unwrap();
+        fs::write(odd.join("stt/PRE/segment_4000.wav"), b"x").unwrap();
         let calls = scan(&base).unwrap();
         let call = &calls["sip%3Aa%2Fb"];
         assert_eq!(
@@ -233,7 +248,7 @@ mod tests {
         assert_eq!(shown("sip%3Aa%2Fb"), "sip:a/b");
         // The call by its directory name, as it is or percent-encoded, or by its identifier,
         // and nothing else.
-        for name in ["sip%3Aa%2Fb", "sip%253Aa%252Fb", "sip:a%2Fb"] {
+        for name in ["sip%253Aa%252Fb", "sip%3Aa%2Fb", "sip:a%2Fb"] {
             let found = find_call(&base, name).unwrap().unwrap();
             assert_eq!(found.stations["stt"].taps, call.stations["stt"].taps);
         }

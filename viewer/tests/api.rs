@@ -151,7 +151,9 @@ fn a_call_is_listed_under_the_day_its_last_bucket_starts() {
 #[test]
 fn calls_named_by_dots_are_reached() {
     let base = tempfile::tempdir().unwrap();
-    for trace in ["..", "."] {
+    // And the calls whose identifiers are those directory names: `%2E` and `%2E.`, in
+    // directories `%252E` and `%252E.`.
+    for trace in ["..", ".", "%2E", "%2E."] {
         record(base.path(), &Take::new(trace, &[("stt", 1.0)], DAY_MS, 5));
     }
     let viewer = Viewer::start(base.path());
@@ -162,13 +164,24 @@ fn calls_named_by_dots_are_reached() {
         .iter()
         .map(|c| (c["id"].as_str().unwrap(), c["trace-id"].as_str().unwrap()))
         .collect();
-    assert_eq!(ids, [("%2E", "."), ("%2E.", "..")]);
-    // The page links to the directory name percent-encoded, which no parser takes for a dot
-    // segment. That, and the identifier percent-encoded (`%2E%2E`, which reaches the server
-    // only when sent as written), reach the call.
+    assert_eq!(
+        ids,
+        [
+            ("%252E", "%2E"),
+            ("%252E.", "%2E."),
+            ("%2E", "."),
+            ("%2E.", "..")
+        ]
+    );
+    // The page links to the directory name percent-encoded, `%` included: one URL per
+    // directory, which no parser takes for a dot segment. That, and the identifier
+    // percent-encoded (`%2E%2E`, which reaches the server only when sent as written), reach
+    // the call.
     for (names, trace) in [
         (&["%252E.", "%2E%2E", "%2e."][..], ".."),
         (&["%252E", "%2E"][..], "."),
+        (&["%25252E"][..], "%2E"),
+        (&["%25252E."][..], "%2E."),
     ] {
         for name in names {
             let call = viewer.json(&format!("/api/calls/{name}"));
@@ -851,5 +864,83 @@ fn bad_command_lines_are_refused_with_a_reason() {
             text.starts_with("usage: segmentrecorder-view BASE_DIR"),
             "{help}: {text}"
         );
+    }
+}
+
+/// Writes a segment file of `samples` at `rate`.
+fn write_segment(path: &Path, rate: u32, samples: &[i16]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = hound::WavWriter::create(path, spec).unwrap();
+    for &v in samples {
+        wav.write_sample(v).unwrap();
+    }
+    wav.finalize().unwrap();
+}
+
+#[test]
+fn short_files_other_rates_and_absurd_headers_leave_the_rest_of_the_tap_served() {
+    let base = tempfile::tempdir().unwrap();
+    let tap = base.path().join("2026-11-21/odd/stt/PRE");
+    let file = |ms: u64, suffix: &str| tap.join(format!("segment_{}{suffix}.wav", DAY_MS + ms));
+    let second = RATE as usize;
+    // Recovered after a crash: 2 s of its 5 s bucket.
+    write_segment(&file(0, ""), RATE, &vec![100; 2 * second]);
+    write_segment(&file(5_000, ""), RATE, &vec![200; 5 * second]);
+    // After a rate change in the same bucket.
+    write_segment(&file(5_000, "-1"), 8_000, &vec![300; 5 * 8_000]);
+    write_segment(&file(10_000, ""), RATE, &vec![400; 5 * second]);
+    // A header claiming 2 GHz: taken at its word, a request would allocate hundreds of GB.
+    let absurd = file(15_000, "");
+    write_segment(&absurd, RATE, &vec![500; 5 * second]);
+    let mut bytes = fs::read(&absurd).unwrap();
+    bytes[24..28].copy_from_slice(&2_000_000_000u32.to_le_bytes());
+    bytes[28..32].copy_from_slice(&4_000_000_000u32.to_le_bytes());
+    fs::write(&absurd, bytes).unwrap();
+
+    let viewer = Viewer::start(base.path());
+    let call = viewer.json("/api/calls/odd");
+    assert_eq!(call["segment-duration-ms"], 5_000, "{call}");
+    assert_eq!(call["end-ms"], DAY_MS + 20_000);
+    let pre = &call["stations"][0]["taps"]["PRE"];
+    assert_eq!(pre["holes-ms"], serde_json::json!([]), "{pre}");
+    assert_eq!(pre["rate"], RATE);
+    let segments = pre["segments"].as_array().unwrap();
+    let left_out = segments[2]["left-out"].as_str().unwrap();
+    assert!(left_out.contains("8000 Hz"), "{left_out}");
+    assert!(segments[1].get("left-out").is_none());
+    let error = segments[4]["error"].as_str().unwrap();
+    assert!(error.contains("sample rate"), "{error}");
+
+    for _ in 0..2 {
+        let audio = viewer.get("/api/calls/odd/audio?station=stt&tap=PRE");
+        assert_eq!(audio.status, 200, "{}", audio.text());
+        let (samples, rate) = wav_samples(&audio.body);
+        assert_eq!(rate, RATE);
+        assert_eq!(samples.len(), 15 * second);
+        let expected: Vec<i16> = [(2, 100), (3, 0), (5, 200), (5, 400)]
+            .into_iter()
+            .flat_map(|(s, v)| std::iter::repeat_n(v, s * second))
+            .collect();
+        assert!(
+            samples == expected,
+            "short file padded, other rate left out"
+        );
+        // A range over the absurd file's bucket is silence, and the server still there.
+        let audio = viewer.get(&format!(
+            "/api/calls/odd/audio?station=stt&tap=PRE&from={}&to={}",
+            DAY_MS + 14_000,
+            DAY_MS + 20_000
+        ));
+        assert_eq!(audio.status, 200, "{}", audio.text());
+        let (samples, _) = wav_samples(&audio.body);
+        assert_eq!(samples.len(), 6 * second);
+        assert!(samples[..second].iter().all(|&v| v == 400));
+        assert!(samples[second..].iter().all(|&v| v == 0));
     }
 }

@@ -321,7 +321,7 @@ fn a_recorded_call_in_a_real_browser() {
         Duration::from_secs(30),
     );
     let path = browser.exec("return location.pathname");
-    assert_eq!(path, "/call/sip%3Abob@example.com");
+    assert_eq!(path, "/call/sip%253Abob%40example.com");
     let drawn = browser.exec(DRAWN);
     let lanes: Vec<(String, String, u64)> = drawn
         .as_array()

@@ -177,3 +177,82 @@ fn connections_beyond_the_bound_are_refused_at_once() {
     drop(held);
     assert_eq!(status_within(addr, "/api/calls", 10), 200);
 }
+
+#[test]
+fn a_client_that_takes_nothing_is_let_go_after_a_minute() {
+    let viewer = Viewer::start(recorded());
+    let addr = viewer.addr;
+    assert_eq!(status_within(addr, "/api/calls", 30), 200);
+    // Two hours from the call's start: 230 MB, far more than the system's buffers hold, so
+    // that the server has bytes to write all along, a few at a time as buffers grow.
+    let request = format!(
+        "GET /api/calls/call-1/audio?station=stt&tap=PRE&from={DAY_MS}&to={} HTTP/1.1\r\n\
+         Host: x\r\n\r\n",
+        DAY_MS + 7_200_000
+    );
+    let mut stream = stalled(addr, request.as_bytes());
+    std::thread::sleep(Duration::from_secs(75));
+    // Then read as fast as can be: only what the buffers held comes, then the end. A watchdog
+    // on each read: a connection still open is a failure, not a hang.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut got, mut chunk) = (0usize, vec![0u8; 1 << 20]);
+    let closed = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed && got < 64 << 20,
+        "{got} bytes read, closed: {closed}"
+    );
+}
+
+#[test]
+fn pages_do_not_wait_for_busy_workers() {
+    let base = tempfile::tempdir().unwrap();
+    // Four calls of thousands of files each: the first look at each reads them all, keeping
+    // the four workers busy.
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    for call in 0..4 {
+        let tap = base.path().join(format!("2026-11-21/busy{call}/stt/PRE"));
+        std::fs::create_dir_all(&tap).unwrap();
+        for k in 0..3_000u64 {
+            let path = tap.join(format!("segment_{}.wav", DAY_MS + k * 5_000));
+            let mut wav = hound::WavWriter::create(path, spec).unwrap();
+            wav.write_sample(1i16).unwrap();
+            wav.finalize().unwrap();
+        }
+    }
+    let viewer = Viewer::start(base.path());
+    let addr = viewer.addr;
+    let (done, finished) = mpsc::channel();
+    for call in 0..4 {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(get(addr, &format!("/api/calls/busy{call}"), &[]).status);
+        });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for target in ["/", "/static/view.css", "/call/busy0"] {
+        assert_eq!(status_within(addr, target, 60), 200, "{target}");
+        assert!(
+            finished.try_recv().is_err(),
+            "{target} waited for a worker to be free"
+        );
+    }
+    for _ in 0..4 {
+        let status = finished
+            .recv_timeout(Duration::from_secs(300))
+            .expect("the calls are answered");
+        assert_eq!(status, 200);
+    }
+}

@@ -17,11 +17,11 @@ function time(iso) {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
-// A call's name in a URL path: its directory name, percent-encoded if made of dots only
-// (`%2E` and `%2E.`, the directories of `.` and `..`), which URL parsers would take for a dot
-// segment and remove. The server takes either form.
+// A call's name in a URL path: its directory name percent-encoded, `%` included, so that each
+// directory has one URL (`%2E`, the directory of `.`, is `%252E`; `%252E`, that of `%2E`, is
+// `%25252E`) and no URL parser takes one for a dot segment.
 function urlName(id) {
-  return /^(\.|%2e)+$/i.test(id) ? encodeURIComponent(id) : id;
+  return encodeURIComponent(id);
 }
 
 async function getJSON(url) {
