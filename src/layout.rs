@@ -255,6 +255,24 @@ pub fn identity_dir(identity: &Identity) -> PathBuf {
     .collect()
 }
 
+/// Where a segment file found under `base` sits in the layout: the names of its date, trace
+/// and station directories, and its tap. `None` for a file anywhere else, or below a name
+/// that is not UTF-8, which the layout never makes.
+pub fn place_below<'a>(base: &Path, path: &'a Path) -> Option<(&'a str, &'a str, &'a str, Tap)> {
+    let mut names = path.strip_prefix(base).ok()?.iter().map(|c| c.to_str());
+    let (date, trace, station, tap, _file) = (
+        names.next()??,
+        names.next()??,
+        names.next()??,
+        names.next()??,
+        names.next()??,
+    );
+    if names.next().is_some() {
+        return None;
+    }
+    Some((date, trace, station, Tap::try_from(tap).ok()?))
+}
+
 /// The file name of a segment: `segment_<ms>.wav`, or `segment_<ms>-<n>.wav` for the `n`-th
 /// further file of the same bucket (a file is never overwritten).
 pub fn segment_file_name(bucket_ms: u64, suffix: u32) -> String {
@@ -485,6 +503,29 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_place_below_base_is_five_utf8_names_with_a_tap() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let base = Path::new("/rec");
+        let good = Path::new("/rec/2026-11-21/call/stt/POST/segment_0.wav");
+        assert_eq!(
+            place_below(base, good),
+            Some(("2026-11-21", "call", "stt", Tap::Post))
+        );
+        for other in [
+            "/rec/2026-11-21/call/stt/MID/segment_0.wav",
+            "/rec/2026-11-21/call/stt/segment_0.wav",
+            "/rec/2026-11-21/call/extra/stt/PRE/segment_0.wav",
+            "/elsewhere/2026-11-21/call/stt/PRE/segment_0.wav",
+        ] {
+            assert_eq!(place_below(base, Path::new(other)), None, "{other}");
+        }
+        let mut odd = b"/rec/2026-11-21/call/".to_vec();
+        odd.extend_from_slice(b"\xffjunk/PRE/segment_0.wav");
+        assert_eq!(place_below(base, Path::new(OsStr::from_bytes(&odd))), None);
     }
 
     #[test]

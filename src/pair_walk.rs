@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::layout::{Found, Tap, Walk};
+use crate::layout::{Found, Walk, place_below};
 use crate::pair::{Analyzer, Config, Figures};
 use crate::rebuild::read_segment;
 
 /// Where a pair lies: date directory, trace and station directory names, bucket, file index.
 pub type PairKey = (String, String, String, u64, u32);
 
-/// The files of each pair found, PRE then POST (index [`Tap`] `as usize`), either side possibly
+/// The files of each pair found, PRE then POST (index [`Tap`](crate::layout::Tap) `as usize`), either side possibly
 /// missing.
 pub type Pairs = BTreeMap<PairKey, [Option<PathBuf>; 2]>;
 
@@ -45,24 +45,10 @@ pub fn find_pairs(base: &Path, trace_dir: Option<&str>) -> Result<FoundPairs, io
                 continue;
             }
         };
-        let Ok(below) = segment.path.strip_prefix(base) else {
+        let Some((date, trace, station, tap)) = place_below(base, &segment.path) else {
             continue;
         };
-        // A name that is not UTF-8 is none the layout makes: what lies below it is not a pair.
-        let Some(names) = below
-            .iter()
-            .map(|c| c.to_str())
-            .collect::<Option<Vec<&str>>>()
-        else {
-            continue;
-        };
-        let [date, trace, station, tap, _] = names.as_slice() else {
-            continue;
-        };
-        let Ok(tap) = Tap::try_from(*tap) else {
-            continue;
-        };
-        if trace_dir.is_some_and(|t| t != *trace) {
+        if trace_dir.is_some_and(|t| t != trace) {
             continue;
         }
         let key = (

@@ -8,7 +8,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use gstsegmentrecorder::layout::{Found, Tap, Walk, identifier_component, unescape_component};
+use gstsegmentrecorder::layout::{
+    Found, Walk, identifier_component, place_below, unescape_component,
+};
 
 /// One segment file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -135,21 +137,7 @@ fn walk_into(calls: &mut BTreeMap<String, Call>, base: &Path, dir: &Path) -> io:
         if !segment.file_type.is_file() {
             continue;
         }
-        let Ok(below) = segment.path.strip_prefix(base) else {
-            continue;
-        };
-        // A name that is not UTF-8 is none the layout makes: what lies below it is not a call's.
-        let Some(names) = below
-            .iter()
-            .map(|c| c.to_str())
-            .collect::<Option<Vec<&str>>>()
-        else {
-            continue;
-        };
-        let [date, trace, station, tap, _] = names.as_slice() else {
-            continue;
-        };
-        let Ok(tap) = Tap::try_from(*tap) else {
+        let Some((date, trace, station, tap)) = place_below(base, &segment.path) else {
             continue;
         };
         // Gone since the walk read its directory: not a segment any more.
