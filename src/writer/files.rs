@@ -25,7 +25,7 @@ use crate::log::Level;
 /// Samples kept in memory before they are written even if the flush interval has not passed.
 const MAX_PENDING: usize = 32_768;
 
-/// Samples handed to `hound` at a time, which keeps a buffer of that size per open file.
+/// Samples written with one `pwrite` at most.
 const WRITE_CHUNK: usize = 4_096;
 
 /// Capacity the pending samples keep between flushes; a burst above it is given back.
