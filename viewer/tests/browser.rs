@@ -265,6 +265,19 @@ const DRAWN: &str = r#"
 "#;
 
 /// The `<audio>` element of a station's tap: [currentTime, paused], or null before there is one.
+/// Waits until the audio of `station`'s `tap` has played 0.3 s past `from`: playback advances,
+/// however long a loaded machine takes to buffer the first of it.
+fn wait_for_progress(session: &Session, station: &str, tap: &str, from: f64) -> Value {
+    session.wait(
+        &format!("{station} {tap}'s currentTime to advance from {from}"),
+        &format!(
+            "const a = document.querySelector('audio[data-station=\"{station}\"][data-tap=\"{tap}\"]');
+             return a && a.currentTime > {from} + 0.3 && [a.currentTime, a.paused];"
+        ),
+        Duration::from_secs(15),
+    )
+}
+
 fn audio_state(session: &Session, station: &str, tap: &str) -> Value {
     session.exec(&format!(
         "const a = document.querySelector('audio[data-station=\"{station}\"][data-tap=\"{tap}\"]');
@@ -392,12 +405,7 @@ fn a_recorded_call_in_a_real_browser() {
          return a && !a.paused && a.currentTime > 9.0 && a.currentTime;",
         Duration::from_secs(20),
     );
-    std::thread::sleep(Duration::from_millis(700));
-    let later = audio_state(&browser, "denoise", "PRE");
-    assert!(
-        later[0].as_f64().unwrap() > started.as_f64().unwrap() + 0.3,
-        "currentTime advances: {started} then {later}"
-    );
+    wait_for_progress(&browser, "denoise", "PRE", started.as_f64().unwrap());
     // Switch to POST while playing: it goes on from the same moment.
     browser.click(".station[data-station=\"denoise\"] button.switch");
     let post = browser.wait(
@@ -413,14 +421,7 @@ fn a_recorded_call_in_a_real_browser() {
         (post_at - pre_at).abs() < 1.0,
         "POST from PRE's moment: {pre_at} vs {post_at}"
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let post_later = audio_state(&browser, "denoise", "POST")[0]
-        .as_f64()
-        .unwrap();
-    assert!(
-        post_later > post_at + 0.2,
-        "POST advances: {post_at} then {post_later}"
-    );
+    wait_for_progress(&browser, "denoise", "POST", post_at);
     browser.click(".station[data-station=\"denoise\"] button[title=\"Stop\"]");
 
     // Drag over a lane to select 06:00:05 to 06:00:10 (of 0 to 35 s on the axis): the
@@ -636,12 +637,7 @@ fn a_lone_tap_and_a_long_call_in_a_real_browser() {
         src[at..].split('&').next().unwrap().parse().unwrap()
     };
     assert!(query("to") - query("from") <= 7_200_000, "{src}");
-    std::thread::sleep(Duration::from_millis(700));
-    let later = audio_state(&browser, "stt", "PRE");
-    assert!(
-        later[0].as_f64().unwrap() > started[0].as_f64().unwrap() + 0.3,
-        "currentTime advances: {started} then {later}"
-    );
+    wait_for_progress(&browser, "stt", "PRE", started[0].as_f64().unwrap());
     let position = browser.exec("return document.getElementById('position').textContent");
     assert!(
         position.as_str().unwrap().starts_with("Cursor 08:59:")
