@@ -41,8 +41,8 @@ const MAX_SUFFIX: u32 = 1_000;
 /// How many times a file being made for a `.part` may be taken by recoveries before giving up.
 const MAX_NEW_FILES: u32 = 100;
 
-/// Length of the header the writer writes: RIFF, a 16-byte PCM `fmt ` chunk and the `data`
-/// chunk's header.
+/// Length of the header the writer writes, and so where the samples start: RIFF, a 16-byte
+/// PCM `fmt ` chunk and the `data` chunk's header.
 const HEADER_LEN: u64 = 44;
 
 /// The WAV header of 16-bit mono PCM at `rate` holding `data_bytes` bytes of samples, as
@@ -100,8 +100,6 @@ struct OpenSegment {
     /// A write failed part way: what it left past the samples written is cut off before the
     /// next.
     torn: bool,
-    /// Where the samples start in the file.
-    data_start: u64,
     dir: PathBuf,
     suffix: u32,
     part: PathBuf,
@@ -151,7 +149,7 @@ impl OpenSegment {
         }
         // A write that failed may have put some of its samples in the file: they are there.
         let most = self.written + self.pending.len() as u64;
-        let in_file = (meta.len().saturating_sub(self.data_start) / 2).clamp(self.written, most);
+        let in_file = (meta.len().saturating_sub(HEADER_LEN) / 2).clamp(self.written, most);
         let data = self.data_written + self.pending.data_in((in_file - self.written) as usize);
         let lost = self.data - data;
         if in_file == 0 && fs::remove_file(&self.part).is_ok() {
@@ -615,7 +613,6 @@ impl Files {
             spec: spec.clone(),
             file: new.file,
             torn: false,
-            data_start: new.data_start,
             dir,
             suffix: new.suffix,
             part: new.part,
@@ -637,7 +634,7 @@ impl Files {
         let before = s.written;
         let result = (|| {
             while !s.pending.is_empty() {
-                let end = s.data_start + s.written * 2;
+                let end = HEADER_LEN + s.written * 2;
                 if s.torn {
                     s.file.set_len(end)?;
                     s.torn = false;
@@ -678,9 +675,7 @@ impl Files {
             let result = (|| {
                 let data_bytes = u32::try_from(s.written * 2).unwrap_or(u32::MAX);
                 s.file
-                    .write_all_at(&wav_header(s.spec.rate, data_bytes)[4..8], 4)?;
-                s.file
-                    .write_all_at(&data_bytes.to_le_bytes(), s.data_start - 4)?;
+                    .write_all_at(&wav_header(s.spec.rate, data_bytes), 0)?;
                 if fsync {
                     s.file.sync_data()?;
                 }
@@ -741,7 +736,6 @@ struct NewPart {
     suffix: u32,
     part: PathBuf,
     file: File,
-    data_start: u64,
 }
 
 /// Creates the `.part` of the first free name of bucket `bucket_ms` in `dir`.
@@ -807,7 +801,6 @@ fn name_part(
         Err(fs::TryLockError::Error(_)) => (),
     }
     file.write_all_at(&wav_header(rate, 0), 0)?;
-    let data_start = HEADER_LEN;
     between_steps();
     for suffix in 0..MAX_SUFFIX {
         let name = segment_file_name(bucket_ms, suffix);
@@ -827,12 +820,7 @@ fn name_part(
         // Should this fail, the name stays locked while we write, then recovery removes it.
         let _ = fs::remove_file(new);
         between_steps();
-        return Ok(Some(NewPart {
-            suffix,
-            part,
-            file,
-            data_start,
-        }));
+        return Ok(Some(NewPart { suffix, part, file }));
     }
     Err(too_many_files())
 }
