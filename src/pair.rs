@@ -1097,15 +1097,7 @@ mod tests {
         ] {
             let (s, start, len) = source(rate, 5);
             let h = low_pass(cutoff, rate, taps);
-            let filtered: Vec<f64> = (0..s.len())
-                .map(|n| {
-                    h.iter()
-                        .enumerate()
-                        .filter(|&(k, _)| k <= n)
-                        .map(|(k, c)| c * s[n - k])
-                        .sum()
-                })
-                .collect();
+            let filtered = convolve(&s, &h);
             let pre = quantise(s[start..start + len].iter().copied());
             let post_start = (start as isize - delay) as usize;
             let post = quantise(filtered[post_start..post_start + len].iter().copied());

@@ -88,21 +88,9 @@ pub fn compare_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rebuild::{Rebuilt, write_wav};
+    use crate::rebuild::write_segment_for_tests as write;
     use std::fs;
     use std::os::unix::ffi::OsStrExt;
-
-    fn write(path: &Path, rate: u32, samples: &[i16]) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let rebuilt = Rebuilt {
-            first_bucket_ms: 0,
-            rate,
-            samples: samples.to_vec(),
-            buckets: 1,
-            missing: 0,
-        };
-        write_wav(&rebuilt, path).unwrap();
-    }
 
     #[test]
     fn pairs_are_grouped_in_bucket_order_and_only_taps_count() {

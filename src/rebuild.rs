@@ -275,22 +275,27 @@ pub fn write_wav(rebuilt: &Rebuilt, path: &Path) -> Result<(), hound::Error> {
     wav.finalize()
 }
 
+/// Writes `samples` at `rate` as a segment file at `path`, making its directories: the tests'
+/// way to lay out a tree of segments.
+#[cfg(test)]
+pub(crate) fn write_segment_for_tests(path: &Path, rate: u32, samples: &[i16]) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let rebuilt = Rebuilt {
+        first_bucket_ms: 0,
+        rate,
+        samples: samples.to_vec(),
+        buckets: 1,
+        missing: 0,
+    };
+    write_wav(&rebuilt, path).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
 
-    fn write(path: &Path, rate: u32, samples: &[i16]) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let rebuilt = Rebuilt {
-            first_bucket_ms: 0,
-            rate,
-            samples: samples.to_vec(),
-            buckets: 1,
-            missing: 0,
-        };
-        write_wav(&rebuilt, path).unwrap();
-    }
+    use write_segment_for_tests as write;
 
     #[test]
     fn missing_buckets_are_silence_and_split_buckets_are_merged() {
