@@ -614,10 +614,10 @@ thread_local! {
 fn compare(pair: &Pair<Half>) -> Option<(u32, Figures)> {
     HALVES_READ.with(|halves| {
         let [pre, post] = &mut *halves.borrow_mut();
-        let rates = read_half(&pair.pre.location, pre).zip(read_half(&pair.post.location, post));
-        let compared = rates
-            .filter(|(pre_rate, post_rate)| pre_rate == post_rate)
-            .map(|(rate, _)| analyze(pair, &pre.samples, &post.samples, rate));
+        // POST is not read when PRE could not be.
+        let compared = read_half(&pair.pre.location, pre)
+            .and_then(|rate| (read_half(&pair.post.location, post)? == rate).then_some(rate))
+            .map(|rate| analyze(pair, &pre.samples, &post.samples, rate));
         pre.trim();
         post.trim();
         compared
