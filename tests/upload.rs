@@ -23,6 +23,22 @@ const KEY: &str = "testkey";
 const SECRET: &str = "testsecret";
 
 /// A port that is free, and so is the one 10,000 above it (SeaweedFS's gRPC ports).
+/// Five free ports for the server's master, volume, filer, S3 and admin: distinct, and none
+/// another's gRPC port (its own plus 10,000), which the server refuses to start on.
+fn server_ports() -> [u16; 5] {
+    loop {
+        let ports = [(); 5].map(|()| free_port());
+        let clash = ports.iter().enumerate().any(|(i, &a)| {
+            ports[i + 1..]
+                .iter()
+                .any(|&b| a == b || a.abs_diff(b) == 10_000)
+        });
+        if !clash {
+            return ports;
+        }
+    }
+}
+
 fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -54,13 +70,7 @@ impl Server {
         .unwrap();
         Server {
             dir: dir.to_owned(),
-            ports: [
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port(),
-                free_port(),
-            ],
+            ports: server_ports(),
         }
     }
 
