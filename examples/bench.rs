@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gst::prelude::*;
 
@@ -1222,10 +1222,15 @@ fn main() {
         part(format!(
             "**One tee**: a live 16 kHz `audiotestsrc` and one `tee` feeding N recorders in \
              PRE/POST pairs, every setting at its default (pair analysis on), or N fakesinks, all \
-             on the source's one streaming thread; {TEE_SECONDS} s measured after {TEE_WARM_UP_SECONDS} s of \
-             warming up, each run a fresh process, {TEE_ROUNDS} runs of each kind alternating and \
-             the least CPU of each kept. CPU is the whole process's, from `getrusage`: streaming \
-             thread, writer threads, pair analysis.\n\n{}",
+             on the source's one streaming thread; {TEE_SECONDS} s measured after \
+             {TEE_WARM_UP_SECONDS} s of warming up, each run a fresh process, {TEE_ROUNDS} runs of \
+             each kind alternating and the least CPU of each kept. CPU is the whole process's, \
+             from `getrusage`, and the recorders' is split by thread from `/proc`. The **floor** \
+             is N fakesinks plus one thread that writes the recorders' bytes the way the crash \
+             promise asks and does nothing else: every 200 ms one `pwrite` of 6,400 bytes to each \
+             of N files in one directory, and every 5 s a new file each, its 44-byte header \
+             written, published with a hard link and its `.part` name removed. No recorder that \
+             keeps the promise with the page cache can cost less than the floor.\n\n{}",
             tee_markdown(&tee_rows)
         ));
     }
@@ -1482,6 +1487,14 @@ fn tee_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
             panic!("{}: {}", e.error(), e.debug().unwrap_or_default());
         }
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let floor = (kind == "floor").then(|| {
+        let (stop, dir) = (stop.clone(), dir.to_owned());
+        std::thread::Builder::new()
+            .name("floor-writer".into())
+            .spawn(move || write_floor(n, &dir, &stop))
+            .expect("thread")
+    });
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(TEE_WARM_UP_SECONDS) {
         if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
@@ -1489,14 +1502,22 @@ fn tee_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
         }
     }
     lag_ns.store(0, Ordering::Relaxed);
-    let (cpu0, t0) = (rusage_cpu(), Instant::now());
+    let (cpu0, threads0_cpu, t0) = (rusage_cpu(), cpu_by_thread_kind(), Instant::now());
     while t0.elapsed() < Duration::from_secs(seconds) {
         if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
             fail(&m);
         }
     }
     let (cpu, wall) = (rusage_cpu() - cpu0, t0.elapsed());
+    let by_kind = cpu_by_thread_kind();
+    let by_kind: Vec<f64> = (0..by_kind.len())
+        .map(|i| by_kind[i] - threads0_cpu[i])
+        .collect();
     let (rss, all_threads) = (rss_kb(), threads());
+    stop.store(true, Ordering::Relaxed);
+    if let Some(floor) = floor {
+        floor.join().expect("floor writer");
+    }
     let behind_ms = lag_ns.load(Ordering::Relaxed) as f64 / 1e6;
     pipeline.send_event(gst::event::Eos::new());
     bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos])
@@ -1510,15 +1531,112 @@ fn tee_child(kind: &str, n: usize, seconds: u64, dir: &Path) {
     }
     pipeline.set_state(gst::State::Null).expect("null");
     println!(
-        "tee {} {} {} {} {} {} {}",
+        "tee {} {} {} {} {} {} {} {} {} {}",
         rss.saturating_sub(rss0),
         all_threads.saturating_sub(threads0),
         cpu.as_secs_f64(),
         wall.as_secs_f64(),
         dropped,
         behind_ms,
-        compared
+        compared,
+        by_kind[0],
+        by_kind[1],
+        by_kind[2],
     );
+}
+
+/// CPU seconds so far of this process's threads by kind: the streaming thread, the writer
+/// threads (the recorders' or the floor's), the comparing threads. From `/proc`, in the
+/// kernel's clock ticks.
+fn cpu_by_thread_kind() -> [f64; 3] {
+    // SAFETY: `sysconf` only reads a constant.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut kinds = [0.0; 3];
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the name may hold spaces, the fields after it do not.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
+        let ticks: f64 =
+            fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse().unwrap_or(0.0);
+        let kind = if name.starts_with("audiotestsrc") {
+            0
+        } else if name.starts_with("segrec-writer") || name == "floor-writer" {
+            1
+        } else if name.starts_with("segrec-pair") {
+            2
+        } else {
+            continue;
+        };
+        kinds[kind] += ticks / tick;
+    }
+    kinds
+}
+
+/// The least any recorder can cost beyond a fakesink: the same bytes written the way the
+/// crash promise asks, with nothing else. Each of `n` files gets the audio of the default
+/// flush interval in one `pwrite` per interval, after a 44-byte header, and every bucket each
+/// file is published with a hard link and its `.part` name removed, as the writer does; from
+/// one thread, until `stop`.
+fn write_floor(n: usize, dir: &Path, stop: &AtomicBool) {
+    use std::os::unix::fs::FileExt;
+    const FLUSH_MS: u64 = 200;
+    const BUCKET_MS: u64 = 5_000;
+    let chunk: Vec<u8> = (0..RATE * FLUSH_MS / 1_000 * 2).map(|i| i as u8).collect();
+    std::fs::create_dir_all(dir).expect("floor directory");
+    let epoch_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+    };
+    let name = |i: usize, bucket: u64, ext: &str| dir.join(format!("f{i}_{bucket}.{ext}"));
+    let mut open: Option<(u64, Vec<(std::fs::File, u64)>)> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let now = epoch_ms();
+        let bucket = now - now % BUCKET_MS;
+        if open.as_ref().is_none_or(|(b, _)| *b != bucket) {
+            if let Some((old, files)) = open.take() {
+                for (i, (file, _)) in files.into_iter().enumerate() {
+                    file.write_all_at(&[0; 44], 0).expect("header");
+                    std::fs::hard_link(name(i, old, "wav.part"), name(i, old, "wav"))
+                        .expect("publish");
+                    std::fs::remove_file(name(i, old, "wav.part")).expect("unlink");
+                }
+            }
+            let files = (0..n)
+                .map(|i| {
+                    let file = std::fs::File::options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(name(i, bucket, "wav.part"))
+                        .expect("create");
+                    file.write_all_at(&[0; 44], 0).expect("header");
+                    (file, 44)
+                })
+                .collect();
+            open = Some((bucket, files));
+        }
+        if let Some((_, files)) = open.as_mut() {
+            for (file, at) in files.iter_mut() {
+                file.write_all_at(&chunk, *at).expect("append");
+                *at += chunk.len() as u64;
+            }
+        }
+        let next = (epoch_ms() / FLUSH_MS + 1) * FLUSH_MS;
+        std::thread::sleep(Duration::from_millis(next.saturating_sub(epoch_ms())));
+    }
 }
 
 /// CPU time of this process so far, user and system, from `getrusage`.
@@ -1536,9 +1654,13 @@ fn rusage_cpu() -> Duration {
 /// One N of the tee part: the least of each kind's rounds.
 struct TeeRow {
     n: usize,
-    /// CPU seconds per wall second: recorders, fakesinks.
+    /// CPU seconds per wall second: recorders, fakesinks, fakesinks with the floor's writes.
     cpu_recorder: f64,
     cpu_fakesink: f64,
+    cpu_floor: f64,
+    /// Of the recorders' least run, CPU seconds per wall second of the streaming thread, the
+    /// writer threads and the comparing threads.
+    split: [f64; 3],
     kb_per_recorder: f64,
     dropped: f64,
     behind_ms: f64,
@@ -1548,6 +1670,10 @@ struct TeeRow {
 impl TeeRow {
     fn ratio(&self) -> f64 {
         self.cpu_recorder / self.cpu_fakesink
+    }
+
+    fn floor_ratio(&self) -> f64 {
+        self.cpu_floor / self.cpu_fakesink
     }
 
     /// µs of CPU per recorder-second, all of the process's CPU counted.
@@ -1560,20 +1686,29 @@ fn tee_part(o: &Options) -> Vec<TeeRow> {
     o.tee
         .iter()
         .map(|&n| {
-            let (mut rec, mut fake) = (Vec::new(), Vec::new());
+            let (mut rec, mut fake, mut floor) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..TEE_ROUNDS {
                 rec.push(run_part_child(o, "tee", "recorder", n, TEE_SECONDS));
                 fake.push(run_part_child(o, "tee", "fakesink", n, TEE_SECONDS));
+                floor.push(run_part_child(o, "tee", "floor", n, TEE_SECONDS));
             }
             let least =
                 |runs: &[Vec<f64>], i: usize| runs.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
             let most = |runs: &[Vec<f64>], i: usize| runs.iter().map(|r| r[i]).fold(0.0, f64::max);
-            let per_second =
-                |runs: &[Vec<f64>]| runs.iter().map(|r| r[2] / r[3]).fold(f64::MAX, f64::min);
+            let per_second = |r: &Vec<f64>| r[2] / r[3];
+            let cheapest = |runs: &[Vec<f64>]| {
+                runs.iter()
+                    .min_by(|a, b| per_second(a).total_cmp(&per_second(b)))
+                    .cloned()
+                    .expect("rounds")
+            };
+            let best = cheapest(&rec);
             TeeRow {
                 n,
-                cpu_recorder: per_second(&rec),
-                cpu_fakesink: per_second(&fake),
+                cpu_recorder: per_second(&best),
+                cpu_fakesink: per_second(&cheapest(&fake)),
+                cpu_floor: per_second(&cheapest(&floor)),
+                split: [best[7] / best[3], best[8] / best[3], best[9] / best[3]],
                 kb_per_recorder: (least(&rec, 0) - least(&fake, 0)) / n as f64,
                 dropped: most(&rec, 4),
                 behind_ms: most(&rec, 5),
@@ -1585,17 +1720,24 @@ fn tee_part(o: &Options) -> Vec<TeeRow> {
 
 fn tee_markdown(rows: &[TeeRow]) -> String {
     let mut out = String::from(
-        "| N | CPU, % of a core: recorders (fakesinks) | recorders ÷ fakesinks | µs of CPU per \
+        "| N | CPU, % of a core: recorders (fakesinks; floor) | recorders ÷ fakesinks (floor ÷ \
+         fakesinks) | recorders' CPU, % of a core: streaming, writers, comparing | µs of CPU per \
          recorder-second | KB per recorder beyond fakesink | most the stream fell behind, ms | \
-         samples dropped | pairs compared |\n|---|---|---|---|---|---|---|---|\n",
+         samples dropped | pairs compared |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &format!(
-            "| {} | {:.1} ({:.1}) | {:.2}× | {:.1} | {:.0} | {:.0} | {} | {} |\n",
+            "| {} | {:.1} ({:.1}; {:.1}) | {:.2}× ({:.2}×) | {:.1}, {:.1}, {:.1} | {:.1} | {:.0} | \
+             {:.0} | {} | {} |\n",
             thousands(r.n as u64),
             r.cpu_recorder * 100.0,
             r.cpu_fakesink * 100.0,
+            r.cpu_floor * 100.0,
             r.ratio(),
+            r.floor_ratio(),
+            r.split[0] * 100.0,
+            r.split[1] * 100.0,
+            r.split[2] * 100.0,
             r.us_per_recorder_second(),
             r.kb_per_recorder,
             r.behind_ms,
@@ -1614,11 +1756,13 @@ fn tee_verdict(rows: &[TeeRow]) -> String {
     let n = thousands(row.n as u64);
     let mut out = format!(
         "- One tee, {n} recorders ≤ {TARGET_TEE_VS_FAKESINK}× the CPU of {n} fakesinks: {} \
-         ({:.2}×, {:.1} µs per recorder-second); ≤ {TARGET_KB_PER_RECORDER} KB per recorder \
-         beyond fakesink: {} ({:.0}); nothing dropped: {}.\n",
+         ({:.2}×, {:.1} µs per recorder-second; the floor alone is {:.2}×); \
+         ≤ {TARGET_KB_PER_RECORDER} KB per recorder beyond fakesink: {} ({:.0}); nothing \
+         dropped: {}.\n",
         met(row.ratio() <= TARGET_TEE_VS_FAKESINK),
         row.ratio(),
         row.us_per_recorder_second(),
+        row.floor_ratio(),
         met(row.kb_per_recorder <= TARGET_KB_PER_RECORDER),
         row.kb_per_recorder,
         met(row.dropped == 0.0),
