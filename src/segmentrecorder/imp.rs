@@ -181,7 +181,7 @@ impl SegmentRecorder {
     }
 
     /// Closes the open bucket of the current stream and returns the recording, if started.
-    fn end_stream(&self) -> Option<Arc<Recording>> {
+    fn end_stream(&self) -> Option<Recording> {
         let (recording, batch, overlapped) = {
             let mut state = lock(&self.state);
             let state = state.as_mut()?;

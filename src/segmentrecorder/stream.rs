@@ -20,7 +20,8 @@ pub(super) struct State {
     /// The settings the recording runs with: those of `start()`, and the changes made since
     /// to properties that may change while playing.
     pub(super) settings: Settings,
-    pub(super) recording: Arc<Recording>,
+    /// Held here, not behind a further pointer: every buffer submits to it.
+    pub(super) recording: Recording,
     pub(super) identity: Arc<Identity>,
     /// A call boundary asked for while running: applied before the next buffer.
     pub(super) next_identity: Option<Arc<Identity>>,
@@ -44,7 +45,7 @@ impl State {
         let state = State {
             clock: StreamClock::new(settings.timestamp_mode),
             settings,
-            recording: Arc::new(recording),
+            recording,
             identity: Arc::new(identity),
             next_identity: None,
             timeline: None,

@@ -383,7 +383,9 @@ struct Inbox {
     reports: ReportFn,
 }
 
-/// A recorder's connection to the writer. Dropping it abandons what was not waited for.
+/// A recorder's connection to the writer; its clones are handles to the same recording.
+/// Dropping the last one abandons what was not waited for.
+#[derive(Clone)]
 pub struct Recording {
     inbox: Arc<Inbox>,
 }
@@ -664,8 +666,9 @@ fn serve(inbox: Arc<Inbox>) {
     let mut files = inbox.files.lock();
     let mut processed = 0;
     let mut stalled = files.retry(&mut reports).is_err();
+    let mut commands = VecDeque::new();
     if !stalled {
-        let mut commands = std::mem::take(&mut inbox.queue.lock().commands);
+        commands = std::mem::take(&mut inbox.queue.lock().commands);
         while let Some(command) = commands.pop_front() {
             processed += command.queued_bytes();
             if files.apply(command, &mut reports, &mut spare).is_err() {
@@ -677,7 +680,7 @@ fn serve(inbox: Arc<Inbox>) {
         if !commands.is_empty() {
             let mut queue = inbox.queue.lock();
             commands.append(&mut queue.commands);
-            queue.commands = commands;
+            std::mem::swap(&mut queue.commands, &mut commands);
         }
     }
     let deadline = files.retry_at();
@@ -694,6 +697,11 @@ fn serve(inbox: Arc<Inbox>) {
             && let Some(v) = spare.pop()
         {
             queue.spare.push(v);
+        }
+        // The emptied queue goes back with its allocation, for the streaming thread not to
+        // allocate a new one (and this thread free the old) every flush interval.
+        if queue.commands.capacity() == 0 && commands.is_empty() {
+            queue.commands = commands;
         }
         if stalled {
             queue.parked = true;
