@@ -342,17 +342,41 @@ impl Queue {
             }
             let n = room.min(bytes.len() / 2);
             if let Some(Command::Samples(last)) = self.commands.back_mut() {
-                // Extended in place rather than zeroed and then overwritten: this runs for
-                // every buffer of every recorder, on the streaming thread.
-                last.extend(
-                    bytes[..n * 2]
-                        .chunks_exact(2)
-                        .map(|b| i16::from_le_bytes([b[0], b[1]])),
-                );
+                extend_from_le(last, &bytes[..n * 2]);
             }
             bytes = &bytes[n * 2..];
         }
     }
+}
+
+/// Appends the S16LE samples of `bytes` (of an even length) to `samples`. Extended in place
+/// rather than zeroed and then overwritten, and copied as the bytes they are where the target
+/// is little-endian: this runs for every buffer of every recorder, on the streaming thread.
+#[cfg(target_endian = "little")]
+fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
+    let n = bytes.len() / 2;
+    samples.reserve(n);
+    // SAFETY: `reserve` made room for `n` more samples after the `len` there are. On this
+    // target an `i16` is its two bytes in little-endian order and any two bytes are a valid
+    // `i16`; the copy is bytewise, so the bytes need no alignment. The length grows only once
+    // the samples are written.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            samples.as_mut_ptr().add(samples.len()).cast::<u8>(),
+            n * 2,
+        );
+        samples.set_len(samples.len() + n);
+    }
+}
+
+#[cfg(target_endian = "big")]
+fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
+    samples.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]])),
+    );
 }
 
 /// How a submission brings a writer thread.
@@ -1084,6 +1108,35 @@ mod tests {
         }
         rec.submit(&mut vec![Step::Close], &[], Overflow::Wait);
         rec.wait_idle(false).unwrap();
+    }
+
+    #[test]
+    fn queued_samples_are_the_bytes_read_as_s16le_wherever_the_bytes_lie() {
+        // Every 16-bit value, from bytes at an odd address, in pieces that cross the limit of
+        // a queued vector.
+        let values: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        let mut bytes = vec![0u8];
+        bytes.extend(le(&values));
+        let mut queue = Queue::default();
+        for piece in bytes[1..].chunks(2 * 1_001) {
+            queue.push_samples(piece);
+        }
+        let queued: Vec<i16> = queue
+            .commands
+            .iter()
+            .flat_map(|c| match c {
+                Command::Samples(s) => {
+                    assert!(s.len() <= COALESCE_SAMPLES);
+                    s.clone()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(queued, values);
+        assert_eq!(
+            queue.commands.len(),
+            values.len().div_ceil(COALESCE_SAMPLES)
+        );
     }
 
     #[test]
