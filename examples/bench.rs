@@ -1756,13 +1756,15 @@ fn tee_verdict(rows: &[TeeRow]) -> String {
     let n = thousands(row.n as u64);
     let mut out = format!(
         "- One tee, {n} recorders ≤ {TARGET_TEE_VS_FAKESINK}× the CPU of {n} fakesinks: {} \
-         ({:.2}×, {:.1} µs per recorder-second; the floor alone is {:.2}×); \
+         ({:.2}×, {:.1} µs per recorder-second; the floor alone is {:.2}×, the recorders \
+         {:.2}× the floor); \
          ≤ {TARGET_KB_PER_RECORDER} KB per recorder beyond fakesink: {} ({:.0}); nothing \
          dropped: {}.\n",
         met(row.ratio() <= TARGET_TEE_VS_FAKESINK),
         row.ratio(),
         row.us_per_recorder_second(),
         row.floor_ratio(),
+        row.cpu_recorder / row.cpu_floor,
         met(row.kb_per_recorder <= TARGET_KB_PER_RECORDER),
         row.kb_per_recorder,
         met(row.dropped == 0.0),
