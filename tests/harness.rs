@@ -62,6 +62,51 @@ fn buffers_of_333_samples_split_at_the_exact_sample() {
 }
 
 #[test]
+fn buffers_whose_data_lies_at_odd_addresses_are_recorded_exactly() {
+    // Samples are copied from the mapped bytes as they lie: here every buffer's data starts at
+    // an odd address, in lengths of 1 to 997 samples, written every 10 ms.
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let element = recorder(dir.path(), "call-1", "stt", "PRE");
+    element.set_property("flush-interval", 10_000_000u64);
+    let (mut h, _bus) = harness(&element, CAPS_16K);
+    let total = 7 * 16_000 + 5;
+    let mut pushed = 0u64;
+    for len in [1u64, 2, 3, 160, 333, 997].into_iter().cycle() {
+        let len = len.min(total - pushed);
+        if len == 0 {
+            break;
+        }
+        let mut bytes = vec![0xAA];
+        bytes.extend((pushed..pushed + len).flat_map(|i| signal(i).to_le_bytes()));
+        let memory = gst::Memory::from_slice(bytes).share(1..1 + 2 * len as usize);
+        let mut buffer = gst::Buffer::new();
+        {
+            let b = buffer.get_mut().unwrap();
+            b.append_memory(memory);
+            b.set_pts(gst::ClockTime::from_nseconds(
+                pushed * 1_000_000_000 / 16_000,
+            ));
+        }
+        assert_eq!(
+            buffer.map_readable().unwrap().as_ptr() as usize % 2,
+            1,
+            "the data lies at an odd address"
+        );
+        h.push(buffer).unwrap();
+        pushed += len;
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let recorded: Vec<i16> = segments(dir.path())
+        .iter()
+        .flat_map(|file| read_wav(file).0)
+        .collect();
+    let expected: Vec<i16> = (0..total).map(signal).collect();
+    assert_eq!(&recorded[..total as usize], &expected[..]);
+    assert!(recorded[total as usize..].iter().all(|&s| s == 0));
+}
+
+#[test]
 fn one_sample_buffers_split_at_the_exact_sample() {
     check_exact_split(
         1,
