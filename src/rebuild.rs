@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::layout::{Found, Identity, SegmentFile, Walk, identity_dir};
 use crate::segmentrecorder::MAX_RATE;
 use crate::timeline::{Grid, NS_PER_SEC};
+use crate::writer::extend_from_le;
 
 /// A tap's audio, from the start of its first bucket to the end of its last.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,10 +165,7 @@ pub fn decode_segment_into(
         ))
     })?;
     samples.clear();
-    samples.extend(
-        data.chunks_exact(2)
-            .map(|b| i16::from_le_bytes([b[0], b[1]])),
-    );
+    extend_from_le(samples, data);
     Ok(spec.sample_rate)
 }
 

@@ -351,9 +351,10 @@ impl Queue {
 
 /// Appends the S16LE samples of `bytes` (of an even length) to `samples`. Extended in place
 /// rather than zeroed and then overwritten, and copied as the bytes they are where the target
-/// is little-endian: this runs for every buffer of every recorder, on the streaming thread.
+/// is little-endian: this runs for every buffer of every recorder, on the streaming thread, and
+/// for every file a pair analysis reads.
 #[cfg(target_endian = "little")]
-fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
+pub(crate) fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
     let n = bytes.len() / 2;
     samples.reserve(n);
     // SAFETY: `reserve` made room for `n` more samples after the `len` there are. On this
@@ -371,7 +372,7 @@ fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
 }
 
 #[cfg(target_endian = "big")]
-fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
+pub(crate) fn extend_from_le(samples: &mut Vec<i16>, bytes: &[u8]) {
     samples.extend(
         bytes
             .chunks_exact(2)
